@@ -1,0 +1,104 @@
+"""Rater for any chat VLM that transformers loads natively (Qwen2-VL, Qwen2.5-VL, LLaVA, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+import numpy as np
+import torch
+from PIL import Image
+
+from llmiqa.checkpoints import checkpoint_identity
+from llmiqa.devices import resolve_device, resolve_dtype
+from llmiqa.raters.base import ModelLoadError, digit_token_ids, level_probabilities
+from llmiqa.standards import Standard
+
+
+def chat_messages(standard: Standard, system_role: bool = True) -> list[dict]:
+    """The paper's two messages; without a system role the standard opens the user turn."""
+    user = [{"type": "image"}, {"type": "text", "text": standard.user_prompt()}]
+    if not system_role:
+        user[1]["text"] = f"{standard.system_prompt()}\n{standard.user_prompt()}"
+        return [{"role": "user", "content": user}]
+    return [
+        {"role": "system", "content": [{"type": "text", "text": standard.system_prompt()}]},
+        {"role": "user", "content": user},
+    ]
+
+
+class TransformersRater:
+    """AutoModelForImageTextToText + AutoProcessor; one forward pass per batch, no generate()."""
+
+    def __init__(
+        self,
+        model: str,
+        device: str | None = None,
+        dtype: str | None = None,
+        revision: str | None = None,
+    ) -> None:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        try:
+            self.processor = AutoProcessor.from_pretrained(model, revision=revision)
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                model, revision=revision, dtype=self.dtype
+            )
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            first = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
+            raise ModelLoadError(
+                f"{model}: cannot load as a vision-language model with "
+                f"AutoModelForImageTextToText/AutoProcessor ({first})"
+            ) from None
+        self.tokenizer = getattr(self.processor, "tokenizer", None)
+        if self.tokenizer is None or not getattr(self.processor, "chat_template", None):
+            raise ModelLoadError(f"{model}: its processor has no tokenizer or no chat template")
+        self.tokenizer.padding_side = "left"  # the answer position is then the last one
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model.to(self.device).eval()
+        self.name = model
+        commit = getattr(self.model.config, "_commit_hash", None)
+        self.identity = (
+            f"{checkpoint_identity(model, commit)}|{str(self.dtype).removeprefix('torch.')}"
+        )
+        self.render_prompt = cache(self._render_prompt)
+        self._digit_ids = cache(self._find_digit_ids)
+
+    def _render_prompt(self, standard: Standard) -> str:
+        try:
+            return self.processor.apply_chat_template(
+                chat_messages(standard), add_generation_prompt=True, tokenize=False
+            )
+        except Exception as error:  # jinja raises on templates without a system role
+            if "system" not in str(error).lower():
+                raise
+            return self.processor.apply_chat_template(
+                chat_messages(standard, system_role=False),
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+
+    def _find_digit_ids(self, standard: Standard) -> list[int]:
+        return digit_token_ids(
+            self.tokenizer, self.render_prompt(standard), standard.levels, self.name
+        )
+
+    @torch.inference_mode()
+    def rate(self, images: Sequence[Image.Image], standard: Standard) -> np.ndarray:
+        if not images:
+            return np.zeros((0, standard.levels))
+        digit_ids = self._digit_ids(standard)
+        prompt = self.render_prompt(standard)
+        inputs = self.processor(
+            text=[prompt] * len(images), images=list(images), padding=True, return_tensors="pt"
+        ).to(self.device)
+        for key, value in inputs.items():
+            if torch.is_floating_point(value):
+                inputs[key] = value.to(self.dtype)
+        logits = self.model(**inputs, logits_to_keep=1).logits[:, -1, :]
+        return level_probabilities(logits, digit_ids)

@@ -1,0 +1,201 @@
+"""Tiny random checkpoints built offline from configs, for tests and benchmarks.
+
+They are saved with save_pretrained and loaded back by path through the same code users
+run on real checkpoints. Random weights prove the plumbing, never accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+QWEN_SPECIALS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# Same shape of output as the real Qwen2-VL template (system, image placeholder, text).
+QWEN_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif c['type'] == 'text' %}{{ c['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# The llava-1.5-hf template: system text bare, then "USER: <image>\n... ASSISTANT:".
+LLAVA_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}"
+    "{{ message['role'].upper() + ': ' }}{% endif %}"
+    "{% for c in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}"
+    "{% endfor %}{% for c in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ c['text'] + ' ' }}{% endfor %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+
+def byte_tokenizer(
+    specials: tuple[str, ...], template: str, drop_digits: bool = False
+) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with no merges: every byte one token, so digits are single tokens.
+
+    `drop_digits` removes the digit bytes from the vocabulary (they become the unknown
+    token) to build the "tokenizer lacks single-digit tokens" failure case.
+    """
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    if drop_digits:
+        alphabet = [c for c in alphabet if not c.isdigit()]
+    vocab = {c: i for i, c in enumerate(["<unk>", *alphabet])}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>")
+    tokenizer.add_special_tokens({"additional_special_tokens": list(specials)})
+    tokenizer.pad_token = specials[0]
+    tokenizer.eos_token = specials[0]
+    tokenizer.chat_template = template
+    return tokenizer
+
+
+def _special_ids(tokenizer: PreTrainedTokenizerFast, names: tuple[str, ...]) -> dict[str, int]:
+    return {name: tokenizer.convert_tokens_to_ids(name) for name in names}
+
+
+def build_qwen2_vl(
+    folder: str | Path, seed: int = 0, version: str = "2", drop_digits: bool = False
+) -> Path:
+    """A ~0.2 M-parameter Qwen2-VL (version "2") or Qwen2.5-VL (version "2.5")."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+    )
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    tokenizer = byte_tokenizer(QWEN_SPECIALS, QWEN_TEMPLATE, drop_digits)
+    ids = _special_ids(tokenizer, QWEN_SPECIALS)
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    vision = dict(
+        depth=2,
+        hidden_size=64,
+        num_heads=2,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
+    tokens = dict(
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    if version == "2":
+        config = Qwen2VLConfig(
+            text_config=text, vision_config={**vision, "embed_dim": 32, "mlp_ratio": 2}, **tokens
+        )
+        model_class = Qwen2VLForConditionalGeneration
+    elif version == "2.5":
+        vision = {**vision, "intermediate_size": 64, "out_hidden_size": 64, "window_size": 56}
+        config = Qwen2_5_VLConfig(
+            text_config=text, vision_config={**vision, "fullatt_block_indexes": [1]}, **tokens
+        )
+        model_class = Qwen2_5_VLForConditionalGeneration
+    else:
+        raise ValueError(f"unknown Qwen-VL version {version!r}")
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    # Small images keep the tiny model fast; the processor still takes any size.
+    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112)
+    processor = Qwen2VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=QWEN_TEMPLATE,
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return Path(folder)
+
+
+def build_llava(folder: str | Path, seed: int = 0) -> Path:
+    """A tiny LLaVA: CLIP vision tower (56 px, patch 14) + a two-layer Llama."""
+    from transformers import (
+        CLIPImageProcessor,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    specials = ("</s>", "<image>", "<s>")
+    tokenizer = byte_tokenizer(specials, LLAVA_TEMPLATE)
+    ids = _special_ids(tokenizer, specials)
+    vision = dict(
+        model_type="clip_vision_model",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=56,
+        patch_size=14,
+        projection_dim=32,
+    )
+    text = dict(
+        model_type="llama",
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=ids["<s>"],
+        eos_token_id=ids["</s>"],
+        pad_token_id=ids["</s>"],
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=ids["<image>"],
+        vision_feature_layer=-2,
+        image_seq_length=16,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        chat_template=LLAVA_TEMPLATE,
+        num_additional_image_tokens=1,
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return Path(folder)
