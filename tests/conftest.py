@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# Tests never reach a model hub: set before transformers / huggingface_hub are imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 from pathlib import Path
 
 import pytest

@@ -1,24 +1,60 @@
-"""MLLM backends behind one small contract (see base.Rater); `load_rater` picks the backend."""
+"""MLLM backends behind one small contract (see base.Rater), chosen from a checkpoint's config."""
 
 from __future__ import annotations
 
-from llmiqa.checkpoints import read_config
+from dataclasses import dataclass
+from functools import cached_property
+
+from llmiqa.checkpoints import checkpoint_identity, read_config
+from llmiqa.devices import resolve_device, resolve_dtype
 from llmiqa.raters.base import ModelLoadError, Rater
+
+
+@dataclass(frozen=True)
+class RaterSpec:
+    """A rater to load, named before loading: the store keys ratings by `identity`, so a
+    run whose ratings are all stored never loads a model at all."""
+
+    model: str
+    device: str | None = None
+    dtype: str | None = None
+    revision: str | None = None
+    options: tuple[tuple[str, object], ...] = ()  # backend options that change outputs
+
+    @cached_property
+    def config(self) -> dict:
+        return self._config_and_commit[0]
+
+    @cached_property
+    def _config_and_commit(self) -> tuple[dict, str | None]:
+        return read_config(self.model, self.revision)
+
+    @cached_property
+    def identity(self) -> str:
+        dtype = resolve_dtype(self.dtype, resolve_device(self.device))
+        parts = [checkpoint_identity(self.model, self._config_and_commit[1])]
+        parts.append(str(dtype).removeprefix("torch."))
+        parts += [f"{key}={value}" for key, value in self.options]
+        return "|".join(parts)
+
+    def load(self) -> Rater:
+        model_type = self.config.get("model_type")
+        if model_type is None:
+            raise ModelLoadError(f"{self.model}: config.json has no model_type")
+        from llmiqa.raters.hf import TransformersRater
+
+        rater = TransformersRater(
+            self.model, self.device, self.dtype, self.revision, **dict(self.options)
+        )
+        rater.identity = self.identity
+        return rater
 
 
 def load_rater(
     model: str, device: str | None = None, dtype: str | None = None, revision: str | None = None
 ) -> Rater:
     """Load a rater by hub id or local folder, choosing the backend from its config.json."""
-    config = read_config(model, revision)
-    model_type = config.get("model_type")
-    if model_type is None:
-        raise ModelLoadError(
-            f"{model}: config.json has no model_type; not a transformers checkpoint"
-        )
-    from llmiqa.raters.hf import TransformersRater
-
-    return TransformersRater(model, device=device, dtype=dtype, revision=revision)
+    return RaterSpec(model, device, dtype, revision).load()
 
 
-__all__ = ["ModelLoadError", "Rater", "load_rater"]
+__all__ = ["ModelLoadError", "Rater", "RaterSpec", "load_rater"]

@@ -14,11 +14,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from llmiqa.checkpoints import ModelLoadError
 from llmiqa.standards import Standard
 
-
-class ModelLoadError(RuntimeError):
-    """A model id or folder that cannot serve as a rater; the message is one line."""
+__all__ = ["ModelLoadError", "Rater", "digit_token_ids", "level_probabilities"]
 
 
 class Rater(Protocol):

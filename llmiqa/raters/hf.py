@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from llmiqa.checkpoints import checkpoint_identity
 from llmiqa.devices import resolve_device, resolve_dtype
 from llmiqa.raters.base import ModelLoadError, digit_token_ids, level_probabilities
 from llmiqa.standards import Standard
@@ -62,10 +61,7 @@ class TransformersRater:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model.to(self.device).eval()
         self.name = model
-        commit = getattr(self.model.config, "_commit_hash", None)
-        self.identity = (
-            f"{checkpoint_identity(model, commit)}|{str(self.dtype).removeprefix('torch.')}"
-        )
+        self.identity = model  # RaterSpec.load sets the full identity
         self.render_prompt = cache(self._render_prompt)
         self._digit_ids = cache(self._find_digit_ids)
 
