@@ -124,9 +124,8 @@ def region_table(result: ImageResult) -> str:
     lines.append(f"  {'-':>2}  {'whole':<10} {'':<24} {1:>6.1%}  {result.s_global.mean():.3f}")
     for i, region in enumerate(result.regions):
         box = ",".join(map(str, region.box))
-        lines.append(
-            f"  {i:>2}  {region.kind:<10} {box:<24} {region.area_fraction:>6.1%}  {region.score:.3f}"
-        )
+        share = f"{region.area_fraction:>6.1%}"
+        lines.append(f"  {i:>2}  {region.kind:<10} {box:<24} {share}  {region.score:.3f}")
     return "\n".join(lines)
 
 

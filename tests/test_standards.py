@@ -31,7 +31,8 @@ def test_every_level_is_described_best_first(kind, levels):
     assert len(standard.descriptions) == levels
     assert len(set(standard.descriptions)) == levels
     positions = [
-        system.index(f"{k}: {d}") for k, d in zip(range(levels, 0, -1), standard.descriptions)
+        system.index(f"{k}: {d}")
+        for k, d in zip(range(levels, 0, -1), standard.descriptions, strict=True)
     ]
     assert positions == sorted(positions)
 

@@ -69,8 +69,8 @@ from llmiqa.store import RatingKey, Store
 store = Store(sys.argv[1])
 who = sys.argv[2]
 for n in range(200):
-    rows = [(RatingKey("m", "p", f"{who}-{n}-{i}", "whole"), np.full(7, n, dtype=float)) for i in range(5)]
-    rows.append((RatingKey("m", "p", f"shared-{n}", "whole"), np.full(7, n, dtype=float)))
+    names = [f"{who}-{n}-{i}" for i in range(5)] + [f"shared-{n}"]
+    rows = [(RatingKey("m", "p", name, "whole"), np.full(7, n, dtype=float)) for name in names]
     store.put_ratings(rows)
 """
 
