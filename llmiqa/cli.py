@@ -7,38 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+from llmiqa.options import DEFAULTS, PRESETS, make_scorer, resolve
 from llmiqa.pipeline import DEFAULT_MIN_AREA, DEFAULT_MODEL, DEFAULT_SEGMENTER, Scorer
-from llmiqa.results import Aggregation, ImageResult
-from llmiqa.standards import KINDS, Standard
+from llmiqa.results import ImageResult
+from llmiqa.standards import KINDS
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-
-# Every scoring option, with its default; a preset replaces defaults, explicit flags win.
-DEFAULTS = {
-    "model": [DEFAULT_MODEL],
-    "levels": 7,
-    "standard": "word",
-    "readout": "expected",
-    "region_mode": "bbox",
-    "aggregate": "area",
-    "lam": 1.0,
-    "min_area": DEFAULT_MIN_AREA,
-    "segmenter": DEFAULT_SEGMENTER,
-}
-PRESETS = {
-    # The paper's exact configuration (Section 4.1): mPLUG-Owl3 + SAM2, K = 7 words,
-    # one greedy token (argmax), bbox sub-images, area weights, s = s_global + s_local.
-    "paper": {
-        "model": ["mPLUG/mPLUG-Owl3-7B-240728"],
-        "segmenter": "facebook/sam2-hiera-large",
-        "levels": 7,
-        "standard": "word",
-        "readout": "argmax",
-        "region_mode": "bbox",
-        "aggregate": "area",
-        "lam": 1.0,
-    },
-}
 
 
 def add_scoring_options(parser: argparse.ArgumentParser) -> None:
@@ -77,32 +51,12 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--store", help="SQLite file caching masks and ratings across runs")
 
 
-def resolve(args: argparse.Namespace) -> dict:
-    """Explicit flags over the preset over the defaults."""
-    preset = PRESETS.get(args.preset or "", {})
-    return {
-        name: getattr(args, name) if getattr(args, name) is not None else preset.get(name, default)
-        for name, default in DEFAULTS.items()
-    }
+def scoring_options(args: argparse.Namespace) -> dict:
+    return resolve({name: getattr(args, name, None) for name in DEFAULTS}, args.preset)
 
 
-def build_scorer(
-    args: argparse.Namespace, store: str | None = None, progress: bool = False
-) -> Scorer:
-    options = resolve(args)
-    return Scorer(
-        options["model"],
-        standard=Standard(options["standard"], options["levels"]),
-        aggregation=Aggregation(options["readout"], options["aggregate"], options["lam"]),
-        region_mode=options["region_mode"],
-        min_area=options["min_area"],
-        segmenter=options["segmenter"],
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        store=store or args.store,
-        progress=progress,
-    )
+def build_scorer(args: argparse.Namespace, progress: bool = False) -> Scorer:
+    return make_scorer(scoring_options(args), args.store, progress)
 
 
 def expand_inputs(paths: list[str]) -> list[str]:
@@ -154,6 +108,118 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_segment(args: argparse.Namespace) -> int:
+    from llmiqa.draw import draw_regions
+    from llmiqa.images import load_image
+
+    image = load_image(args.image)
+    scorer = build_scorer(args)
+    if scorer.region_mode == "whole-only":
+        raise ValueError("segment draws regions: use --region-mode bbox or mask")
+    (result,) = scorer.score([image])
+    if not result.ok:
+        print(f"error: {result.error}", file=sys.stderr)
+        return 1
+    draw_regions(image.image, scorer.regions(image), result).save(args.output)
+    print(f"{result.score:.4f}\t{result.name}\t{len(result.regions)} regions -> {args.output}")
+    return 0
+
+
+def add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    from llmiqa.datasets import NAMES
+
+    group = parser.add_argument_group("dataset")
+    group.add_argument("--dataset", required=True, choices=NAMES)
+    group.add_argument("--root", required=True, help="folder of the official release")
+    group.add_argument("--split", default="all", help="all, or an official split (KonIQ: test)")
+    group.add_argument("--score-col", help="another score column of the release")
+    group.add_argument("--labels", help="csv: the label file (default: the CSV in --root)")
+    group.add_argument("--image-col", help="csv: image column (default: the first)")
+    group.add_argument("--lower-better", action="store_true", help="csv: lower score = better")
+    group.add_argument(
+        "--include-training", action="store_true", help="livec: keep the 7 training images"
+    )
+
+
+def dataset_options(args: argparse.Namespace) -> dict:
+    options = {"name": args.dataset, "root": str(Path(args.root).resolve()), "split": args.split}
+    for name in ("labels", "image_col", "score_col"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
+    for name in ("lower_better", "include_training"):
+        if getattr(args, name, False):
+            options[name] = True
+    return options
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        shard = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shard must look like 0/4, got {text!r}") from None
+    if not 0 <= shard[0] < shard[1]:
+        raise argparse.ArgumentTypeError(f"shard i/n needs 0 <= i < n, got {text!r}")
+    return shard
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from llmiqa.runs import RunConfig, evaluate_run
+
+    out = Path(args.out)
+    config = RunConfig(dataset_options(args), scoring_options(args), args.limit, args.store)
+    summary = evaluate_run(config, out, args.shard, args.bootstrap)
+    if summary is None:
+        print(f"shard {args.shard[0]}/{args.shard[1]} stored; run without --shard to collect")
+        return 0
+    values = summary["metrics"]
+    line = "  ".join(
+        f"{name.upper()} {values[name]['value']:.4f}" for name in ("srcc", "plcc", "krcc")
+    )
+    print(f"{summary['scored']} of {summary['images']} images scored  {line}")
+    print(f"results, metrics and report in {out}")
+    return 1 if summary["failed"] else 0
+
+
+def cmd_bound(args: argparse.Namespace) -> int:
+    from llmiqa.bound import upper_bound
+    from llmiqa.datasets import load_dataset
+
+    dataset = load_dataset(**dataset_options(args))
+    rows = []
+    for k in args.levels:
+        bound = upper_bound(dataset.mos, k, strict=args.strict)
+        rows.append(
+            {
+                "dataset": args.dataset,
+                "levels": k,
+                "srcc": bound.srcc,
+                "plcc": bound.plcc,
+                "mean": bound.mean,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    kind = "strict K levels" if args.strict else "Equation (1) as printed"
+    print(f"{args.dataset}: upper bound of K-level scoring ({kind}), n = {len(dataset.mos)}")
+    print(f"{'K':>3}  {'SRCC':>6}  {'PLCC':>6}  {'mean':>6}")
+    for row in rows:
+        print(f"{row['levels']:>3}  {row['srcc']:.4f}  {row['plcc']:.4f}  {row['mean']:.4f}")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from llmiqa.runs import ablate, rows_markdown
+
+    rows = ablate(Path(args.run), args.axes)
+    if args.json:
+        print(json.dumps([vars(row) for row in rows]))
+    else:
+        print(rows_markdown(rows))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmiqa", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +230,42 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--regions", action="store_true", help="show each region's score")
     add_scoring_options(score)
     score.set_defaults(run=cmd_score)
+
+    segment = commands.add_parser("segment", help="draw the regions, their scores and areas")
+    segment.add_argument("image", help="one image file")
+    segment.add_argument("-o", "--output", required=True, help="PNG file to write")
+    add_scoring_options(segment)
+    segment.set_defaults(run=cmd_segment)
+
+    evaluate = commands.add_parser("eval", help="score a benchmark and report its metrics")
+    add_dataset_options(evaluate)
+    evaluate.add_argument("--out", required=True, help="run folder (resumable)")
+    evaluate.add_argument("--limit", type=int, help="only the first N images")
+    evaluate.add_argument(
+        "--shard", type=parse_shard, help="i/n: score every n-th image from i (one per GPU)"
+    )
+    evaluate.add_argument("--bootstrap", type=int, default=1000, help="resamples for the CIs")
+    add_scoring_options(evaluate)
+    evaluate.set_defaults(run=cmd_eval)
+
+    bound = commands.add_parser("bound", help="Table 1: correlation bound of K-level scores")
+    add_dataset_options(bound)
+    bound.add_argument("--levels", type=int, nargs="+", default=[3, 5, 7, 9])
+    bound.add_argument("--strict", action="store_true", help="exactly K levels, not K + 1")
+    bound.add_argument("--json", action="store_true")
+    bound.set_defaults(run=cmd_bound)
+
+    ablation = commands.add_parser("ablate", help="the paper's ablations from a run folder")
+    ablation.add_argument("run", help="run folder written by llmiqa eval")
+    ablation.add_argument(
+        "--axes",
+        nargs="*",
+        default=[],
+        choices=("standard", "levels", "region-mode"),
+        help="also vary these (they need new ratings; whatever is stored is reused)",
+    )
+    ablation.add_argument("--json", action="store_true")
+    ablation.set_defaults(run=cmd_ablate)
 
     args = parser.parse_args(argv)
     try:

@@ -208,7 +208,7 @@ class Scorer:
             try:
                 views[i] = [View(item, None, "whole")] + [
                     View(item, r, view_geometry(r, self.region_mode, item.image.size))
-                    for r in self._regions(item)
+                    for r in self.regions(item)
                 ]
             except Exception as error:  # one image's segmentation must not sink the batch
                 errors[i] = f"{item.name}: segmentation failed ({_one_line(error)})"
@@ -224,7 +224,8 @@ class Scorer:
         self.seconds["aggregate"] += time.perf_counter() - started
         return results
 
-    def _regions(self, image: LoadedImage) -> list[Region]:
+    def regions(self, image: LoadedImage) -> list[Region]:
+        """Algorithm 1 on this image's SAM2 masks (from the store when already segmented)."""
         if self.region_mode == "whole-only":
             return []
         segmenter = self.segmenter_identity

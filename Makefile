@@ -1,0 +1,27 @@
+# Two commands do everything on a fresh machine (see README.md):
+#   make score IMAGES="photo.jpg folder/" [ARGS="--model ... --json"]
+#   make test
+# Both create .venv and install llmiqa into it on first use.
+
+VENV ?= .venv
+PYTHON ?= python3
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q $(TORCH)
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+score: $(VENV)/.installed
+	$(VENV)/bin/llmiqa score $(IMAGES) $(ARGS)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest -q
+
+.PHONY: install score test
