@@ -1,0 +1,332 @@
+"""The five benchmarks of the paper, read from their official release layouts, plus any CSV.
+
+name      label file(s) under root                         images under   score columns (scale)
+koniq10k  koniq10k_scores_and_distributions.csv            1024x768/      MOS (1-5), MOS_zscore
+livec     Data/AllImages_release.mat, AllMOS_release.mat   Images/        AllMOS_release (0-100)
+spaq      Annotations/MOS and Image attribute scores.xlsx  TestImage/     MOS (0-100)
+kadid10k  dmos.csv                                         images/        dmos (1-5)
+agiqa3k   data.csv                                         root itself    mos_quality, mos_align
+
+Every official score is already higher = better (KADID's column is named "dmos", but 5
+means no visible degradation) and is kept in the release's own units; correlations do
+not care about the scale, and Table 1 rescales by the observed min and max. KonIQ's
+default is `MOS` (1-5), not `MOS_zscore`: only `MOS` reproduces the paper's Table 1
+(see llmiqa/bound.py).
+
+Reading labels never touches the images: Table 1 needs only labels, and a label file is
+checked on its own. `Dataset.check_images` tells whether the image folder is there at
+all. A listed image whose file is missing is NOT dropped here: the runner tries it and
+counts it as a failure, so the reported n always says what was left out. A malformed
+label file (missing column, non-numeric or non-finite score, empty file, duplicate image
+name, score outside the scale) raises DatasetError naming the file and the row.
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import scipy.io
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read as asked; str(error) is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image."""
+
+    image: str  # the name as in the label file, relative to Dataset.image_dir
+    mos: float  # oriented so that higher = better
+    split: str | None = None  # the official split, where the release defines one
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Labelled images of one benchmark (or one CSV), in label-file order."""
+
+    name: str
+    root: Path
+    image_dir: Path
+    labels: Path  # the label file the scores were read from
+    score_column: str
+    scale: tuple[float, float] | None  # the rating scale of score_column; None for csv
+    samples: tuple[Sample, ...]
+
+    def path(self, sample: Sample) -> Path:
+        return self.image_dir / sample.image
+
+    @property
+    def mos(self) -> np.ndarray:
+        return np.array([sample.mos for sample in self.samples])
+
+    def check_images(self) -> None:
+        """Raise DatasetError unless image_dir exists and holds at least one listed image.
+
+        Individual missing images are left to the runner, which counts them as failures.
+        """
+        if not self.image_dir.is_dir():
+            raise DatasetError(f"{self.image_dir}: image folder of {self.name} not found")
+        if not any(self.path(sample).is_file() for sample in self.samples):
+            raise DatasetError(f"{self.image_dir}: none of the {self.name} images is there")
+
+
+@dataclass(frozen=True)
+class _Release:
+    """Where an official release keeps its labels and images."""
+
+    labels: str
+    image_dir: str
+    image_col: str
+    scales: dict[str, tuple[float, float]]  # score columns offered; the first is the default
+    splits_file: str | None = None  # a label file with a `set` column, where one exists
+    splits: tuple[str, ...] = ()
+
+
+RELEASES = {
+    "koniq10k": _Release(
+        "koniq10k_scores_and_distributions.csv",
+        "1024x768",
+        "image_name",
+        {"MOS": (1, 5), "MOS_zscore": (0, 100)},
+        "koniq10k_distributions_sets.csv",
+        ("training", "validation", "test"),
+    ),
+    "livec": _Release(
+        "Data/AllMOS_release.mat", "Images", "AllImages_release", {"AllMOS_release": (0, 100)}
+    ),
+    "spaq": _Release(
+        "Annotations/MOS and Image attribute scores.xlsx",
+        "TestImage",
+        "Image name",
+        {"MOS": (0, 100)},
+    ),
+    "kadid10k": _Release("dmos.csv", "images", "dist_img", {"dmos": (1, 5)}),
+    "agiqa3k": _Release("data.csv", ".", "name", {"mos_quality": (0, 5), "mos_align": (0, 5)}),
+}
+NAMES = (*RELEASES, "csv")
+LIVEC_TRAINING = 7  # AllImages_release starts with t1..t7.bmp, the training images
+
+# A label entry before checking: (where in the file, image name, score), as read.
+_Entry = tuple[str, object, object]
+
+
+def _table(path: Path) -> tuple[list[str], list[tuple[str, list]]]:
+    """Header and data rows of a CSV or of the first sheet of an xlsx, each row with its place."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: label file not found")
+    if path.suffix == ".xlsx":
+        try:
+            book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        except (OSError, zipfile.BadZipFile, KeyError) as error:
+            raise DatasetError(f"{path}: not a readable xlsx file ({error})") from error
+        rows = [
+            (f"row {number}", list(row))
+            for number, row in enumerate(book.worksheets[0].iter_rows(values_only=True), 1)
+            if any(cell is not None for cell in row)
+        ]
+        book.close()
+    else:
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as file:
+                reader = csv.reader(file)
+                rows = [(f"line {reader.line_num}", row) for row in reader if row]
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise DatasetError(f"{path}: not a readable CSV file ({error})") from error
+    if not rows:
+        raise DatasetError(f"{path}: empty file")
+    header = [str(cell).strip() if cell is not None else "" for cell in rows[0][1]]
+    if len(rows) == 1:
+        raise DatasetError(f"{path}: no data rows")
+    return header, rows[1:]
+
+
+def _columns(path: Path, image_col: str, score_col: str) -> list[_Entry]:
+    """(place, image, score) of every data row of a table."""
+    header, rows = _table(path)
+    index = []
+    for column in (image_col, score_col):
+        if column not in header:
+            raise DatasetError(f"{path}: no column {column!r} (columns: {', '.join(header)})")
+        index.append(header.index(column))
+    return [
+        (where, *(row[i] if i < len(row) else None for i in index))  # a short row reads None
+        for where, row in rows
+    ]
+
+
+def _samples(path: Path, entries: list[_Entry], scale: tuple[float, float] | None) -> list[Sample]:
+    """Checked samples: a non-empty unique name and a finite number within the scale each."""
+    samples, seen = [], {}
+    for where, image, score in entries:
+        name = "" if image is None else str(image).strip()
+        if not name:
+            raise DatasetError(f"{path}, {where}: empty image name")
+        if name in seen:
+            raise DatasetError(f"{path}, {where}: image {name!r} already listed at {seen[name]}")
+        seen[name] = where
+        if score is None or str(score).strip() == "":
+            raise DatasetError(f"{path}, {where}: no score")
+        try:
+            mos = float(score)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{path}, {where}: score {score!r} is not a number") from None
+        if not np.isfinite(mos):
+            raise DatasetError(f"{path}, {where}: score {score!r} is not finite")
+        if scale and not scale[0] <= mos <= scale[1]:
+            raise DatasetError(f"{path}, {where}: score {mos} outside the scale {scale}")
+        samples.append(Sample(name, mos))
+    return samples
+
+
+def _mat_vector(path: Path, variable: str) -> np.ndarray:
+    """One variable of a MATLAB file, flattened (LIVE's 1xN doubles and Nx1 cell arrays)."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: label file not found")
+    try:
+        content = scipy.io.loadmat(path)
+    except (OSError, ValueError, scipy.io.matlab.MatReadError) as error:
+        raise DatasetError(f"{path}: not a readable MATLAB file ({error})") from error
+    if variable not in content:
+        raise DatasetError(f"{path}: no variable {variable!r}")
+    return np.asarray(content[variable]).ravel()
+
+
+def _livec_entries(
+    root: Path, release: _Release, score_col: str, include_training: bool
+) -> list[_Entry]:
+    names = _mat_vector(root / "Data" / "AllImages_release.mat", release.image_col)
+    scores = _mat_vector(root / release.labels, score_col)
+    if names.size != scores.size:
+        raise DatasetError(f"{root / release.labels}: {scores.size} scores for {names.size} images")
+    start = 0 if include_training else LIVEC_TRAINING
+    # A cell of a cell array loads as a 1-element string array; an empty cell as an empty one.
+    return [
+        (
+            f"entry {i + 1}",
+            np.asarray(names[i]).ravel()[0] if np.size(names[i]) else None,
+            scores[i],
+        )
+        for i in range(start, names.size)
+    ]
+
+
+def _splits(root: Path, release: _Release, samples: list[Sample]) -> list[Sample]:
+    """Samples tagged with their official split from the release's `set` column."""
+    path = root / release.splits_file
+    tagged = {}
+    for where, cell, split in _columns(path, release.image_col, "set"):
+        image = "" if cell is None else str(cell).strip()
+        if split not in release.splits:
+            raise DatasetError(f"{path}, {where}: set {split!r} is not one of {release.splits}")
+        if image in tagged:
+            raise DatasetError(f"{path}, {where}: image {image!r} listed twice")
+        tagged[image] = split
+    if missing := [s.image for s in samples if s.image not in tagged]:
+        raise DatasetError(f"{path}: no set for {len(missing)} image(s), e.g. {missing[0]!r}")
+    if extra := tagged.keys() - {s.image for s in samples}:
+        raise DatasetError(f"{path}: {len(extra)} image(s) without a score, e.g. {min(extra)!r}")
+    return [Sample(s.image, s.mos, tagged[s.image]) for s in samples]
+
+
+def _load_release(
+    name: str, root: Path, split: str, score_col: str | None, include_training: bool
+) -> Dataset:
+    release = RELEASES[name]
+    score_col = score_col or next(iter(release.scales))
+    if score_col not in release.scales:
+        raise DatasetError(
+            f"{name}: no score column {score_col!r}; choose one of {[*release.scales]}"
+        )
+    if split != "all" and not release.splits:
+        raise DatasetError(f"{name} has no official splits; use split='all'")
+    if split not in ("all", *release.splits):
+        raise DatasetError(
+            f"{name}: unknown split {split!r}; choose one of {('all', *release.splits)}"
+        )
+    labels = root / release.labels
+    if name == "livec":
+        entries = _livec_entries(root, release, score_col, include_training)
+    else:
+        entries = _columns(labels, release.image_col, score_col)
+    samples = _samples(labels, entries, release.scales[score_col])
+    if release.splits_file and (root / release.splits_file).is_file():
+        samples = _splits(root, release, samples)
+    elif split != "all":
+        raise DatasetError(f"{root / release.splits_file}: needed for split {split!r}, not found")
+    if split != "all":
+        samples = [s for s in samples if s.split == split]
+    return Dataset(
+        name,
+        root,
+        root / release.image_dir,
+        labels,
+        score_col,
+        release.scales[score_col],
+        tuple(samples),
+    )
+
+
+def _load_csv(
+    root: Path,
+    labels: str | Path | None,
+    image_col: str | None,
+    score_col: str | None,
+    lower_better: bool,
+) -> Dataset:
+    if labels is None:
+        raise DatasetError(f"{root}: a csv dataset needs labels=<CSV file of image,score>")
+    path = root / labels  # an absolute labels path stays as it is
+    header, _ = _table(path)
+    image_col = image_col or header[0]
+    score_col = score_col or (header[1] if len(header) > 1 else "")
+    samples = _samples(path, _columns(path, image_col, score_col), None)
+    if lower_better:  # mirror within the observed range: same units, order reversed
+        low, high = min(s.mos for s in samples), max(s.mos for s in samples)
+        samples = [Sample(s.image, low + high - s.mos) for s in samples]
+    return Dataset("csv", root, root, path, score_col, None, tuple(samples))
+
+
+def load_dataset(
+    name: str,
+    root: str | Path,
+    *,
+    split: str = "all",
+    labels: str | Path | None = None,
+    image_col: str | None = None,
+    score_col: str | None = None,
+    lower_better: bool = False,
+    include_training: bool = False,
+) -> Dataset:
+    """Labels of dataset `name` whose release (or CSV and images) is at `root`.
+
+    split: "all", or an official split (KonIQ: training, validation, test).
+    score_col: another score column the release offers (KonIQ MOS_zscore, AGIQA mos_align).
+    labels, image_col, lower_better: csv only (defaults: the first two columns; a
+    lower-is-better score is mirrored so that higher = better).
+    include_training: livec only, keeps the 7 training images the benchmarks leave out.
+    """
+    root = Path(root)
+    if name not in NAMES:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {NAMES}")
+    given = {
+        "labels": labels is not None,
+        "image_col": image_col is not None,
+        "lower_better": lower_better,
+        "include_training": include_training,
+    }
+    allowed = {"csv": {"labels", "image_col", "lower_better"}, "livec": {"include_training"}}
+    if wrong := [
+        option for option, used in given.items() if used and option not in allowed.get(name, ())
+    ]:
+        raise DatasetError(f"{name}: option {wrong[0]} does not apply")
+    if name == "csv":
+        if split != "all":
+            raise DatasetError(f"{root}: a csv dataset has no splits; use split='all'")
+        return _load_csv(root, labels, image_col, score_col, lower_better)
+    return _load_release(name, root, split, score_col, include_training)

@@ -1,0 +1,263 @@
+"""Loaders on the real label files, in the official layouts, and on broken label files."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import pytest
+import scipy.io
+from PIL import Image
+
+from llmiqa.datasets import NAMES, DatasetError, load_dataset
+from llmiqa.metrics import srcc
+
+# name: rows, MOS min and max, first image, default score column
+REAL = {
+    "koniq10k": (10073, 1.096153846, 4.31, "10004473376.jpg", "MOS"),
+    "livec": (1162, 3.42, 92.4319526627219, "100.bmp", "AllMOS_release"),
+    "spaq": (11125, 2.0, 96.0, "00001.jpg", "MOS"),
+    "kadid10k": (10125, 1.0, 4.93, "I01_01_01.png", "dmos"),
+    "agiqa3k": (2982, 0.0, 4.488740784, "AttnGAN_normal_000.jpg", "mos_quality"),
+}
+# Real images in data/images: (dataset, file there, name in the release, score column, score)
+KNOWN = [
+    ("koniq10k", "KonIQ_6898804586.jpg", "6898804586.jpg", "MOS_zscore", 32.71),
+    ("livec", "LIVEC_1000.JPG", "1000.JPG", None, 56.51),
+    ("kadid10k", "KADID_I01_01_02.png", "I01_01_02.png", None, 4.33),
+    ("kadid10k", "KADID_I01_01_05.png", "I01_01_05.png", None, 1.10),
+    ("kadid10k", "KADID_I01_06_05.png", "I01_06_05.png", None, 2.27),
+    ("kadid10k", "KADID_I01_15_05.png", "I01_15_05.png", None, 1.33),
+    ("kadid10k", "KADID_I02_01_03.png", "I02_01_03.png", None, 2.07),
+]
+KADID_HEADER = "dist_img,ref_img,dmos,var\n"
+
+
+@pytest.fixture(scope="module")
+def labels(data_dir) -> Path:
+    return data_dir / "labels"
+
+
+@pytest.fixture(scope="module")
+def real(labels):
+    return {name: load_dataset(name, labels / name) for name in REAL}
+
+
+def release(labels: Path, tmp_path: Path, name: str) -> Path:
+    """A writable copy of a release's label files, laid out as the release lays them out."""
+    return Path(shutil.copytree(labels / name, tmp_path / name))
+
+
+@pytest.mark.parametrize("name", list(REAL))
+def test_real_labels(real, name):
+    rows, low, high, first, column = REAL[name]
+    dataset = real[name]
+    assert len(dataset.samples) == rows
+    assert (dataset.mos.min(), dataset.mos.max()) == pytest.approx((low, high))
+    assert dataset.samples[0].image == first
+    assert dataset.score_column == column
+    assert dataset.scale[0] <= low <= high <= dataset.scale[1]
+    assert len({sample.image for sample in dataset.samples}) == rows
+
+
+@pytest.mark.parametrize(("name", "file", "image", "column", "score"), KNOWN)
+def test_real_images_sit_where_the_loader_looks(
+    labels, tmp_path, data_dir, name, file, image, column, score
+):
+    root = release(labels, tmp_path, name)
+    dataset = load_dataset(name, root, score_col=column)
+    sample = next(s for s in dataset.samples if s.image == image)
+    assert sample.mos == pytest.approx(score, abs=0.005)
+    dataset.path(sample).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(data_dir / "images" / file, dataset.path(sample))
+    dataset.check_images()
+    with Image.open(dataset.path(sample)) as image_file:
+        assert image_file.width >= 500
+
+
+@pytest.mark.parametrize("name", ["spaq", "agiqa3k", "koniq10k"])
+def test_missing_images_are_kept_for_the_runner_to_count(labels, tmp_path, name):
+    root = release(labels, tmp_path, name)
+    dataset = load_dataset(name, root)
+    for sample in dataset.samples[:3]:  # stand-in images for a few rows only
+        dataset.path(sample).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 24), (90, 120, 30)).save(dataset.path(sample))
+    dataset.check_images()
+    assert len(dataset.samples) == REAL[name][0]
+    assert [dataset.path(s).is_file() for s in dataset.samples[:4]] == [True, True, True, False]
+
+
+@pytest.mark.parametrize(("name", "problem"), [("spaq", "image folder"), ("agiqa3k", "none of")])
+def test_labels_without_images_read_but_fail_the_image_check(real, name, problem):
+    with pytest.raises(DatasetError, match=problem):
+        real[name].check_images()
+
+
+def test_kadid_dmos_is_higher_better(real):
+    by_level = {
+        level: np.mean(
+            [s.mos for s in real["kadid10k"].samples if s.image.endswith(f"_0{level}.png")]
+        )
+        for level in (1, 5)
+    }
+    assert by_level[1] > by_level[5] + 1.5  # the mildest of 5 distortion levels scores highest
+
+
+def test_koniq_offers_the_zscore_in_the_same_direction(labels, real):
+    zscore = load_dataset("koniq10k", labels / "koniq10k", score_col="MOS_zscore")
+    assert zscore.scale == (0, 100)
+    assert zscore.mos.max() == pytest.approx(88.3888888889)
+    assert srcc(zscore.mos, real["koniq10k"].mos) > 0.99
+
+
+def test_koniq_official_splits(labels, real):
+    sizes = {}
+    for split in ("training", "validation", "test"):
+        subset = load_dataset("koniq10k", labels / "koniq10k", split=split)
+        assert {s.split for s in subset.samples} == {split}
+        sizes[split] = len(subset.samples)
+    assert sizes == {"training": 7058, "validation": 1000, "test": 2015}
+    assert {s.split for s in real["koniq10k"].samples} == {"training", "validation", "test"}
+
+
+def test_koniq_without_the_sets_file(labels, tmp_path):
+    root = release(labels, tmp_path, "koniq10k")
+    (root / "koniq10k_distributions_sets.csv").unlink()
+    assert {s.split for s in load_dataset("koniq10k", root).samples} == {None}
+    with pytest.raises(
+        DatasetError, match=re.escape("koniq10k_distributions_sets.csv: needed for split")
+    ):
+        load_dataset("koniq10k", root, split="test")
+
+
+def test_koniq_sets_file_must_cover_the_scores(labels, tmp_path):
+    root = release(labels, tmp_path, "koniq10k")
+    sets = root / "koniq10k_distributions_sets.csv"
+    sets.write_text("".join(sets.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(DatasetError, match=re.escape("sets.csv: no set for 1 image")):
+        load_dataset("koniq10k", root)
+
+
+def test_livec_training_images(real, labels):
+    everything = load_dataset("livec", labels / "livec", include_training=True)
+    assert [s.image for s in everything.samples[:8]] == [
+        *(f"t{i}.bmp" for i in range(1, 8)),
+        "100.bmp",
+    ]
+    assert everything.samples[7:] == real["livec"].samples
+    assert real["livec"].path(real["livec"].samples[0]) == labels / "livec" / "Images" / "100.bmp"
+
+
+def test_agiqa_alignment_scores(labels, real):
+    align = load_dataset("agiqa3k", labels / "agiqa3k", score_col="mos_align")
+    assert [s.image for s in align.samples] == [s.image for s in real["agiqa3k"].samples]
+    assert align.mos[0] == pytest.approx(0.40889324)
+
+
+def test_csv_loader_on_the_dibr_dataset(data_dir):
+    root = data_dir / "dibr"
+    dataset = load_dataset("csv", root, labels="mos.csv")
+    assert (len(dataset.samples), dataset.score_column, dataset.scale) == (96, "mos_acr_1to5", None)
+    assert (dataset.mos.min(), dataset.mos.max()) == pytest.approx((1.02, 4.37), abs=0.005)
+    assert all(dataset.path(s).is_file() for s in dataset.samples)
+    dataset.check_images()
+    flipped = load_dataset(
+        "csv", root, labels=root / "mos.csv", image_col="image", lower_better=True
+    )
+    assert flipped.mos + dataset.mos == pytest.approx(dataset.mos.min() + dataset.mos.max())
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", ": empty file"),
+        (KADID_HEADER, ": no data rows"),
+        ("dist_img,ref_img,score,var\nA.png,I.png,3,0.1\n", ": no column 'dmos'"),
+        (
+            KADID_HEADER + "A.png,I.png,3,0.1\nB.png,I.png,abc,0.1\n",
+            ", line 3: score 'abc' is not a number",
+        ),
+        (KADID_HEADER + "A.png,I.png,,0.1\n", ", line 2: no score"),
+        (KADID_HEADER + "A.png,I.png\n", ", line 2: no score"),
+        (KADID_HEADER + "A.png,I.png,NaN,0.1\n", ", line 2: score 'NaN' is not finite"),
+        (KADID_HEADER + "A.png,I.png,7,0.1\n", ", line 2: score 7.0 outside the scale (1, 5)"),
+        (KADID_HEADER + " ,I.png,3,0.1\n", ", line 2: empty image name"),
+        (
+            KADID_HEADER + "A.png,I.png,3,0.1\nA.png,I.png,2,0.1\n",
+            ", line 3: image 'A.png' already listed at line 2",
+        ),
+    ],
+)
+def test_malformed_csv_labels(tmp_path, content, message):
+    (tmp_path / "dmos.csv").write_text(content)
+    with pytest.raises(DatasetError, match=re.escape(f"{tmp_path / 'dmos.csv'}{message}")) as error:
+        load_dataset("kadid10k", tmp_path)
+    assert "\n" not in str(error.value)
+
+
+def test_binary_csv_labels(tmp_path):
+    (tmp_path / "dmos.csv").write_bytes(b"\xff\xfe\x00\x00binary")
+    with pytest.raises(DatasetError, match=re.escape("dmos.csv: not a readable CSV file")):
+        load_dataset("kadid10k", tmp_path)
+
+
+def test_malformed_xlsx_labels(tmp_path):
+    path = tmp_path / "Annotations" / "MOS and Image attribute scores.xlsx"
+    path.parent.mkdir()
+    book = openpyxl.Workbook()
+    for row in [("Image name", "MOS"), ("00001.jpg", 40), ("00002.jpg", "n/a")]:
+        book.active.append(row)
+    book.save(path)
+    with pytest.raises(
+        DatasetError, match=re.escape("scores.xlsx, row 3: score 'n/a' is not a number")
+    ):
+        load_dataset("spaq", tmp_path)
+    path.write_bytes(b"not a zip")
+    with pytest.raises(DatasetError, match=re.escape("scores.xlsx: not a readable xlsx file")):
+        load_dataset("spaq", tmp_path)
+
+
+def test_malformed_mat_labels(tmp_path):
+    data = tmp_path / "Data"
+    data.mkdir()
+    names = np.array([["t1.bmp"], ["100.bmp"], ["101.bmp"]], dtype=object)
+    scipy.io.savemat(data / "AllImages_release.mat", {"AllImages_release": names})
+    scipy.io.savemat(data / "AllMOS_release.mat", {"AllMOS_release": np.array([[50.0, 60.0]])})
+    with pytest.raises(DatasetError, match=re.escape("AllMOS_release.mat: 2 scores for 3 images")):
+        load_dataset("livec", tmp_path)
+    scipy.io.savemat(data / "AllMOS_release.mat", {"MOS": np.array([[50.0, 60.0, 70.0]])})
+    with pytest.raises(
+        DatasetError, match=re.escape("AllMOS_release.mat: no variable 'AllMOS_release'")
+    ):
+        load_dataset("livec", tmp_path)
+    for garbage in (b"", b"garbage" * 30):
+        (data / "AllMOS_release.mat").write_bytes(garbage)
+        with pytest.raises(DatasetError, match=re.escape("_release.mat: not a readable MATLAB")):
+            load_dataset("livec", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "problem"),
+    [
+        ("tid2013", {}, "unknown dataset 'tid2013'"),
+        ("kadid10k", {"split": "test"}, "kadid10k has no official splits"),
+        ("koniq10k", {"split": "train"}, "unknown split 'train'"),
+        ("koniq10k", {"score_col": "SD"}, "no score column 'SD'"),
+        ("koniq10k", {"include_training": True}, "option include_training does not apply"),
+        ("spaq", {"labels": "x.csv"}, "option labels does not apply"),
+        ("csv", {}, "needs labels="),
+        ("csv", {"labels": "mos.csv", "split": "test"}, "no splits"),
+    ],
+)
+def test_options_that_do_not_fit_are_refused(labels, name, options, problem):
+    with pytest.raises(DatasetError, match=problem):
+        load_dataset(name, labels / "koniq10k", **options)
+
+
+def test_missing_label_file(tmp_path):
+    for name in NAMES[:-1]:
+        with pytest.raises(DatasetError, match="label file not found"):
+            load_dataset(name, tmp_path)
