@@ -210,6 +210,8 @@ class Scorer:
                     View(item, r, view_geometry(r, self.region_mode, item.image.size))
                     for r in self.regions(item)
                 ]
+            except ModelLoadError:
+                raise  # no image can be segmented: stop with the one clear message
             except Exception as error:  # one image's segmentation must not sink the batch
                 errors[i] = f"{item.name}: segmentation failed ({_one_line(error)})"
         probs = [self._rate_all(m, views, errors) for m in range(len(self.specs))]

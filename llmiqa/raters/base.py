@@ -62,6 +62,6 @@ def digit_token_ids(tokenizer, prompt: str, levels: int, model: str) -> list[int
 
 
 def level_probabilities(last_logits: torch.Tensor, digit_ids: Sequence[int]) -> np.ndarray:
-    """Softmax over the K digit logits only (float32), as (N, K) float64."""
-    restricted = last_logits[:, list(digit_ids)].float()
-    return torch.softmax(restricted, dim=-1).double().cpu().numpy()
+    """Softmax over the K digit logits only, in float64 so each row sums to 1 exactly."""
+    restricted = last_logits[:, list(digit_ids)].double()
+    return torch.softmax(restricted, dim=-1).cpu().numpy()

@@ -1,0 +1,88 @@
+"""`llmiqa` as a user runs it: real subprocesses, real images, tiny random models."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def llmiqa(*args, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "llmiqa.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"exit {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def photos(data_dir):
+    return [data_dir / "images" / "LIVEC_1000.JPG", data_dir / "images" / "KADID_I01.png"]
+
+
+def test_score_prints_one_score_per_image(qwen2_vl_dir, photos):
+    done = llmiqa("score", *photos, "--model", qwen2_vl_dir, "--region-mode", "whole-only")
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 2
+    for line, photo in zip(lines, photos, strict=True):
+        score, name = line.split("\t")
+        assert 1 <= float(score) <= 7 and name == str(photo)
+
+
+def test_json_carries_probabilities_model_and_standard(qwen2_vl_dir, photos):
+    done = llmiqa(
+        "score", photos[0], "--model", qwen2_vl_dir, "--region-mode", "whole-only",
+        "--levels", "5", "--standard", "sentence", "--readout", "argmax", "--json",
+    )  # fmt: skip
+    record = json.loads(done.stdout)
+    assert record["name"] == str(photos[0])
+    assert record["standard"] == "sentence-5" and record["levels"] == 5
+    assert len(record["probs"]) == 5 and abs(sum(record["probs"]) - 1) < 1e-9
+    assert record["score"] == record["probs"].index(max(record["probs"])) + 1
+    assert record["models"] == [str(qwen2_vl_dir)]
+
+
+def test_a_folder_stands_for_its_images(qwen2_vl_dir, data_dir):
+    done = llmiqa(
+        "score", data_dir / "images", "--model", qwen2_vl_dir, "--region-mode", "whole-only"
+    )
+    assert len(done.stdout.strip().splitlines()) == len(list((data_dir / "images").iterdir()))
+
+
+def test_some_failures_still_print_the_rest_and_set_the_exit_code(qwen2_vl_dir, photos, tmp_path):
+    junk = tmp_path / "junk.png"
+    junk.write_text("junk")
+    done = llmiqa(
+        "score", photos[0], tmp_path / "gone.jpg", junk, photos[1],
+        "--model", qwen2_vl_dir, "--region-mode", "whole-only", check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert len(done.stdout.strip().splitlines()) == 2
+    assert "gone.jpg: no such file" in done.stderr and "junk.png: not an image" in done.stderr
+    assert "2 of 4 images failed" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_model_folder_that_is_not_a_vlm_is_one_clear_line(photos, tmp_path):
+    done = llmiqa(
+        "score", photos[0], "--model", tmp_path, "--region-mode", "whole-only", check=False
+    )
+    assert done.returncode == 2
+    assert f"{tmp_path}: no config.json" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_ensemble_from_repeated_models(qwen2_vl_dir, llava_dir, photos):
+    done = llmiqa(
+        "score", photos[0], "--model", qwen2_vl_dir, "--model", llava_dir,
+        "--region-mode", "whole-only", "--json",
+    )  # fmt: skip
+    record = json.loads(done.stdout)
+    assert record["models"] == [str(qwen2_vl_dir), str(llava_dir)]
+    assert record["score"] == pytest.approx(sum(record["s_model"]) / 2)
