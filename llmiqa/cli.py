@@ -210,11 +210,11 @@ def cmd_bound(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from llmiqa.runs import ablate, rows_markdown
+    from llmiqa.runs import ablate, rows_markdown, strict_json
 
     rows = ablate(Path(args.run), args.axes)
     if args.json:
-        print(json.dumps([vars(row) for row in rows]))
+        print(json.dumps(strict_json([vars(row) for row in rows])))
     else:
         print(rows_markdown(rows))
     return 0

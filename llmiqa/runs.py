@@ -96,6 +96,17 @@ def score_dataset(
     return results, mos, scorer
 
 
+def strict_json(value):
+    """NaN -> null, recursively: metrics.json must parse in any JSON reader, not just Python."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def read_results(out: Path) -> tuple[list[ImageResult], np.ndarray]:
     """The results of a finished run, rebuilt from results.jsonl (no model, no store)."""
     file = out / RESULTS
@@ -171,7 +182,7 @@ def evaluate_run(
         return None
     write_table(out, results, mos)
     summary = summarize(results, mos, scorer, time.perf_counter() - started, resamples)
-    (out / METRICS).write_text(json.dumps(summary, indent=2) + "\n")
+    (out / METRICS).write_text(json.dumps(strict_json(summary), indent=2) + "\n")
     from llmiqa.report import write_report
 
     write_report(out, config, results, mos, summary)
