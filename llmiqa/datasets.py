@@ -279,8 +279,13 @@ def _load_csv(
     score_col: str | None,
     lower_better: bool,
 ) -> Dataset:
-    if labels is None:
-        raise DatasetError(f"{root}: a csv dataset needs labels=<CSV file of image,score>")
+    if labels is None:  # the one CSV file in root, if there is exactly one
+        found = sorted(root.glob("*.csv"))
+        if len(found) != 1:
+            raise DatasetError(
+                f"{root}: {len(found)} CSV files here; say which holds the labels (labels=...)"
+            )
+        labels = found[0]
     path = root / labels  # an absolute labels path stays as it is
     header, _ = _table(path)
     image_col = image_col or header[0]

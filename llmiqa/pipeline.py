@@ -233,8 +233,9 @@ class Scorer:
         segmenter = self.segmenter_identity
         masks = self.store.masks(image.digest, segmenter)
         if masks is None:
+            segment = self.segmenter.masks  # loads SAM2 on first use, timed as loading
             started = time.perf_counter()
-            masks = self.segmenter.masks(image.image)
+            masks = segment(image.image)
             self.seconds["segment"] += time.perf_counter() - started
             shape = (image.image.height, image.image.width)
             self.store.put_masks(image.digest, segmenter, shape, masks)

@@ -168,6 +168,7 @@ def test_csv_loader_on_the_dibr_dataset(data_dir):
         "csv", root, labels=root / "mos.csv", image_col="image", lower_better=True
     )
     assert flipped.mos + dataset.mos == pytest.approx(dataset.mos.min() + dataset.mos.max())
+    assert load_dataset("csv", root).labels == root / "mos.csv"  # the one CSV in the folder
 
 
 @pytest.mark.parametrize(
@@ -248,7 +249,7 @@ def test_malformed_mat_labels(tmp_path):
         ("koniq10k", {"score_col": "SD"}, "no score column 'SD'"),
         ("koniq10k", {"include_training": True}, "option include_training does not apply"),
         ("spaq", {"labels": "x.csv"}, "option labels does not apply"),
-        ("csv", {}, "needs labels="),
+        ("csv", {}, "2 CSV files here; say which holds the labels"),
         ("csv", {"labels": "mos.csv", "split": "test"}, "no splits"),
     ],
 )
