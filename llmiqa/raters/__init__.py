@@ -30,21 +30,39 @@ class RaterSpec:
         return read_config(self.model, self.revision)
 
     @cached_property
+    def backend(self) -> type:
+        """The rater class for this checkpoint, chosen from config.json alone."""
+        model_type = self.config.get("model_type")
+        if model_type is None:
+            raise ModelLoadError(f"{self.model}: config.json has no model_type")
+        if model_type == "mplugowl3":  # mPLUG-Owl3 ships remote code only: our own port
+            from llmiqa.models.mplug_owl3 import check_supported
+            from llmiqa.raters.mplug_owl3 import MplugOwl3Rater
+
+            check_supported(self.config, self.model)  # before any weights are downloaded
+            return MplugOwl3Rater
+        from llmiqa.raters.hf import TransformersRater
+
+        return TransformersRater
+
+    @cached_property
+    def backend_options(self) -> dict[str, object]:
+        """The backend's own defaults, overridden by the options that apply to it (an
+        ensemble passes every model the same options; each takes what it knows)."""
+        defaults = self.backend.options
+        return {**defaults, **{k: v for k, v in self.options if k in defaults}}
+
+    @cached_property
     def identity(self) -> str:
         dtype = resolve_dtype(self.dtype, resolve_device(self.device))
         parts = [checkpoint_identity(self.model, self._config_and_commit[1])]
         parts.append(str(dtype).removeprefix("torch."))
-        parts += [f"{key}={value}" for key, value in self.options]
+        parts += [f"{key}={value}" for key, value in sorted(self.backend_options.items())]
         return "|".join(parts)
 
     def load(self) -> Rater:
-        model_type = self.config.get("model_type")
-        if model_type is None:
-            raise ModelLoadError(f"{self.model}: config.json has no model_type")
-        from llmiqa.raters.hf import TransformersRater
-
-        rater = TransformersRater(
-            self.model, self.device, self.dtype, self.revision, **dict(self.options)
+        rater = self.backend(
+            self.model, self.device, self.dtype, self.revision, **self.backend_options
         )
         rater.identity = self.identity
         return rater

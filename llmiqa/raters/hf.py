@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ def chat_messages(standard: Standard, system_role: bool = True) -> list[dict]:
 
 class TransformersRater:
     """AutoModelForImageTextToText + AutoProcessor; one forward pass per batch, no generate()."""
+
+    options: ClassVar[dict[str, object]] = {}  # no backend options
 
     def __init__(
         self,
