@@ -24,8 +24,15 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         help=f"hub id or local folder of an MLLM; repeat for an ensemble (default {DEFAULT_MODEL})",
     )
-    group.add_argument("--levels", type=int, choices=(3, 5, 7, 9), help="number of levels K (7)")
-    group.add_argument("--standard", choices=KINDS, help="how levels are described (word)")
+    group.add_argument(
+        "--levels",
+        type=int,
+        choices=(3, 5, 7, 9),
+        help=f"number of levels K ({DEFAULTS['levels']})",
+    )
+    group.add_argument(
+        "--standard", choices=KINDS, help=f"how levels are described ({DEFAULTS['standard']})"
+    )
     group.add_argument(
         "--readout",
         choices=("expected", "argmax"),
@@ -37,14 +44,45 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
         help="bbox: box crops of the original image (default); mask: zero-padded masks; "
         "whole-only: no regions",
     )
-    group.add_argument("--aggregate", choices=("area", "mean"), help="region weighting (area)")
-    group.add_argument("--lam", type=float, help="weight λ of the local score (1)")
+    group.add_argument(
+        "--aggregate", choices=("area", "mean"), help=f"region weighting ({DEFAULTS['aggregate']})"
+    )
+    group.add_argument("--lam", type=float, help=f"weight λ of the local score ({DEFAULTS['lam']})")
     group.add_argument(
         "--min-area",
         type=float,
         help=f"area threshold t of Algorithm 1, as a fraction of the image ({DEFAULT_MIN_AREA})",
     )
     group.add_argument("--segmenter", help=f"SAM2 hub id or local folder ({DEFAULT_SEGMENTER})")
+    masks = parser.add_argument_group("SAM2 mask generation (coarse defaults)")
+    masks.add_argument(
+        "--points-per-side", type=int, help=f"prompt grid n x n ({DEFAULTS['points_per_side']})"
+    )
+    masks.add_argument(
+        "--points-per-batch",
+        type=int,
+        help=f"prompts per decoder call ({DEFAULTS['points_per_batch']})",
+    )
+    masks.add_argument(
+        "--pred-iou-thresh",
+        type=float,
+        help=f"min predicted mask IoU ({DEFAULTS['pred_iou_thresh']})",
+    )
+    masks.add_argument(
+        "--stability-score-thresh",
+        type=float,
+        help=f"min mask stability ({DEFAULTS['stability_score_thresh']})",
+    )
+    masks.add_argument(
+        "--box-nms-thresh",
+        type=float,
+        help=f"box IoU above which NMS drops ({DEFAULTS['box_nms_thresh']})",
+    )
+    group.add_argument(
+        "--cut",
+        action=argparse.BooleanOptionalAction,
+        help="mPLUG-Owl3: cut each (sub-)image into 384-px crops + a global view (default on)",
+    )
     group.add_argument("--device", help="cuda, cuda:1, cpu, mps (default: best available)")
     group.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"))
     group.add_argument("--batch-size", type=int, help="sub-images per forward pass")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from llmiqa.pipeline import DEFAULT_MIN_AREA, DEFAULT_MODEL, DEFAULT_SEGMENTER, Scorer
 from llmiqa.results import Aggregation
+from llmiqa.segment import MaskSettings
 from llmiqa.standards import Standard
 
 DEFAULTS: dict[str, object] = {
@@ -20,6 +21,14 @@ DEFAULTS: dict[str, object] = {
     "lam": 1.0,
     "min_area": DEFAULT_MIN_AREA,
     "segmenter": DEFAULT_SEGMENTER,
+    # SAM2 automatic mask generation (see segment.MaskSettings for why these values)
+    "points_per_side": MaskSettings.points_per_side,
+    "points_per_batch": MaskSettings.points_per_batch,
+    "pred_iou_thresh": MaskSettings.pred_iou_thresh,
+    "stability_score_thresh": MaskSettings.stability_score_thresh,
+    "box_nms_thresh": MaskSettings.box_nms_thresh,
+    # mPLUG-Owl3 only: cut images into 384-px crops plus a global view (its own default)
+    "cut": True,
     "device": None,
     "dtype": None,
     "batch_size": None,
@@ -37,6 +46,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "region_mode": "bbox",
         "aggregate": "area",
         "lam": 1.0,
+        "cut": True,
     },
 }
 
@@ -61,9 +71,17 @@ def make_scorer(options: dict[str, object], store=None, progress: bool = False) 
         region_mode=options["region_mode"],
         min_area=options["min_area"],
         segmenter=options["segmenter"],
+        mask_settings=MaskSettings(
+            points_per_side=options["points_per_side"],
+            points_per_batch=options["points_per_batch"],
+            pred_iou_thresh=options["pred_iou_thresh"],
+            stability_score_thresh=options["stability_score_thresh"],
+            box_nms_thresh=options["box_nms_thresh"],
+        ),
         device=options["device"],
         dtype=options["dtype"],
         batch_size=options["batch_size"],
+        rater_options=(("cut", options["cut"]),),
         store=store,
         progress=progress,
     )
