@@ -24,11 +24,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from llmiqa.checkpoints import ModelLoadError, checkpoint_identity, read_config
-from llmiqa.devices import default_batch_size, resolve_device
+from llmiqa.devices import default_batch_size, resolve_device, resolve_dtype
 from llmiqa.images import ImageError, LoadedImage, from_pil, load_image
 from llmiqa.raters import RaterSpec
 from llmiqa.regions import REGION_MODES, Region, crop_box, select_regions, sub_image
 from llmiqa.results import Aggregation, ImageResult, RegionResult
+from llmiqa.segment import MaskSettings, Segmenter, segmenter_identity
 from llmiqa.standards import Standard
 from llmiqa.store import RatingKey, Store
 
@@ -86,7 +87,7 @@ class Scorer:
         region_mode: str = "bbox",
         min_area: float = DEFAULT_MIN_AREA,
         segmenter: str = DEFAULT_SEGMENTER,
-        mask_settings=None,
+        mask_settings: MaskSettings = MaskSettings(),
         device: str | None = None,
         dtype: str | None = None,
         batch_size: int | None = None,
@@ -130,20 +131,18 @@ class Scorer:
 
     @cached_property
     def segmenter_identity(self) -> str:
-        from llmiqa.segment import MaskSettings
-
+        """Names stored masks without loading SAM2 (see segment.segmenter_identity)."""
         _, commit = read_config(self.segmenter_source)
-        settings = self.mask_settings or MaskSettings()
-        return f"{checkpoint_identity(self.segmenter_source, commit)}|{settings}"
+        dtype = resolve_dtype(self.dtype, resolve_device(self.device))
+        checkpoint = checkpoint_identity(self.segmenter_source, commit)
+        return segmenter_identity(checkpoint, dtype, self.mask_settings)
 
     @property
     def segmenter(self):
         if self._segmenter is None:
-            from llmiqa.segment import MaskSettings, Segmenter
-
             started = time.perf_counter()
             self._segmenter = Segmenter(
-                self.segmenter_source, self.device, self.dtype, self.mask_settings or MaskSettings()
+                self.segmenter_source, self.device, self.dtype, self.mask_settings
             )
             self.seconds["load models"] += time.perf_counter() - started
         return self._segmenter

@@ -199,3 +199,37 @@ def build_llava(folder: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return Path(folder)
+
+
+def build_sam2(folder: str | Path, seed: int = 0) -> Path:
+    """A ~0.1 M-parameter SAM2 with the real geometry: 1024 px input, 256x256 mask logits.
+
+    Initial weights 15x the default spread make its mask logits and IoU predictions vary (at
+    the default every logit is about 1e-5 and every IoU 0.5), so thresholds have something
+    to cut. Random all the same: it passes no default threshold.
+    """
+    from transformers import Sam2Config, Sam2ImageProcessor, Sam2Model, Sam2Processor
+
+    backbone = dict(
+        model_type="sam2_hiera_det_model",
+        hidden_size=8,
+        blocks_per_stage=[1, 1, 2, 1],
+        embed_dim_per_stage=[8, 16, 32, 64],
+        num_attention_heads_per_stage=[1, 1, 1, 1],
+        global_attention_blocks=[3],  # the second block of stage 3: never a stage's first
+    )
+    config = Sam2Config(
+        vision_config=dict(
+            backbone_config=backbone, backbone_channel_list=[64, 32, 16, 8], fpn_hidden_size=32
+        ),
+        prompt_encoder_config=dict(hidden_size=32),
+        mask_decoder_config=dict(
+            hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32
+        ),
+        initializer_range=0.3,
+    )
+    torch.manual_seed(seed)
+    model = Sam2Model(config).eval()
+    model.save_pretrained(folder)
+    Sam2Processor(image_processor=Sam2ImageProcessor()).save_pretrained(folder)
+    return Path(folder)
