@@ -50,3 +50,14 @@ def qwen2_5_vl_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def llava_dir(tmp_path_factory) -> Path:
     return tiny.build_llava(tmp_path_factory.mktemp("llava"))
+
+
+@pytest.fixture(scope="session")
+def sam2_dir(tmp_path_factory) -> Path:
+    return tiny.build_sam2(tmp_path_factory.mktemp("sam2"))
+
+
+@pytest.fixture(scope="session")
+def owl3_dir(golden_dir) -> Path:
+    """The golden tiny mPLUG-Owl3 checkpoint, in the official format."""
+    return golden_dir / "mplug-owl3-tiny" / "checkpoint"

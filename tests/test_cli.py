@@ -5,7 +5,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 
 def llmiqa(*args, check: bool = True) -> subprocess.CompletedProcess:
@@ -86,3 +88,57 @@ def test_an_ensemble_from_repeated_models(qwen2_vl_dir, llava_dir, photos):
     record = json.loads(done.stdout)
     assert record["models"] == [str(qwen2_vl_dir), str(llava_dir)]
     assert record["score"] == pytest.approx(sum(record["s_model"]) / 2)
+
+
+# A random SAM2 passes no default threshold: these keep its (noise) candidates.
+RANDOM_SAM2 = ["--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--points-per-side", "4"]
+
+
+def test_regions_table_lists_every_region_with_box_area_and_score(qwen2_vl_dir, sam2_dir, photos):
+    done = llmiqa(
+        "score", photos[0], "--model", qwen2_vl_dir, "--segmenter", sam2_dir, *RANDOM_SAM2,
+        "--regions", "--json",
+    )  # fmt: skip
+    record = json.loads(done.stdout)
+    assert record["regions"] and {"box", "area", "area_fraction", "score", "probs"} <= set(
+        record["regions"][0]
+    )
+    assert record["s_model"][0] == pytest.approx((record["s_global"][0] + record["s_local"][0]) / 2)
+    table = llmiqa(
+        "score", photos[0], "--model", qwen2_vl_dir, "--segmenter", sam2_dir, *RANDOM_SAM2,
+        "--regions",
+    ).stdout.splitlines()  # fmt: skip
+    assert table[0].split("\t") == [f"{record['score']:.4f}", str(photos[0])]
+    assert any(line.split()[:2] == ["-", "whole"] for line in table)
+    assert sum(line.split()[0].isdigit() for line in table[1:]) == len(record["regions"])
+
+
+def test_segment_draws_regions_over_the_image(qwen2_vl_dir, sam2_dir, photos, tmp_path):
+    out = tmp_path / "regions.png"
+    done = llmiqa(
+        "segment", photos[0], "-o", out, "--model", qwen2_vl_dir, "--segmenter", sam2_dir,
+        *RANDOM_SAM2,
+    )  # fmt: skip
+    assert "regions ->" in done.stdout
+    drawn = Image.open(out)
+    original = Image.open(photos[0]).convert("RGB")
+    assert drawn.size == original.size
+    difference = np.abs(np.asarray(drawn, int) - np.asarray(original, int)).sum(axis=2)
+    assert (difference > 0).mean() > 0.5  # every region is tinted; the labels sit on top
+
+
+def test_the_papers_mplug_owl3_scores_through_the_cli(owl3_dir, sam2_dir, photos):
+    whole = json.loads(
+        llmiqa(
+            "score", photos[0], "--model", owl3_dir, "--region-mode", "whole-only", "--json"
+        ).stdout
+    )
+    assert len(whole["probs"]) == 7 and abs(sum(whole["probs"]) - 1) < 1e-9
+    mixed = json.loads(
+        llmiqa(
+            "score", photos[0], "--model", owl3_dir, "--segmenter", sam2_dir, *RANDOM_SAM2,
+            "--readout", "argmax", "--json",
+        ).stdout
+    )  # fmt: skip
+    np.testing.assert_allclose(mixed["global_probs"], whole["global_probs"])
+    assert mixed["regions"] and all(r["score"] in range(1, 8) for r in mixed["regions"])

@@ -5,8 +5,12 @@ import pytest
 from PIL import Image
 
 from llmiqa.aggregate import readout
+from llmiqa.images import load_image
 from llmiqa.pipeline import Scorer
+from llmiqa.regions import sub_image
 from llmiqa.results import Aggregation
+from llmiqa.segment import MaskSettings
+from llmiqa.standards import Standard
 from llmiqa.store import Store
 
 
@@ -106,3 +110,84 @@ def test_the_store_can_be_shared_by_passing_the_object(qwen2_vl_dir, photos):
     store = Store()
     whole_only(qwen2_vl_dir, store=store).score(photos[:2])
     assert store.counts()["ratings"] == 2
+
+
+# ---- regions ------------------------------------------------------------------------
+
+# A random SAM2 passes no default threshold: keep its candidates (noise masks, but real
+# mask generation) and let NMS thin them out.
+RANDOM_SAM2 = MaskSettings(pred_iou_thresh=0.0, stability_score_thresh=0.0, points_per_side=4)
+
+
+def mixed(model_dir, sam2_dir, **options) -> Scorer:
+    return Scorer([str(model_dir)], segmenter=str(sam2_dir), mask_settings=RANDOM_SAM2, **options)
+
+
+def test_sam2_regions_are_rated_and_weighted_by_mask_area(qwen2_vl_dir, sam2_dir, photos):
+    scorer = mixed(qwen2_vl_dir, sam2_dir)
+    (result,) = scorer.score(photos[:1])
+    assert result.ok and len(result.regions) >= 1 and scorer.stats["segmented"] == 1
+    areas = np.array([r.area for r in result.regions])
+    scores = np.array([r.score for r in result.regions])
+    s_local = float(areas @ scores / areas.sum())
+    assert result.s_local[0] == pytest.approx(s_local)
+    assert result.score == pytest.approx((result.s_global[0] + s_local) / 2)
+    assert sum(r.area_fraction for r in result.regions) >= 0.99  # with the complement, all
+
+
+def test_stored_masks_serve_another_threshold_without_sam2(qwen2_vl_dir, sam2_dir, photos):
+    store = Store()
+    mixed(qwen2_vl_dir, sam2_dir, store=store).score(photos[:2])
+    again = mixed(qwen2_vl_dir, sam2_dir, store=store, min_area=0.3)
+    results = again.score(photos[:2])
+    assert all(r.ok for r in results)
+    assert again.stats["segmented"] == 0 and again.stats["masks from store"] == 2
+    assert again._segmenter is None
+
+
+def rect(shape, x0, y0, x1, y1):
+    mask = np.zeros(shape, dtype=bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+@pytest.fixture(scope="module")
+def hand_segmented(photos):
+    """A real photo with two hand-made object masks (as if SAM2 had found them)."""
+    image = load_image(photos[0])
+    shape = (image.image.height, image.image.width)
+    masks = [rect(shape, 0, 0, 200, 300), rect(shape, 250, 100, 400, 220)]
+    masks[1][150:170, 300:320] = False  # a hole: mask mode must zero it
+    return image, masks
+
+
+@pytest.mark.parametrize("mode", ["bbox", "mask"])
+def test_each_region_is_rated_on_exactly_its_crop(qwen2_vl_dir, sam2_dir, hand_segmented, mode):
+    image, masks = hand_segmented
+    scorer = mixed(qwen2_vl_dir, sam2_dir, region_mode=mode)
+    shape = (image.image.height, image.image.width)
+    scorer.store.put_masks(image.digest, scorer.segmenter_identity, shape, masks)
+    (result,) = scorer.score([image])
+    assert [r.kind for r in result.regions] == ["object", "object", "complement"]
+    assert [r.box for r in result.regions][:2] == [(0, 0, 200, 300), (250, 100, 400, 220)]
+    regions = scorer.regions(image)
+    rater = scorer.rater(0)
+    for region, rated in zip(regions, result.regions, strict=True):
+        crop = sub_image(image.image, region, mode)
+        np.testing.assert_allclose(rated.probs[0], rater.rate([crop], Standard())[0], atol=1e-6)
+    assert scorer._segmenter is None  # the stored masks were used
+
+
+def test_a_crop_equal_to_the_whole_image_is_the_global_rating(
+    qwen2_vl_dir, sam2_dir, hand_segmented
+):
+    image, _ = hand_segmented
+    shape = (image.image.height, image.image.width)
+    # one mask touching all four borders: its box is the whole image
+    frame = ~rect(shape, 10, 10, shape[1] - 10, shape[0] - 10)
+    scorer = mixed(qwen2_vl_dir, sam2_dir)
+    scorer.store.put_masks(image.digest, scorer.segmenter_identity, shape, [frame])
+    (result,) = scorer.score([image])
+    assert result.regions[0].box == (0, 0, shape[1], shape[0])
+    np.testing.assert_array_equal(result.regions[0].probs, result.global_probs)
+    assert scorer.stats["rated"] == 2  # the whole image and the complement, not three

@@ -38,9 +38,19 @@ def config_for(dataset, model_dir, limit=LIMIT, **scoring) -> RunConfig:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, dibr, qwen2_vl_dir):
+def mixed_config(dibr, qwen2_vl_dir, sam2_dir):
+    """Regions from a random SAM2 (thresholds off), rated as masked crops so that every
+    region gets its own rating and the aggregation ablations differ."""
+    return config_for(
+        dibr, qwen2_vl_dir, region_mode="mask", segmenter=str(sam2_dir),
+        pred_iou_thresh=0.0, stability_score_thresh=0.0, points_per_side=4,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, mixed_config):
     out = tmp_path_factory.mktemp("run")
-    summary = evaluate_run(config_for(dibr, qwen2_vl_dir), out, resamples=50)
+    summary = evaluate_run(mixed_config, out, resamples=50)
     return out, summary
 
 
@@ -53,15 +63,17 @@ def test_eval_writes_results_metrics_and_report(finished_run):
     mos = np.array([float(r["mos"]) for r in rows])
     written = json.loads((out / "metrics.json").read_text(), parse_constant=_no_nan)
     assert written["metrics"]["srcc"]["value"] == pytest.approx(metrics.srcc(pred, mos), abs=1e-6)
-    assert written["model_calls"] > 0 and written["sub_images_rated"] == LIMIT
+    assert written["model_calls"] > 0 and written["sub_images_rated"] > LIMIT  # + regions
+    assert written["segmented"] == LIMIT
     assert set(written["seconds"]) >= {"total", "rate", "load images"}
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
 
 
-def test_a_rerun_is_served_by_the_store(finished_run, dibr, qwen2_vl_dir):
+def test_a_rerun_is_served_by_the_store(finished_run, mixed_config):
     out, first = finished_run
-    again = evaluate_run(config_for(dibr, qwen2_vl_dir), out, resamples=50)
-    assert again["model_calls"] == 0 and again["sub_images_from_store"] == LIMIT
+    again = evaluate_run(mixed_config, out, resamples=50)
+    assert again["model_calls"] == again["segmented"] == 0
+    assert again["sub_images_from_store"] == first["sub_images_rated"]
     assert again["metrics"]["srcc"]["value"] == first["metrics"]["srcc"]["value"]
 
 
@@ -95,9 +107,15 @@ def test_aggregation_ablations_call_no_model(finished_run, monkeypatch):
     assert rows["view=global (Table 3, exp. 6)"].metrics["srcc"] == pytest.approx(
         metrics.srcc(s_global, mos)
     )
-    argmax = np.array([np.argmax(r.probs) + 1 for r in results], dtype=float)
-    expected = metrics.plcc(argmax, mos)
-    assert rows["readout=argmax"].metrics["plcc"] == pytest.approx(expected, nan_ok=True)
+    mean_weighted = np.array(
+        [(r.s_global[0] + np.mean([g.score for g in r.regions])) / 2 for r in results]
+    )
+    assert rows["weighting=mean (Table 3, exp. 4)"].metrics["plcc"] == pytest.approx(
+        metrics.plcc(mean_weighted, mos)
+    )
+    lam2 = np.array([(r.s_global[0] + 2 * r.s_local[0]) / 3 for r in results])
+    assert rows["lambda=2"].metrics["srcc"] == pytest.approx(metrics.srcc(lam2, mos))
+    assert len({round(row.metrics["plcc"], 12) for row in rows.values()}) > 3  # they differ
 
 
 def test_rating_ablations_reuse_the_store_and_rate_only_what_is_new(finished_run):
