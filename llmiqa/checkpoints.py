@@ -6,10 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-
-class ModelLoadError(RuntimeError):
-    """A model id or folder that cannot be loaded for its role; the message is one line."""
-
+from llmiqa.errors import ModelLoadError, one_line
 
 # Small files that change what a checkpoint does: configs, tokenizer, chat template.
 _SMALL_FILES = ("*.json", "*.jinja", "*.txt", "*.model")
@@ -35,11 +32,8 @@ def read_config(source: str, revision: str | None = None) -> tuple[dict, str | N
         try:
             file = Path(hf_hub_download(source, "config.json", revision=revision))
         except Exception as error:  # offline, unknown repo, gated, ...
-            first = (
-                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            )
             raise ModelLoadError(
-                f"{source}: cannot fetch config.json from the hub ({first})"
+                f"{source}: cannot fetch config.json from the hub ({one_line(error)})"
             ) from None
         commit = file.parent.name  # .../snapshots/<commit>/config.json
     try:

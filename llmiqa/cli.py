@@ -15,6 +15,15 @@ from llmiqa.standards import KINDS
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 
 
+MASK_OPTIONS = (
+    ("points_per_side", int, "prompt grid n x n"),
+    ("points_per_batch", int, "prompts per decoder call"),
+    ("pred_iou_thresh", float, "min predicted mask IoU"),
+    ("stability_score_thresh", float, "min mask stability"),
+    ("box_nms_thresh", float, "box IoU above which NMS drops a mask"),
+)
+
+
 def add_scoring_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by `score`, `segment` and `eval` (defaults resolved in resolve())."""
     group = parser.add_argument_group("scoring")
@@ -55,29 +64,9 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--segmenter", help=f"SAM2 hub id or local folder ({DEFAULT_SEGMENTER})")
     masks = parser.add_argument_group("SAM2 mask generation (coarse defaults)")
-    masks.add_argument(
-        "--points-per-side", type=int, help=f"prompt grid n x n ({DEFAULTS['points_per_side']})"
-    )
-    masks.add_argument(
-        "--points-per-batch",
-        type=int,
-        help=f"prompts per decoder call ({DEFAULTS['points_per_batch']})",
-    )
-    masks.add_argument(
-        "--pred-iou-thresh",
-        type=float,
-        help=f"min predicted mask IoU ({DEFAULTS['pred_iou_thresh']})",
-    )
-    masks.add_argument(
-        "--stability-score-thresh",
-        type=float,
-        help=f"min mask stability ({DEFAULTS['stability_score_thresh']})",
-    )
-    masks.add_argument(
-        "--box-nms-thresh",
-        type=float,
-        help=f"box IoU above which NMS drops ({DEFAULTS['box_nms_thresh']})",
-    )
+    for name, kind, meaning in MASK_OPTIONS:
+        flag = "--" + name.replace("_", "-")
+        masks.add_argument(flag, type=kind, help=f"{meaning} ({DEFAULTS[name]})")
     group.add_argument(
         "--cut",
         action=argparse.BooleanOptionalAction,

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from llmiqa.errors import one_line
+
 # PIL's decompression-bomb guard (about 89.5 megapixels): larger files are refused unread.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
@@ -84,8 +86,7 @@ def load_image(path: str | Path) -> LoadedImage:
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file PIL can read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ImageError(f"{name}: truncated or corrupt image data ({detail})") from None
+        raise ImageError(f"{name}: truncated or corrupt image data ({one_line(error)})") from None
     if image.width < 1 or image.height < 1:
         raise ImageError(f"{name}: empty image ({image.width}x{image.height})")
     return LoadedImage(name=name, image=image, digest=pixel_hash(image))

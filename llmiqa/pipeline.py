@@ -23,8 +23,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from llmiqa.checkpoints import ModelLoadError, checkpoint_identity, read_config
+from llmiqa.checkpoints import checkpoint_identity, read_config
 from llmiqa.devices import default_batch_size, resolve_device, resolve_dtype
+from llmiqa.errors import ModelLoadError, one_line
 from llmiqa.images import ImageError, LoadedImage, from_pil, load_image
 from llmiqa.raters import RaterSpec
 from llmiqa.regions import REGION_MODES, Region, crop_box, select_regions, sub_image
@@ -212,7 +213,7 @@ class Scorer:
             except ModelLoadError:
                 raise  # no image can be segmented: stop with the one clear message
             except Exception as error:  # one image's segmentation must not sink the batch
-                errors[i] = f"{item.name}: segmentation failed ({_one_line(error)})"
+                errors[i] = f"{item.name}: segmentation failed ({one_line(error)})"
         probs = [self._rate_all(m, views, errors) for m in range(len(self.specs))]
         results = []
         started = time.perf_counter()
@@ -285,7 +286,7 @@ class Scorer:
             raise  # the model itself is unusable: no image could be rated
         except Exception as error:
             if len(batch) == 1:
-                return {keys[0]: f"{batch[0].image.name}: rating failed ({_one_line(error)})"}
+                return {keys[0]: f"{batch[0].image.name}: rating failed ({one_line(error)})"}
             outcome = {}
             for view, key in zip(batch, keys, strict=True):
                 outcome.update(self._rate_batch(model, [view], [key]))
@@ -319,8 +320,3 @@ class Scorer:
             regions=regions,
         )
         return raw.rescored(self.aggregation)
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

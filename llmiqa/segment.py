@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from llmiqa.checkpoints import ModelLoadError, checkpoint_identity, read_config
+from llmiqa.checkpoints import checkpoint_identity, read_config
 from llmiqa.devices import resolve_device, resolve_dtype
+from llmiqa.errors import ModelLoadError, one_line
 
 # The facebook/sam2.1-hiera-* repos are "sam2_video" (one checkpoint serves images and
 # videos); Sam2Model loads both kinds.
@@ -192,10 +193,7 @@ class Segmenter:
             self.processor = Sam2ImageProcessor.from_pretrained(model, revision=revision)
             self.model = Sam2Model.from_pretrained(model, revision=revision, dtype=self.dtype)
         except (OSError, ValueError, KeyError, TypeError) as error:
-            first = (
-                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            )
-            raise ModelLoadError(f"{model}: cannot load as SAM2 ({first})") from None
+            raise ModelLoadError(f"{model}: cannot load as SAM2 ({one_line(error)})") from None
         self.model.to(self.device).eval()
         self.settings = settings
         self.identity = segmenter_identity(checkpoint_identity(model, commit), self.dtype, settings)

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from llmiqa.checkpoints import ModelLoadError
+from llmiqa.errors import ModelLoadError
 from llmiqa.standards import Standard
 
-__all__ = ["ModelLoadError", "Rater", "digit_token_ids", "level_probabilities"]
+__all__ = ["DigitRater", "ModelLoadError", "Rater", "digit_token_ids", "level_probabilities"]
 
 
 class Rater(Protocol):
@@ -31,6 +31,42 @@ class Rater(Protocol):
     def rate(self, images: Sequence[Image.Image], standard: Standard) -> np.ndarray:
         """One forward pass per batch; returns (len(images), K) probabilities, rows sum to 1."""
         ...
+
+
+class DigitRater:
+    """What every backend shares: prompt and digit ids worked out once per standard, then
+    one forward pass per batch and a softmax over the K digits. A backend sets `name`,
+    `tokenizer` and `identity` and supplies the two methods below."""
+
+    name: str
+    identity: str
+
+    def _render_prompt(self, standard: Standard) -> str:
+        raise NotImplementedError
+
+    def _last_logits(self, images: Sequence[Image.Image], standard: Standard) -> torch.Tensor:
+        """(N, vocabulary) next-token logits at the answer position."""
+        raise NotImplementedError
+
+    def render_prompt(self, standard: Standard) -> str:
+        prompts = self.__dict__.setdefault("_prompts", {})
+        if standard not in prompts:
+            prompts[standard] = self._render_prompt(standard)
+        return prompts[standard]
+
+    def digit_ids(self, standard: Standard) -> list[int]:
+        found = self.__dict__.setdefault("_digit_ids", {})
+        if standard not in found:
+            prompt = self.render_prompt(standard)
+            found[standard] = digit_token_ids(self.tokenizer, prompt, standard.levels, self.name)
+        return found[standard]
+
+    @torch.inference_mode()
+    def rate(self, images: Sequence[Image.Image], standard: Standard) -> np.ndarray:
+        if not images:
+            return np.zeros((0, standard.levels))
+        digit_ids = self.digit_ids(standard)  # refuses a tokenizer without digit tokens first
+        return level_probabilities(self._last_logits(images, standard), digit_ids)
 
 
 def digit_token_ids(tokenizer, prompt: str, levels: int, model: str) -> list[int]:

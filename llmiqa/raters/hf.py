@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
 from typing import ClassVar
 
-import numpy as np
 import torch
 from PIL import Image
 
 from llmiqa.devices import resolve_device, resolve_dtype
-from llmiqa.raters.base import ModelLoadError, digit_token_ids, level_probabilities
+from llmiqa.errors import ModelLoadError, one_line
+from llmiqa.raters.base import DigitRater
 from llmiqa.standards import Standard
 
 
@@ -27,7 +26,7 @@ def chat_messages(standard: Standard, system_role: bool = True) -> list[dict]:
     ]
 
 
-class TransformersRater:
+class TransformersRater(DigitRater):
     """AutoModelForImageTextToText + AutoProcessor; one forward pass per batch, no generate()."""
 
     options: ClassVar[dict[str, object]] = {}  # no backend options
@@ -49,12 +48,9 @@ class TransformersRater:
                 model, revision=revision, dtype=self.dtype
             )
         except (OSError, ValueError, KeyError, TypeError) as error:
-            first = (
-                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            )
             raise ModelLoadError(
                 f"{model}: cannot load as a vision-language model with "
-                f"AutoModelForImageTextToText/AutoProcessor ({first})"
+                f"AutoModelForImageTextToText/AutoProcessor ({one_line(error)})"
             ) from None
         self.tokenizer = getattr(self.processor, "tokenizer", None)
         if self.tokenizer is None or not getattr(self.processor, "chat_template", None):
@@ -65,8 +61,6 @@ class TransformersRater:
         self.model.to(self.device).eval()
         self.name = model
         self.identity = model  # RaterSpec.load sets the full identity
-        self.render_prompt = cache(self._render_prompt)
-        self._digit_ids = cache(self._find_digit_ids)
 
     def _render_prompt(self, standard: Standard) -> str:
         try:
@@ -82,16 +76,7 @@ class TransformersRater:
                 tokenize=False,
             )
 
-    def _find_digit_ids(self, standard: Standard) -> list[int]:
-        return digit_token_ids(
-            self.tokenizer, self.render_prompt(standard), standard.levels, self.name
-        )
-
-    @torch.inference_mode()
-    def rate(self, images: Sequence[Image.Image], standard: Standard) -> np.ndarray:
-        if not images:
-            return np.zeros((0, standard.levels))
-        digit_ids = self._digit_ids(standard)
+    def _last_logits(self, images: Sequence[Image.Image], standard: Standard) -> torch.Tensor:
         prompt = self.render_prompt(standard)
         inputs = self.processor(
             text=[prompt] * len(images), images=list(images), padding=True, return_tensors="pt"
@@ -99,5 +84,4 @@ class TransformersRater:
         for key, value in inputs.items():
             if torch.is_floating_point(value):
                 inputs[key] = value.to(self.dtype)
-        logits = self.model(**inputs, logits_to_keep=1).logits[:, -1, :]
-        return level_probabilities(logits, digit_ids)
+        return self.model(**inputs, logits_to_keep=1).logits[:, -1, :]

@@ -14,21 +14,19 @@ costs ~2.5x an uncut one on the 7B model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
 from typing import ClassVar
 
-import numpy as np
 import torch
 from PIL import Image
 
 from llmiqa.devices import resolve_device, resolve_dtype
 from llmiqa.models.mplug_owl3 import MplugOwl3Model, MplugOwl3Processor, checkpoint_folder
-from llmiqa.raters.base import digit_token_ids, level_probabilities
+from llmiqa.raters.base import DigitRater
 from llmiqa.raters.hf import chat_messages
 from llmiqa.standards import Standard
 
 
-class MplugOwl3Rater:
+class MplugOwl3Rater(DigitRater):
     """One forward pass per batch up to the answer position; one image per sample."""
 
     options: ClassVar[dict[str, object]] = {"cut": True}  # RaterSpec puts these in the identity
@@ -50,29 +48,17 @@ class MplugOwl3Rater:
         self.name = model
         self.cut = cut
         self.identity = model  # RaterSpec.load sets the full identity
-        self.render_prompt = cache(self._render_prompt)
-        self._digit_ids = cache(self._find_digit_ids)
 
     def _render_prompt(self, standard: Standard) -> str:
         """The template with one <|image|> marker; with `cut` each image's marker becomes
         its grid prompt, a function of the image size (and `cut` is in the identity)."""
         return self.processor.render(chat_messages(standard))
 
-    def _find_digit_ids(self, standard: Standard) -> list[int]:
-        return digit_token_ids(
-            self.tokenizer, self.render_prompt(standard), standard.levels, self.name
-        )
-
-    @torch.inference_mode()
-    def rate(self, images: Sequence[Image.Image], standard: Standard) -> np.ndarray:
-        if not images:
-            return np.zeros((0, standard.levels))
-        digit_ids = self._digit_ids(standard)
+    def _last_logits(self, images: Sequence[Image.Image], standard: Standard) -> torch.Tensor:
         messages = chat_messages(standard)
         samples = [self.processor(messages, [image], cut=self.cut) for image in images]
         batch = {
             key: value.to(self.device) for key, value in self.processor.collate(samples).items()
         }
         batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
-        logits = self.model(**batch, logits_to_keep=1).logits[:, -1]
-        return level_probabilities(logits, digit_ids)
+        return self.model(**batch, logits_to_keep=1).logits[:, -1]

@@ -4,6 +4,8 @@ Random weights: these tests prove the plumbing (prompt, one forward pass, digit 
 batching), never that the scores mean anything.
 """
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -102,3 +104,21 @@ def test_unknown_models_fail_in_one_line(bad):
     with pytest.raises(ModelLoadError) as caught:
         load_rater(bad)
     assert bad in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_template_without_a_system_role_gets_the_standard_in_the_user_turn(
+    qwen2_vl_dir, tmp_path, photos
+):
+    folder = tmp_path / "no-system"
+    shutil.copytree(qwen2_vl_dir, folder)
+    refusing = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not "
+        "supported') }}{% endif %}" + tiny.QWEN_TEMPLATE
+    )
+    (folder / "chat_template.jinja").write_text(refusing)
+    rater = load_rater(str(folder))
+    prompt = rater.render_prompt(Standard())
+    assert "<|im_start|>system" not in prompt
+    user_turn = prompt.split("<|im_start|>user\n", 1)[1]
+    assert user_turn.index(Standard().system_prompt()) < user_turn.index(Standard().user_prompt())
+    assert rater.rate(photos[:1], Standard()).shape == (1, 7)

@@ -22,7 +22,7 @@ from typing import ClassVar
 from huggingface_hub.dataclasses import strict
 from transformers import Qwen2Config, SiglipVisionConfig
 
-from llmiqa.raters.base import ModelLoadError
+from llmiqa.errors import ModelLoadError, one_line
 
 CROP_SIZE = 384  # the 240728 image processor cuts 384 x 384 crops; 241101 uses 378
 
@@ -89,8 +89,9 @@ def checkpoint_folder(source: str, revision: str | None = None) -> tuple[Path, s
             snapshot_download(source, revision=revision, allow_patterns=_CHECKPOINT_FILES)
         )
     except Exception as error:  # offline, unknown repo, gated, ...
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"{source}: cannot download from the hub ({first})") from None
+        raise ModelLoadError(
+            f"{source}: cannot download from the hub ({one_line(error)})"
+        ) from None
     return folder, folder.name  # .../snapshots/<commit>
 
 

@@ -24,12 +24,12 @@ from transformers import SiglipVisionConfig
 from transformers.models.qwen2.modeling_qwen2 import Qwen2MLP, Qwen2RMSNorm, repeat_kv, rotate_half
 from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
 
+from llmiqa.errors import ModelLoadError
 from llmiqa.models.mplug_owl3.configuration import (
     MplugOwl3Config,
     checkpoint_folder,
     load_config,
 )
-from llmiqa.raters.base import ModelLoadError
 
 
 @dataclass
