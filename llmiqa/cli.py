@@ -10,6 +10,7 @@ from pathlib import Path
 from llmiqa.options import DEFAULTS, PRESETS, make_scorer, resolve
 from llmiqa.pipeline import DEFAULT_MIN_AREA, DEFAULT_MODEL, DEFAULT_SEGMENTER, Scorer
 from llmiqa.results import ImageResult
+from llmiqa.runs import RATING_AXES
 from llmiqa.standards import KINDS
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -123,8 +124,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             print(f"error: {result.error}", file=sys.stderr)
             continue
         if args.json:
-            record = result.to_dict()
-            record["standard"] = str(scorer.standard)
+            record = {"path": result.name, **result.to_dict(), "standard": str(scorer.standard)}
+            del record["name"]
             print(json.dumps(record), flush=True)
         else:
             print(f"{result.score:.4f}\t{result.name}", flush=True)
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         "--axes",
         nargs="*",
         default=[],
-        choices=("standard", "levels", "region-mode"),
+        choices=tuple(RATING_AXES),
         help="also vary these (they need new ratings; whatever is stored is reused)",
     )
     ablation.add_argument("--json", action="store_true")

@@ -165,7 +165,8 @@ class Scorer:
         The next chunk is decoded in a background thread while this one is rated.
         """
         chunk = chunk or max(4 * self.batch_size, 8)
-        parts = [list(enumerate(images))[i : i + chunk] for i in range(0, len(images), chunk)]
+        numbered = list(enumerate(images))
+        parts = [numbered[i : i + chunk] for i in range(0, len(numbered), chunk)]
         bar = tqdm(total=len(images), unit="img", disable=not self.progress, dynamic_ncols=True)
         with ThreadPoolExecutor(max_workers=1) as pool:
             ahead = pool.submit(self._load_part, parts[0]) if parts else None

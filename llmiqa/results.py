@@ -22,6 +22,7 @@ class Aggregation:
     weighting: str = "area"
     lam: float = 1.0
     view: str = "both"  # "global" and "local" are the paper's ablations 6 and 7
+    complement: bool = True  # False: the complement region is left out (Table 5)
 
     def __post_init__(self) -> None:
         for value, allowed in (
@@ -80,10 +81,11 @@ class ImageResult:
         how = aggregation.readout
         s_global = aggregate.readout(self.global_probs, how)
         regions = tuple(replace(r, scores=aggregate.readout(r.probs, how)) for r in self.regions)
-        areas = [r.area for r in regions]
+        counted = [r for r in regions if aggregation.complement or r.kind != "complement"]
+        areas = [r.area for r in counted]
         s_local = np.array(
             [
-                aggregate.local_score([r.scores[m] for r in regions], areas, aggregation.weighting)
+                aggregate.local_score([r.scores[m] for r in counted], areas, aggregation.weighting)
                 for m in range(len(self.models))
             ]
         )

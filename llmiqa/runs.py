@@ -25,7 +25,9 @@ from llmiqa import __version__, metrics
 from llmiqa.datasets import Dataset, load_dataset
 from llmiqa.options import make_scorer
 from llmiqa.pipeline import Scorer
+from llmiqa.regions import REGION_MODES
 from llmiqa.results import Aggregation, ImageResult
+from llmiqa.standards import KINDS, LEVELS
 
 CONFIG, RESULTS, TABLE, METRICS = "config.json", "results.jsonl", "results.csv", "metrics.json"
 
@@ -201,12 +203,26 @@ AGGREGATION_VARIANTS: tuple[tuple[str, dict], ...] = (
     ("weighting=mean (Table 3, exp. 4)", {"weighting": "mean"}),
     ("weighting=area", {"weighting": "area"}),
     *((f"lambda={lam:g}", {"lam": lam}) for lam in (0.25, 0.5, 1.0, 2.0, 4.0)),
+    ("no complement region (Table 5)", {"complement": False}),
 )
 # Variants that need ratings of other prompts or sub-images: they reuse the store.
-RATING_AXES = {
-    "standard": [("standard", kind) for kind in ("number", "word", "sentence")],
-    "levels": [("levels", k) for k in (3, 5, 7, 9)],
-    "region-mode": [("region_mode", mode) for mode in ("bbox", "mask", "whole-only")],
+RATING_AXES: dict[str, list[tuple[str, dict]]] = {
+    "standard": [(f"standard={kind}", {"standard": kind}) for kind in KINDS],
+    "levels": [(f"levels={k}", {"levels": k}) for k in LEVELS],
+    "region-mode": [(f"region-mode={mode}", {"region_mode": mode}) for mode in REGION_MODES],
+    # Table 5: SAM2's own generator settings (fine masks) against our coarse defaults
+    "masks": [
+        (
+            "masks=SAM2 defaults (Table 5)",
+            {
+                "points_per_side": 32,
+                "pred_iou_thresh": 0.8,
+                "stability_score_thresh": 0.95,
+                "box_nms_thresh": 0.7,
+            },
+        ),
+        ("masks=coarse (ours)", {}),
+    ],
 }
 
 
@@ -245,12 +261,10 @@ def rating_rows(config: RunConfig, out: Path, axes: Sequence[str]) -> Iterator[R
     paths = [dataset.path(s) for s in samples]
     truth = np.array([s.mos for s in samples])
     for axis in axes:
-        for option, value in RATING_AXES[axis]:
-            scorer = config.scorer(out, progress=True, **{option: value})
+        for variant, change in RATING_AXES[axis]:
+            scorer = config.scorer(out, progress=True, **change)
             results = scorer.score(paths)
-            yield _row(
-                f"{axis}={value}", *scored(results, truth), calls=scorer.stats["model calls"]
-            )
+            yield _row(variant, *scored(results, truth), calls=scorer.stats["model calls"])
 
 
 def ablate(out: Path, axes: Sequence[str] = ()) -> list[Row]:

@@ -44,7 +44,7 @@ def test_json_carries_probabilities_model_and_standard(qwen2_vl_dir, photos):
         "--levels", "5", "--standard", "sentence", "--readout", "argmax", "--json",
     )  # fmt: skip
     record = json.loads(done.stdout)
-    assert record["name"] == str(photos[0])
+    assert record["path"] == str(photos[0])
     assert record["standard"] == "sentence-5" and record["levels"] == 5
     assert len(record["probs"]) == 5 and abs(sum(record["probs"]) - 1) < 1e-9
     assert record["score"] == record["probs"].index(max(record["probs"])) + 1
