@@ -23,8 +23,11 @@ from llmiqa.pipeline import Scorer
 from llmiqa.segment import MaskSettings
 
 DIBR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dibr"
-# A random SAM2 passes no default threshold: keep every candidate, as the tests do.
+# A random SAM2 passes no default threshold: keep every candidate, as the tests do. Its
+# noise masks all have the whole image as box, which bbox mode rightly rates once as the
+# global view; mask mode rates every region, so that every stage does its full work.
 RANDOM_SAM2 = MaskSettings(pred_iou_thresh=0.0, stability_score_thresh=0.0, points_per_side=4)
+REGION_MODE = "mask"
 
 
 class ForwardTimer:
@@ -48,6 +51,7 @@ def run(images: list[Path], models: dict[str, Path], store: Path, batch_size: in
         [str(models["rater"])],
         segmenter=str(models["sam2"]),
         mask_settings=RANDOM_SAM2,
+        region_mode=REGION_MODE,
         batch_size=batch_size,
         store=store,
     )
