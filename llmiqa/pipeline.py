@@ -102,6 +102,8 @@ class Scorer:
             raise ValueError(f"min_area is a fraction of the image in (0, 1], got {min_area}")
         if not models:
             raise ValueError("at least one model is needed")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.models = tuple(models)
         self.specs = [RaterSpec(m, device, dtype, options=tuple(rater_options)) for m in models]
         self.standard = standard

@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-from llmiqa import tiny
 from llmiqa.raters.base import ModelLoadError
 from llmiqa.regions import select_regions
 from llmiqa.segment import (
@@ -155,11 +154,6 @@ def test_settings_refuse_an_empty_grid_or_batch():
 
 
 # --- the tiny SAM2 ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def sam2_dir(tmp_path_factory) -> Path:
-    return tiny.build_sam2(tmp_path_factory.mktemp("sam2"))
 
 
 @pytest.fixture(scope="module")
