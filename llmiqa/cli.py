@@ -73,6 +73,12 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="mPLUG-Owl3: cut each (sub-)image into 384-px crops + a global view (default on)",
     )
+    group.add_argument(
+        "--max-pixels",
+        type=int,
+        help="transformers models: downscale sub-images above this many pixels first "
+        "(default: never; the model's processor decides)",
+    )
     group.add_argument("--device", help="cuda, cuda:1, cpu, mps (default: best available)")
     group.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"))
     group.add_argument("--batch-size", type=int, help="sub-images per forward pass")

@@ -29,6 +29,8 @@ DEFAULTS: dict[str, object] = {
     "box_nms_thresh": MaskSettings.box_nms_thresh,
     # mPLUG-Owl3 only: cut images into 384-px crops plus a global view (its own default)
     "cut": True,
+    # transformers backends only: downscale sub-images above this many pixels first
+    "max_pixels": None,
     "device": None,
     "dtype": None,
     "batch_size": None,
@@ -81,7 +83,7 @@ def make_scorer(options: dict[str, object], store=None, progress: bool = False) 
         device=options["device"],
         dtype=options["dtype"],
         batch_size=options["batch_size"],
-        rater_options=(("cut", options["cut"]),),
+        rater_options=(("cut", options["cut"]), ("max_pixels", options["max_pixels"])),
         store=store,
         progress=progress,
     )

@@ -26,10 +26,22 @@ def chat_messages(standard: Standard, system_role: bool = True) -> list[dict]:
     ]
 
 
+def shrink(image: Image.Image, max_pixels: int) -> Image.Image:
+    """Downscale (Lanczos, aspect kept) to at most max_pixels; smaller images untouched."""
+    pixels = image.width * image.height
+    if pixels <= max_pixels:
+        return image
+    scale = (max_pixels / pixels) ** 0.5
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
 class TransformersRater(DigitRater):
     """AutoModelForImageTextToText + AutoProcessor; one forward pass per batch, no generate()."""
 
-    options: ClassVar[dict[str, object]] = {}  # no backend options
+    # max_pixels: sub-images above it are downscaled first (aspect kept), bounding the
+    # visual tokens of models that take any resolution (Qwen-VL's own cap is 12.8 MP).
+    options: ClassVar[dict[str, object]] = {"max_pixels": None}
 
     def __init__(
         self,
@@ -37,6 +49,7 @@ class TransformersRater(DigitRater):
         device: str | None = None,
         dtype: str | None = None,
         revision: str | None = None,
+        max_pixels: int | None = None,
     ) -> None:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -61,6 +74,7 @@ class TransformersRater(DigitRater):
         self.model.to(self.device).eval()
         self.name = model
         self.identity = model  # RaterSpec.load sets the full identity
+        self.max_pixels = max_pixels
 
     def _render_prompt(self, standard: Standard) -> str:
         try:
@@ -78,6 +92,8 @@ class TransformersRater(DigitRater):
 
     def _last_logits(self, images: Sequence[Image.Image], standard: Standard) -> torch.Tensor:
         prompt = self.render_prompt(standard)
+        if self.max_pixels:
+            images = [shrink(image, self.max_pixels) for image in images]
         inputs = self.processor(
             text=[prompt] * len(images), images=list(images), padding=True, return_tensors="pt"
         ).to(self.device)

@@ -13,7 +13,8 @@ import torch
 from llmiqa import tiny
 from llmiqa.aggregate import readout
 from llmiqa.images import load_image
-from llmiqa.raters import ModelLoadError, load_rater
+from llmiqa.raters import ModelLoadError, RaterSpec, load_rater
+from llmiqa.raters.hf import shrink
 from llmiqa.standards import Standard
 
 FAMILIES = ["qwen2_vl_dir", "qwen2_5_vl_dir", "llava_dir"]
@@ -122,3 +123,19 @@ def test_a_template_without_a_system_role_gets_the_standard_in_the_user_turn(
     user_turn = prompt.split("<|im_start|>user\n", 1)[1]
     assert user_turn.index(Standard().system_prompt()) < user_turn.index(Standard().user_prompt())
     assert rater.rate(photos[:1], Standard()).shape == (1, 7)
+
+
+def test_max_pixels_downscales_sub_images_before_the_processor(qwen2_vl_dir, photos):
+    capped = RaterSpec(str(qwen2_vl_dir), options=(("max_pixels", 60 * 60),))
+    plain = RaterSpec(str(qwen2_vl_dir))
+    assert capped.identity != plain.identity and "max_pixels=3600" in capped.identity
+    small = shrink(photos[0], 60 * 60)
+    assert small.width * small.height <= 3600
+    assert small.width / small.height == pytest.approx(photos[0].width / photos[0].height, rel=0.05)
+    np.testing.assert_allclose(
+        capped.load().rate(photos[:1], Standard()),
+        plain.load().rate([small], Standard()),
+        atol=1e-6,
+    )
+    tiny_image = photos[0].resize((20, 10))
+    assert shrink(tiny_image, 3600) is tiny_image
