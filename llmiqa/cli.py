@@ -263,13 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--json", action="store_true", help="one JSON object per image")
     score.add_argument("--regions", action="store_true", help="show each region's score")
     add_scoring_options(score)
-    score.set_defaults(run=cmd_score)
+    score.set_defaults(handler=cmd_score)
 
     segment = commands.add_parser("segment", help="draw the regions, their scores and areas")
     segment.add_argument("image", help="one image file")
     segment.add_argument("-o", "--output", required=True, help="PNG file to write")
     add_scoring_options(segment)
-    segment.set_defaults(run=cmd_segment)
+    segment.set_defaults(handler=cmd_segment)
 
     evaluate = commands.add_parser("eval", help="score a benchmark and report its metrics")
     add_dataset_options(evaluate)
@@ -280,14 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="resamples for the CIs")
     add_scoring_options(evaluate)
-    evaluate.set_defaults(run=cmd_eval)
+    evaluate.set_defaults(handler=cmd_eval)
 
     bound = commands.add_parser("bound", help="Table 1: correlation bound of K-level scores")
     add_dataset_options(bound)
     bound.add_argument("--levels", type=int, nargs="+", default=[3, 5, 7, 9])
     bound.add_argument("--strict", action="store_true", help="exactly K levels, not K + 1")
     bound.add_argument("--json", action="store_true")
-    bound.set_defaults(run=cmd_bound)
+    bound.set_defaults(handler=cmd_bound)
 
     ablation = commands.add_parser("ablate", help="the paper's ablations from a run folder")
     ablation.add_argument("run", help="run folder written by llmiqa eval")
@@ -299,11 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also vary these (they need new ratings; whatever is stored is reused)",
     )
     ablation.add_argument("--json", action="store_true")
-    ablation.set_defaults(run=cmd_ablate)
+    ablation.set_defaults(handler=cmd_ablate)
 
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except KeyboardInterrupt:
         print("llmiqa: interrupted; everything rated so far is in the store", file=sys.stderr)
         return 130

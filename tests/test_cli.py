@@ -142,3 +142,34 @@ def test_the_papers_mplug_owl3_scores_through_the_cli(owl3_dir, sam2_dir, photos
     )  # fmt: skip
     np.testing.assert_allclose(mixed["global_probs"], whole["global_probs"])
     assert mixed["regions"] and all(r["score"] in range(1, 8) for r in mixed["regions"])
+
+
+def test_eval_then_ablate_from_the_run_folder(qwen2_vl_dir, data_dir, tmp_path):
+    out = tmp_path / "run"
+    done = llmiqa(
+        "eval", "--dataset", "csv", "--root", data_dir / "dibr", "--limit", "4",
+        "--model", qwen2_vl_dir, "--region-mode", "whole-only", "--bootstrap", "20", "--out", out,
+    )  # fmt: skip
+    assert "4 of 4 images scored" in done.stdout
+    assert {"results.csv", "metrics.json", "report.html"} <= {p.name for p in out.iterdir()}
+    rows = json.loads(llmiqa("ablate", out, "--json").stdout)
+    assert rows and all(row["model_calls"] == 0 and row["scored"] == 4 for row in rows)
+    table = llmiqa("ablate", out).stdout
+    assert table.startswith("| variant | SRCC |") and "readout=argmax" in table
+
+
+def test_bound_prints_table_1_as_json(data_dir):
+    done = llmiqa(
+        "bound", "--dataset", "kadid10k", "--root", data_dir / "labels" / "kadid10k",
+        "--levels", "5", "7", "--json",
+    )  # fmt: skip
+    rows = json.loads(done.stdout)
+    assert [(r["dataset"], r["levels"]) for r in rows] == [("kadid10k", 5), ("kadid10k", 7)]
+    assert [r["mean"] for r in rows] == pytest.approx([0.980, 0.988], abs=0.01)  # Table 1
+    assert all(r["mean"] == pytest.approx((r["srcc"] + r["plcc"]) / 2) for r in rows)
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    done = llmiqa("ablate", tmp_path / "nothing", check=False)
+    assert done.returncode == 2 and "not a run folder" in done.stderr
+    assert "Traceback" not in done.stderr
