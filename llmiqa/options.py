@@ -41,7 +41,9 @@ PRESETS: dict[str, dict[str, object]] = {
     # one greedy token (argmax), bbox sub-images, area weights, s = s_global + s_local.
     "paper": {
         "model": ["mPLUG/mPLUG-Owl3-7B-240728"],
-        "segmenter": "facebook/sam2-hiera-large",
+        # The paper names "pre-trained SAM2" (largest model, Table 5); the original SAM2
+        # repos hold only .pt files, so this is the transformers-format 2.1 release.
+        "segmenter": "facebook/sam2.1-hiera-large",
         "levels": 7,
         "standard": "word",
         "readout": "argmax",
