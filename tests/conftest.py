@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 # Tests never reach a model hub: set before transformers / huggingface_hub are imported.
@@ -9,6 +10,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llmiqa import tiny
@@ -58,6 +60,22 @@ def sam2_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def owl3_dir(golden_dir) -> Path:
+def golden(golden_dir) -> Path:
+    """Outputs of the original mPLUG-Owl3 code on a tiny official-format checkpoint."""
+    return golden_dir / "mplug-owl3-tiny"
+
+
+@pytest.fixture(scope="session")
+def owl3_dir(golden) -> Path:
     """The golden tiny mPLUG-Owl3 checkpoint, in the official format."""
-    return golden_dir / "mplug-owl3-tiny" / "checkpoint"
+    return golden / "checkpoint"
+
+
+@pytest.fixture(scope="session")
+def arrays(golden):
+    return np.load(golden / "golden.npz")
+
+
+@pytest.fixture(scope="session")
+def meta(golden) -> dict:
+    return json.loads((golden / "golden_meta.json").read_text())

@@ -25,21 +25,6 @@ CLOSE = {"atol": 1e-5, "rtol": 1e-4}
 
 
 @pytest.fixture(scope="module")
-def golden(golden_dir):
-    return golden_dir / "mplug-owl3-tiny"
-
-
-@pytest.fixture(scope="module")
-def arrays(golden):
-    return np.load(golden / "golden.npz")
-
-
-@pytest.fixture(scope="module")
-def meta(golden):
-    return json.loads((golden / "golden_meta.json").read_text())
-
-
-@pytest.fixture(scope="module")
 def model(golden):
     return MplugOwl3Model.from_pretrained(golden / "checkpoint")
 

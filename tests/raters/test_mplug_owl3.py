@@ -18,28 +18,13 @@ from llmiqa.standards import Standard
 
 
 @pytest.fixture(scope="module")
-def golden(golden_dir):
-    return golden_dir / "mplug-owl3-tiny"
-
-
-@pytest.fixture(scope="module")
-def checkpoint(golden):
-    return str(golden / "checkpoint")
+def checkpoint(owl3_dir):
+    return str(owl3_dir)
 
 
 @pytest.fixture(scope="module")
 def rater(checkpoint):
     return load_rater(checkpoint)
-
-
-@pytest.fixture(scope="module")
-def meta(golden):
-    return json.loads((golden / "golden_meta.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def arrays(golden):
-    return np.load(golden / "golden.npz")
 
 
 @pytest.fixture(scope="module")
