@@ -1,62 +1,212 @@
-"""Finding a checkpoint by hub id or local folder, and naming it for the store."""
+"""Finding a checkpoint (local folder, local file, or hub id) and naming it for the store.
+
+One resolver for every model the tool loads. What identifies a checkpoint:
+- a hub id: the repository and the commit the revision resolved to (hub commits are
+  immutable, so the same commit is the same files);
+- a local folder or file: the content of its files. Weights are hashed once and the hash
+  is cached by path, size and modification time (`hash_cache_path`), so a 15 GB model
+  is read once, and a folder whose weights are rewritten in place gets a new identity.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmiqa.errors import ModelLoadError, one_line
 
-# Small files that change what a checkpoint does: configs, tokenizer, chat template.
-_SMALL_FILES = ("*.json", "*.jinja", "*.txt", "*.model")
-_WEIGHT_FILES = ("*.safetensors", "*.bin")
+# Files that change what a checkpoint does: weights, configs, tokenizer, chat template.
+IDENTITY_FILES = (
+    "*.safetensors",
+    "*.bin",
+    "*.pt",
+    "*.pth",
+    "*.json",
+    "*.jinja",
+    "*.txt",
+    "*.model",
+    "*.yaml",
+)
+_HASH_CHUNK = 1 << 24
 
 
-def read_config(source: str, revision: str | None = None) -> tuple[dict, str | None]:
-    """config.json of a local folder or a hub repo, and the hub commit (None for a folder).
+@dataclass(frozen=True)
+class Checkpoint:
+    """A resolved checkpoint: where its files are (or come from) and what names it."""
 
-    Hub files are downloaded and cached exactly as transformers does.
-    """
-    folder = Path(source)
-    commit = None
-    if folder.is_dir():
-        file = folder / "config.json"
-        if not file.is_file():
-            raise ModelLoadError(f"{source}: no config.json in this folder; not a model checkpoint")
-    elif folder.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
-        raise ModelLoadError(f"{source}: no such model folder, and not a hub id (owner/name)")
-    else:
-        from huggingface_hub import hf_hub_download
+    source: str  # as the user gave it
+    config: dict = field(repr=False)  # config.json; {} for a single-file checkpoint
+    commit: str | None = None  # hub commit; None for local files
+    path: Path | None = None  # the local folder or file; None for a hub id
+
+    @property
+    def is_hub(self) -> bool:
+        return self.path is None
+
+    @property
+    def identity(self) -> str:
+        if self.path is None:
+            return f"{self.source}@{self.commit}"
+        return f"{self.path}#{content_hash(self.path)}"
+
+    def local_folder(self, patterns: tuple[str, ...] | None = None) -> Path:
+        """The files on this disk: the folder itself, or the hub snapshot at `commit`
+        (downloaded and cached as transformers does; `patterns` limits what is fetched)."""
+        if self.path is not None:
+            return self.path
+        from huggingface_hub import snapshot_download
 
         try:
-            file = Path(hf_hub_download(source, "config.json", revision=revision))
-        except Exception as error:  # offline, unknown repo, gated, ...
-            raise ModelLoadError(
-                f"{source}: cannot fetch config.json from the hub ({one_line(error)})"
-            ) from None
-        commit = file.parent.name  # .../snapshots/<commit>/config.json
-    try:
-        return json.loads(file.read_text()), commit
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"{file}: unreadable config.json ({error})") from None
+            folder = snapshot_download(self.source, revision=self.commit, allow_patterns=patterns)
+        except Exception as error:
+            raise ModelLoadError(hub_problem(self.source, error)) from None
+        return Path(folder)
 
 
-def checkpoint_identity(source: str, commit: str | None = None) -> str:
-    """A name that changes when the checkpoint may have: hub id@commit, or folder#fingerprint.
+def resolve(source: str, revision: str | None = None, *, config: bool = True) -> Checkpoint:
+    """A checkpoint by local path (folder or file) or hub id; one line on any problem.
 
-    A local folder is fingerprinted by its small files (configs, tokenizer, chat template)
-    and the names and sizes of its weight files: hashing gigabytes of weights on every
-    start would cost more than it saves.
+    A path that exists is always taken as a path. One that does not exist is tried on the
+    hub only if it reads as a hub id (owner/name); the message then names both readings.
+    `config=False` accepts checkpoints without config.json (single files such as SAM2's
+    original .pt).
     """
-    folder = Path(source)
-    if not folder.is_dir():
-        return f"{source}@{commit or 'unknown'}"
+    if not source:
+        raise ModelLoadError("an empty model name was given")
+    path = Path(source).expanduser()
+    if path.exists():
+        return _local(source, path.resolve(), revision, config)
+    if source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise ModelLoadError(f"{source}: no such file or folder (and not a hub id owner/name)")
+    commit, data = _hub(source, revision, config)
+    return Checkpoint(source, data, commit)
+
+
+def _local(source: str, path: Path, revision: str | None, config: bool) -> Checkpoint:
+    if revision is not None:
+        raise ModelLoadError(f"{source}: a revision applies to hub ids, not to a local path")
+    if path.is_file():
+        return Checkpoint(source, {}, None, path)
+    file = path / "config.json"
+    if not file.is_file():
+        if config:
+            raise ModelLoadError(f"{source}: no config.json in this folder; not a checkpoint")
+        return Checkpoint(source, {}, None, path)
+    return Checkpoint(source, _read_json(file), None, path)
+
+
+def _hub(source: str, revision: str | None, config: bool) -> tuple[str, dict]:
+    """The commit `revision` resolves to, and config.json if asked; cached like transformers."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    try:
+        if config:
+            file = Path(hf_hub_download(source, "config.json", revision=revision))
+            return file.parent.name, _read_json(file)  # .../snapshots/<commit>/config.json
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            file = Path(hf_hub_download(source, ".gitattributes", revision=revision))
+            return file.parent.name, {}
+        return HfApi().model_info(source, revision=revision).sha, {}
+    except ModelLoadError:
+        raise
+    except Exception as error:  # offline, unknown repo, gated, bad revision, no config
+        raise ModelLoadError(hub_problem(source, error)) from None
+
+
+def hub_problem(source: str, error: Exception) -> str:
+    """One line saying why the hub could not provide `source`, and what to do instead."""
+    name = type(error).__name__
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        why = "not in the local hub cache, and HF_HUB_OFFLINE=1 forbids downloading it"
+    elif name in ("RepositoryNotFoundError", "GatedRepoError"):
+        why = "no such model on the hub, or it is gated or private (log in with `hf auth login`)"
+    elif name == "RevisionNotFoundError":
+        why = "the hub has no such revision of it"
+    elif name == "EntryNotFoundError":
+        why = "the hub repository has no config.json: not a transformers checkpoint"
+    elif name in ("LocalEntryNotFoundError", "ConnectionError", "Timeout", "OfflineModeIsEnabled"):
+        why = "the hub cannot be reached and it is not in the local cache (check the network)"
+    else:
+        why = f"the hub could not provide it ({one_line(error)})"
+    return (
+        f"{source}: {why}; no local folder of that name exists either "
+        "(give a local checkpoint folder instead)"
+    )
+
+
+def _read_json(file: Path) -> dict:
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{file}: unreadable JSON ({one_line(error)})") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{file}: not a JSON object")
+    return data
+
+
+# ---- content hashes ---------------------------------------------------------------------
+
+
+def hash_cache_path() -> Path:
+    """Where file hashes are cached: $LLMIQA_CACHE or ~/.cache/llmiqa, file-hashes.json."""
+    root = os.environ.get("LLMIQA_CACHE") or Path.home() / ".cache" / "llmiqa"
+    return Path(root) / "file-hashes.json"
+
+
+def content_hash(path: Path) -> str:
+    """A hash of a file, or of a folder's identity files (names and contents), 16 hex digits."""
+    files = [path] if path.is_file() else _identity_files(path)
+    cache = _read_cache()
     digest = hashlib.blake2b(digest_size=8)
-    for pattern in _SMALL_FILES:
-        for file in sorted(folder.glob(pattern)):
-            digest.update(file.name.encode() + b"\0" + file.read_bytes())
-    for pattern in _WEIGHT_FILES:
-        for file in sorted(folder.glob(pattern)):
-            digest.update(f"{file.name}:{file.stat().st_size};".encode())
-    return f"{folder.resolve()}#{digest.hexdigest()}"
+    changed = False
+    for file in files:
+        stat = file.stat()
+        key = str(file.resolve())
+        stamp = [stat.st_size, stat.st_mtime_ns]
+        entry = cache.get(key)
+        if entry is None or entry[:2] != stamp:
+            entry = [*stamp, file_hash(file)]
+            cache[key] = entry
+            changed = True
+        digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}:".encode())
+        digest.update(entry[2].encode())
+    if changed:
+        _write_cache(cache)
+    return digest.hexdigest()
+
+
+def _identity_files(folder: Path) -> list[Path]:
+    found = {file for pattern in IDENTITY_FILES for file in folder.glob(pattern)}
+    return sorted(file for file in found if file.is_file())
+
+
+def file_hash(file: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(file, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_cache() -> dict:
+    try:
+        data = json.loads(hash_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}  # no cache yet, or a damaged one: hashes are recomputed
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(cache: dict) -> None:
+    """Atomically, and never fatally: a cache that cannot be written only costs time."""
+    target = hash_cache_path()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False) as handle:
+            json.dump(cache, handle)
+        os.replace(handle.name, target)
+    except OSError:
+        pass

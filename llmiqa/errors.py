@@ -1,10 +1,19 @@
-"""Errors users see: one line each, naming the file or model and the problem."""
+"""Errors users see: one line each, naming the file or model and the problem.
+
+`UsageError` and its kinds stop a run before (or instead of) any work, and the CLI turns
+them into one line and exit code 2. Per-image problems are not exceptions to the run:
+they become a failed result and the run goes on.
+"""
 
 from __future__ import annotations
 
 
-class ModelLoadError(RuntimeError):
-    """A model id or folder that cannot be loaded for its role."""
+class UsageError(RuntimeError):
+    """A problem with the whole run (an option, a model, a device, the store)."""
+
+
+class ModelLoadError(UsageError):
+    """A model id, folder or file that cannot be loaded for its role."""
 
 
 def one_line(error: BaseException) -> str:

@@ -1,8 +1,14 @@
-"""Quality standards: what the MLLM is told each score level means.
+"""Quality standards and the prompts that carry them: what the MLLM is told each level means.
 
-The paper gives only its K = 7 word standard; every other (kind, K) below is ours, built
-from one vocabulary so the ablations compare like with like. Levels are listed from best
-to worst, as in the paper's prompt.
+Two wordings exist. "paper" is the paper's text (Section 3.1): the standard as a system
+turn, then the image and "Please evaluate ... score in [1, ..., K]." as the user turn. Only
+its K = 7 word standard is printed in the paper; every other (kind, K) of this wording is
+ours, built from one vocabulary so the ablations compare like with like. "dogiqa" is the
+authors' released evaluation code (sjtuzzq/Dog-IQA, branch zzq, words_systems_queries.py
+and eval.py), character for character: one user turn, no system turn, and a prompt that
+differs between the whole image and the regions by four spaces of indentation.
+
+Levels are listed from best to worst, as in both sources.
 """
 
 from __future__ import annotations
@@ -11,6 +17,11 @@ from dataclasses import dataclass
 
 KINDS = ("number", "word", "sentence")
 LEVELS = (3, 5, 7, 9)
+WORDINGS = ("paper", "dogiqa")
+VIEWS = ("whole", "region")
+IMAGE = "<image>"  # where the image goes in a user turn; each backend substitutes its own
+
+# ---- the paper's wording -----------------------------------------------------------------
 
 # Words per K, best first. K = 7 is the paper's, verbatim; K = 9 extends it with
 # "Very Good" and "Mediocre"; K = 5 and K = 3 keep the usual five / three-level scales.
@@ -40,43 +51,171 @@ _GIVEN = (
 )
 _OUTRO = "The higher the image quality is, the higher the score should be."
 
+# ---- the released code's wording (strings as in words_systems_queries.py) ---------------
+
+# Its word lists per K, best first; each line of the standard reads "k: Word!".
+DOGIQA_WORDS: dict[int, tuple[str, ...]] = {
+    3: ("Excellent", "Fair", "Poor"),
+    5: ("Excellent", "Good", "Fair", "Bad", "Poor"),
+    7: ("Perfect", "Excellent", "Good", "Fair", "Bad", "Poor", "Very Bad"),
+    9: ("Perfect", "Excellent", "Very Good", "Good", "Fair", "Bad", "Poor", "Awful", "Very Bad"),
+}
+# Its sentence standards: `assess_standard_quality_sentence` (K = 5, the one its code
+# uses) and `assess_standard_quality_sentence_7` (defined there, unused).
+DOGIQA_SENTENCES: dict[int, tuple[str, ...]] = {
+    5: (
+        "Excellent! The overall quality of the image is extremely excellent, and all aspects "
+        "are perfect.",
+        "Good! The overall quality of the image is good, and it is satisfactory in many aspects.",
+        "Fair! The overall quality of the image is fair. There are certain merits but also some "
+        "deficiencies.",
+        "Poor! The overall quality of the image is poor, with obvious defects.",
+        "Bad! The overall quality of the image is bad and hard to accept.",
+    ),
+    7: (
+        "Perfect! The overall quality of the image is unparalleled, with every detail meeting "
+        "the highest standards.",
+        "Excellent! The overall quality of the image is excellent, with all aspects being "
+        "exemplary and without flaw.",
+        "Good! The overall quality of the image is good, and it is satisfactory in many aspects.",
+        "Fair! The overall quality of the image is fair. There are certain merits but also some "
+        "deficiencies.",
+        "Bad! The overall quality of the image is bad, with noticeable shortcomings.",
+        "Poor! The overall quality of the image is poor, with obvious defects.",
+        "Very Bad! The overall quality of the image is very bad and hard to accept.",
+    ),
+}
+_DOGIQA_HELP = "You are a helpful assistant to help me evaluate the quality of the image."
+_DOGIQA_FORMAT = "Please strictly follow the USER's format, otherwise the result will be invalid."
+_DOGIQA_ONLY = "Only tell me the number. Do not analysis the image."
+# eval.py builds the user turn as an indented f-string: continuation lines carry the
+# source's indentation, 20 spaces for the whole image and 24 inside the region loop.
+_DOGIQA_INDENT = {"whole": " " * 20, "region": " " * 24}
+_DOGIQA_SOURCE_INDENT = " " * 20  # inside the system strings of words_systems_queries.py
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the model reads for one sub-image, before its answer: plain data.
+
+    `user` holds IMAGE exactly once, where the image goes. The store keys ratings by
+    these texts, so they are known without loading any model.
+    """
+
+    system: str | None  # a system turn; None: no system turn at all
+    user: str
+
+    def __post_init__(self) -> None:
+        if self.user.count(IMAGE) != 1:
+            raise ValueError(f"a prompt's user turn needs {IMAGE} exactly once")
+
+    @property
+    def before_image(self) -> str:
+        return self.user.split(IMAGE)[0]
+
+    @property
+    def after_image(self) -> str:
+        return self.user.split(IMAGE)[1]
+
+    def merged(self) -> Prompt:
+        """The same text as one user turn, for chat templates that have no system role."""
+        if self.system is None:
+            return self
+        return Prompt(None, f"{self.system}\n{self.user}")
+
 
 @dataclass(frozen=True)
 class Standard:
-    """A quality standard: kind of level description and number of levels K."""
+    """A quality standard: how levels are described (kind), how many (K), whose wording."""
 
     kind: str = "word"
     levels: int = 7
+    wording: str = "paper"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown standard kind {self.kind!r}; choose one of {KINDS}")
-        if self.kind == "number":
-            if not 2 <= self.levels <= 9:
-                raise ValueError(f"the number standard needs 2 <= K <= 9, got {self.levels}")
-        elif self.levels not in WORDS:
+        if self.wording not in WORDINGS:
+            raise ValueError(f"unknown wording {self.wording!r}; choose one of {WORDINGS}")
+        defined = self.defined_levels(self.kind, self.wording)
+        if self.levels not in defined:
             raise ValueError(
-                f"the {self.kind} standard is defined for K in {sorted(WORDS)}, got {self.levels}"
+                f"the {self.wording} {self.kind} standard is defined for K in "
+                f"{list(defined)}, got {self.levels}"
             )
+
+    @staticmethod
+    def defined_levels(kind: str, wording: str = "paper") -> tuple[int, ...]:
+        """The K each (kind, wording) describes; the number standard takes any digit scale."""
+        if kind == "number":
+            return tuple(range(2, 10))
+        if wording == "dogiqa" and kind == "sentence":
+            return tuple(DOGIQA_SENTENCES)
+        return LEVELS
 
     @property
     def descriptions(self) -> tuple[str, ...]:
         """Level descriptions, best (K) first; empty for the number standard."""
         if self.kind == "number":
             return ()
+        if self.wording == "dogiqa":
+            if self.kind == "sentence":
+                return DOGIQA_SENTENCES[self.levels]
+            return tuple(f"{word}!" for word in DOGIQA_WORDS[self.levels])
         words = WORDS[self.levels]
         return words if self.kind == "word" else tuple(SENTENCES[w] for w in words)
 
-    def system_prompt(self) -> str:
+    def prompt(self, view: str = "whole") -> Prompt:
+        """The prompt for the whole image or for a region (only dogiqa tells them apart)."""
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r}; choose one of {VIEWS}")
+        if self.wording == "dogiqa":
+            return self._dogiqa_prompt(view)
+        scores = ", ".join(str(k) for k in range(1, self.levels + 1))
+        user = f"{IMAGE}\nPlease evaluate the quality of the image and score in [{scores}]."
+        return Prompt(self._paper_system(), user)
+
+    def _paper_system(self) -> str:
         if self.kind == "number":
             return f"{_INTRO} {_OUTRO}"
         pairs = [f"{self.levels - i}: {d}" for i, d in enumerate(self.descriptions)]
         listed = ", ".join(pairs) + "." if self.kind == "word" else " ".join(pairs)
         return f"{_INTRO} {_GIVEN} {listed} {_OUTRO}"
 
-    def user_prompt(self) -> str:
-        scores = ", ".join(str(k) for k in range(1, self.levels + 1))
-        return f"Please evaluate the quality of the image and score in [{scores}]."
+    def _dogiqa_prompt(self, view: str) -> Prompt:
+        """eval.py: f" {system}\\n<indent><|image|>\\n<indent>{query}", one user turn."""
+        pad = _DOGIQA_SOURCE_INDENT
+        scores = str(list(range(1, self.levels + 1))).replace(" ", "")
+        listed = (
+            "".join(f"\n{self.levels - i}: {d}" for i, d in enumerate(self.descriptions)) + "\n"
+        )  # the standards are triple-quoted strings that start and end on a newline
+        if self.kind == "number":
+            # words_systems_queries.py hard-codes [1,...,7] here; we list the run's K.
+            system = f"{_DOGIQA_HELP} \n{pad}{_DOGIQA_FORMAT}"
+            query = (
+                f"please evaluate the quality of the image and score in {scores}. {_DOGIQA_ONLY}"
+            )
+        elif self.kind == "word":
+            system = (
+                f"{_DOGIQA_HELP} You will be given standards about each quality level. "
+                f"The quality standard is list as follows:{listed}\n"
+                f"{pad}The higher the image quality, the higher the score should be.\n"
+                f"{pad}{_DOGIQA_FORMAT}"
+            )
+            query = "Please evaluate the quality of the image and score in quality. " + _DOGIQA_ONLY
+        else:
+            # The released code formats `{assess_word}` here without defining it (a
+            # NameError); its dimension list names "quality", the only reading that runs.
+            system = (
+                f"{_DOGIQA_HELP} You will be given standards about each quality level. "
+                f"The quality standard is list as follows:\n{pad}{listed}\n{pad}{_DOGIQA_FORMAT}"
+            )
+            query = (
+                f"please evaluate the quality of the image and score in {scores}. {_DOGIQA_ONLY}"
+            )
+        indent = _DOGIQA_INDENT[view]
+        return Prompt(None, f" {system}\n{indent}{IMAGE}\n{indent}{query}")
 
     def __str__(self) -> str:
-        return f"{self.kind}-{self.levels}"
+        suffix = "" if self.wording == "paper" else f"-{self.wording}"
+        return f"{self.kind}-{self.levels}{suffix}"

@@ -1,72 +1,99 @@
-"""The rater contract every MLLM backend fulfils, and the digit read-out they share.
+"""The rater contract every MLLM backend fulfils: requests in, ratings out, as plain data.
 
-A rater has one job: images plus a standard in, a probability over the K levels out for
-each image. Everything model-specific (chat templates, processors, devices) stays behind
-it, so the pipeline, the store and the aggregation never see a model.
+A rater reads ONE next-token distribution per request (the answer position after the
+prompt) and reports what every readout needs, so that no readout ever runs a model again:
+the log-probabilities of the K digit tokens under the FULL vocabulary, and the most
+probable token that is not one of them (the released code's greedy answer can be that
+token). Everything model-specific (chat templates, processors, devices, HTTP) stays
+behind the contract, so the pipeline, the store and the aggregation never see a model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import torch
 from PIL import Image
 
 from llmiqa.errors import ModelLoadError
-from llmiqa.standards import Standard
+from llmiqa.standards import Prompt
 
-__all__ = ["DigitRater", "ModelLoadError", "Rater", "digit_token_ids", "level_probabilities"]
+__all__ = [
+    "ModelLoadError",
+    "Rater",
+    "Rating",
+    "RatingFailure",
+    "RatingRequest",
+    "answer_value",
+    "digit_token_ids",
+]
+
+
+@dataclass(frozen=True)
+class RatingRequest:
+    """One sub-image to rate: its pixels, the prompt, K, and the store key naming all three."""
+
+    key: str
+    image: Image.Image
+    prompt: Prompt
+    levels: int
+
+
+@dataclass(frozen=True)
+class Rating:
+    """What one forward pass says about the answer token.
+
+    logprobs[k - 1] is log P("k") under the model's full next-token distribution.
+    `other_logprob` is the log-probability of the most probable token that is not one of
+    the K digits and `other_value` what the released code's int() makes of it (None: not
+    an integer, which that code scores as 1). A backend that cannot see a quantity (a
+    server returning only its top-n tokens) writes NaN there and sets `incomplete`.
+    """
+
+    logprobs: np.ndarray  # (K,) float64
+    other_logprob: float
+    other_value: int | None
+    incomplete: bool = False
+
+    @property
+    def levels(self) -> int:
+        return int(self.logprobs.shape[0])
+
+    def probs(self) -> np.ndarray:
+        """Softmax over the K digits only: exactly the softmax of their logits."""
+        shifted = self.logprobs - np.max(self.logprobs)
+        weights = np.exp(shifted)
+        return weights / weights.sum()
+
+
+@dataclass(frozen=True)
+class RatingFailure:
+    """A request that could not be rated (e.g. a crop the processor refuses); one line."""
+
+    error: str
 
 
 class Rater(Protocol):
-    identity: str
-    """Model id + revision (+ options that change outputs): part of every store key."""
+    """A loaded MLLM. `identity` names model, revision and every option that changes outputs."""
 
-    def render_prompt(self, standard: Standard) -> str:
-        """The exact text the model reads before the answer (a store key part)."""
-        ...
-
-    def rate(self, images: Sequence[Image.Image], standard: Standard) -> np.ndarray:
-        """One forward pass per batch; returns (len(images), K) probabilities, rows sum to 1."""
-        ...
-
-
-class DigitRater:
-    """What every backend shares: prompt and digit ids worked out once per standard, then
-    one forward pass per batch and a softmax over the K digits. A backend sets `name`,
-    `tokenizer` and `identity` and supplies the two methods below."""
-
-    name: str
     identity: str
 
-    def _render_prompt(self, standard: Standard) -> str:
-        raise NotImplementedError
+    def render(self, prompt: Prompt) -> str:
+        """The exact text the model reads before its answer (chat template applied)."""
+        ...
 
-    def _last_logits(self, images: Sequence[Image.Image], standard: Standard) -> torch.Tensor:
-        """(N, vocabulary) next-token logits at the answer position."""
-        raise NotImplementedError
+    def rate(
+        self, requests: Sequence[RatingRequest]
+    ) -> Iterator[tuple[int, Rating | RatingFailure]]:
+        """Rate every request, yielding (index into requests, outcome) as each is done.
 
-    def render_prompt(self, standard: Standard) -> str:
-        prompts = self.__dict__.setdefault("_prompts", {})
-        if standard not in prompts:
-            prompts[standard] = self._render_prompt(standard)
-        return prompts[standard]
-
-    def digit_ids(self, standard: Standard) -> list[int]:
-        found = self.__dict__.setdefault("_digit_ids", {})
-        if standard not in found:
-            prompt = self.render_prompt(standard)
-            found[standard] = digit_token_ids(self.tokenizer, prompt, standard.levels, self.name)
-        return found[standard]
-
-    @torch.inference_mode()
-    def rate(self, images: Sequence[Image.Image], standard: Standard) -> np.ndarray:
-        if not images:
-            return np.zeros((0, standard.levels))
-        digit_ids = self.digit_ids(standard)  # refuses a tokenizer without digit tokens first
-        return level_probabilities(self._last_logits(images, standard), digit_ids)
+        Backends batch or keep requests in flight as they see fit; the caller commits each
+        rating as it arrives. A problem with the whole model (it cannot load, the server
+        refuses the key) raises ModelLoadError instead of failing every request.
+        """
+        ...
 
 
 def digit_token_ids(tokenizer, prompt: str, levels: int, model: str) -> list[int]:
@@ -97,7 +124,9 @@ def digit_token_ids(tokenizer, prompt: str, levels: int, model: str) -> list[int
     return ids
 
 
-def level_probabilities(last_logits: torch.Tensor, digit_ids: Sequence[int]) -> np.ndarray:
-    """Softmax over the K digit logits only, in float64 so each row sums to 1 exactly."""
-    restricted = last_logits[:, list(digit_ids)].double()
-    return torch.softmax(restricted, dim=-1).cpu().numpy()
+def answer_value(text: str) -> int | None:
+    """The released code's reading of a generated answer: int(text.strip()), else None."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from PIL import Image
 
-from llmiqa.devices import resolve_device, resolve_dtype
 from llmiqa.errors import ModelLoadError, one_line
-from llmiqa.raters.base import DigitRater
-from llmiqa.standards import Standard
+from llmiqa.raters.local import LocalRater
+from llmiqa.standards import Prompt
+
+if TYPE_CHECKING:
+    from llmiqa.raters import RaterSpec
 
 
-def chat_messages(standard: Standard, system_role: bool = True) -> list[dict]:
-    """The paper's two messages; without a system role the standard opens the user turn."""
-    user = [{"type": "image"}, {"type": "text", "text": standard.user_prompt()}]
-    if not system_role:
-        user[1]["text"] = f"{standard.system_prompt()}\n{standard.user_prompt()}"
-        return [{"role": "user", "content": user}]
-    return [
-        {"role": "system", "content": [{"type": "text", "text": standard.system_prompt()}]},
-        {"role": "user", "content": user},
-    ]
+def chat_messages(prompt: Prompt) -> list[dict]:
+    """The prompt as transformers chat messages: the image is a content part of the user
+    turn, between the texts before and after it (empty texts left out)."""
+    parts = [{"type": "text", "text": prompt.before_image}, {"type": "image"}]
+    parts.append({"type": "text", "text": prompt.after_image})
+    user = [part for part in parts if part.get("text") != ""]
+    messages = [{"role": "user", "content": user}]
+    if prompt.system is not None:
+        system = {"role": "system", "content": [{"type": "text", "text": prompt.system}]}
+        messages.insert(0, system)
+    return messages
 
 
 def shrink(image: Image.Image, max_pixels: int) -> Image.Image:
@@ -36,68 +38,71 @@ def shrink(image: Image.Image, max_pixels: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-class TransformersRater(DigitRater):
+class TransformersRater(LocalRater):
     """AutoModelForImageTextToText + AutoProcessor; one forward pass per batch, no generate()."""
 
     # max_pixels: sub-images above it are downscaled first (aspect kept), bounding the
     # visual tokens of models that take any resolution (Qwen-VL's own cap is 12.8 MP).
     options: ClassVar[dict[str, object]] = {"max_pixels": None}
+    # Qwen-VL's processor refuses sides under 28 px (and aspect ratios over 200).
+    min_crop_side: ClassVar[int] = 28
 
-    def __init__(
-        self,
-        model: str,
-        device: str | None = None,
-        dtype: str | None = None,
-        revision: str | None = None,
-        max_pixels: int | None = None,
-    ) -> None:
+    def __init__(self, spec: RaterSpec) -> None:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        checkpoint = spec.checkpoint
+        source = str(checkpoint.path) if checkpoint.path else checkpoint.source
+        self.device, self.dtype = spec.torch_device, spec.torch_dtype
         try:
-            self.processor = AutoProcessor.from_pretrained(model, revision=revision)
+            self.processor = AutoProcessor.from_pretrained(source, revision=checkpoint.commit)
             self.model = AutoModelForImageTextToText.from_pretrained(
-                model, revision=revision, dtype=self.dtype
+                source, revision=checkpoint.commit, dtype=self.dtype
             )
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ModelLoadError(
-                f"{model}: cannot load as a vision-language model with "
+                f"{spec.model}: cannot load as a vision-language model with "
                 f"AutoModelForImageTextToText/AutoProcessor ({one_line(error)})"
             ) from None
         self.tokenizer = getattr(self.processor, "tokenizer", None)
         if self.tokenizer is None or not getattr(self.processor, "chat_template", None):
-            raise ModelLoadError(f"{model}: its processor has no tokenizer or no chat template")
+            raise ModelLoadError(
+                f"{spec.model}: its processor has no tokenizer or no chat template"
+            )
         self.tokenizer.padding_side = "left"  # the answer position is then the last one
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model.to(self.device).eval()
-        self.name = model
-        self.identity = model  # RaterSpec.load sets the full identity
-        self.max_pixels = max_pixels
+        self.name, self.identity, self.batch_size = spec.model, spec.identity, spec.batch
+        self.max_pixels = spec.backend_options["max_pixels"]
 
-    def _render_prompt(self, standard: Standard) -> str:
+    def _render(self, prompt: Prompt) -> str:
         try:
             return self.processor.apply_chat_template(
-                chat_messages(standard), add_generation_prompt=True, tokenize=False
+                chat_messages(prompt), add_generation_prompt=True, tokenize=False
             )
         except Exception as error:  # jinja raises on templates without a system role
-            if "system" not in str(error).lower():
+            if prompt.system is None or "system" not in str(error).lower():
                 raise
             return self.processor.apply_chat_template(
-                chat_messages(standard, system_role=False),
-                add_generation_prompt=True,
-                tokenize=False,
+                chat_messages(prompt.merged()), add_generation_prompt=True, tokenize=False
             )
 
-    def _last_logits(self, images: Sequence[Image.Image], standard: Standard) -> torch.Tensor:
-        prompt = self.render_prompt(standard)
+    def prepare(self, requests) -> dict[str, torch.Tensor]:
+        images = [request.image for request in requests]
         if self.max_pixels:
             images = [shrink(image, self.max_pixels) for image in images]
         inputs = self.processor(
-            text=[prompt] * len(images), images=list(images), padding=True, return_tensors="pt"
-        ).to(self.device)
-        for key, value in inputs.items():
-            if torch.is_floating_point(value):
-                inputs[key] = value.to(self.dtype)
-        return self.model(**inputs, logits_to_keep=1).logits[:, -1, :]
+            text=[self.render(request.prompt) for request in requests],
+            images=images,
+            padding=True,
+            return_tensors="pt",
+        )
+        return {
+            key: value.to(self.device, self.dtype)
+            if value.is_floating_point()
+            else value.to(self.device)
+            for key, value in inputs.items()
+        }
+
+    def forward(self, prepared: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**prepared, logits_to_keep=1).logits[:, -1, :]

@@ -13,52 +13,58 @@ costs ~2.5x an uncut one on the 7B model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
-from PIL import Image
 
-from llmiqa.devices import resolve_device, resolve_dtype
-from llmiqa.models.mplug_owl3 import MplugOwl3Model, MplugOwl3Processor, checkpoint_folder
-from llmiqa.raters.base import DigitRater
-from llmiqa.raters.hf import chat_messages
-from llmiqa.standards import Standard
+from llmiqa.models.mplug_owl3 import CHECKPOINT_FILES, MplugOwl3Model, MplugOwl3Processor
+from llmiqa.models.mplug_owl3.processing import IMAGE_MARKER
+from llmiqa.raters.local import LocalRater
+from llmiqa.standards import IMAGE, Prompt
+
+if TYPE_CHECKING:
+    from llmiqa.raters import RaterSpec
 
 
-class MplugOwl3Rater(DigitRater):
+def owl3_messages(prompt: Prompt) -> list[dict]:
+    """The prompt as the original processor takes it: text with one <|image|> marker, the
+    way the released evaluation code writes it."""
+    messages = [{"role": "user", "content": prompt.user.replace(IMAGE, IMAGE_MARKER)}]
+    if prompt.system is not None:
+        messages.insert(0, {"role": "system", "content": prompt.system})
+    return messages
+
+
+class MplugOwl3Rater(LocalRater):
     """One forward pass per batch up to the answer position; one image per sample."""
 
     options: ClassVar[dict[str, object]] = {"cut": True}  # RaterSpec puts these in the identity
+    min_crop_side: ClassVar[int] = 1  # its processor resizes any crop to 384-px tiles
 
-    def __init__(
-        self,
-        model: str,
-        device: str | None = None,
-        dtype: str | None = None,
-        revision: str | None = None,
-        cut: bool = True,
-    ) -> None:
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        folder, _ = checkpoint_folder(model, revision)
+    def __init__(self, spec: RaterSpec) -> None:
+        folder = spec.checkpoint.local_folder(CHECKPOINT_FILES)
+        self.device, self.dtype = spec.torch_device, spec.torch_dtype
         self.model = MplugOwl3Model.from_pretrained(folder, dtype=self.dtype, device=self.device)
         self.processor = MplugOwl3Processor.from_pretrained(folder)
         self.tokenizer = self.processor.tokenizer
-        self.name = model
-        self.cut = cut
-        self.identity = model  # RaterSpec.load sets the full identity
+        self.name, self.identity, self.batch_size = spec.model, spec.identity, spec.batch
+        self.cut = spec.backend_options["cut"]
 
-    def _render_prompt(self, standard: Standard) -> str:
+    def _render(self, prompt: Prompt) -> str:
         """The template with one <|image|> marker; with `cut` each image's marker becomes
         its grid prompt, a function of the image size (and `cut` is in the identity)."""
-        return self.processor.render(chat_messages(standard))
+        return self.processor.render(owl3_messages(prompt))
 
-    def _last_logits(self, images: Sequence[Image.Image], standard: Standard) -> torch.Tensor:
-        messages = chat_messages(standard)
-        samples = [self.processor(messages, [image], cut=self.cut) for image in images]
+    def prepare(self, requests) -> dict[str, torch.Tensor]:
+        samples = [
+            self.processor(owl3_messages(request.prompt), [request.image], cut=self.cut)
+            for request in requests
+        ]
         batch = {
             key: value.to(self.device) for key, value in self.processor.collate(samples).items()
         }
         batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
-        return self.model(**batch, logits_to_keep=1).logits[:, -1]
+        return batch
+
+    def forward(self, prepared: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**prepared, logits_to_keep=1).logits[:, -1]

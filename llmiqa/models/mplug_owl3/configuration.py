@@ -22,7 +22,7 @@ from typing import ClassVar
 from huggingface_hub.dataclasses import strict
 from transformers import Qwen2Config, SiglipVisionConfig
 
-from llmiqa.errors import ModelLoadError, one_line
+from llmiqa.errors import ModelLoadError
 
 CROP_SIZE = 384  # the 240728 image processor cuts 384 x 384 crops; 241101 uses 378
 
@@ -37,7 +37,7 @@ SO400M = {
 }
 
 # What the hub snapshot of an official checkpoint needs; its remote *.py code is never fetched.
-_CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.txt"]
+CHECKPOINT_FILES = ("*.json", "*.safetensors", "*.txt")
 
 
 @strict
@@ -73,26 +73,6 @@ def check_supported(config: dict, source: str) -> None:
             "(static hyper-attention gate self_attn.gate instead of gate_proj); "
             "not supported yet: only the 7B-240728 code family is implemented"
         )
-
-
-def checkpoint_folder(source: str, revision: str | None = None) -> tuple[Path, str | None]:
-    """A local folder as is, or a hub id downloaded (cached) like transformers; + hub commit."""
-    folder = Path(source).expanduser()
-    if folder.is_dir():
-        return folder, None
-    if source.count("/") != 1 or source.startswith((".", "/", "~")):
-        raise ModelLoadError(f"{source}: no such model folder, and not a hub id (owner/name)")
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = Path(
-            snapshot_download(source, revision=revision, allow_patterns=_CHECKPOINT_FILES)
-        )
-    except Exception as error:  # offline, unknown repo, gated, ...
-        raise ModelLoadError(
-            f"{source}: cannot download from the hub ({one_line(error)})"
-        ) from None
-    return folder, folder.name  # .../snapshots/<commit>
 
 
 def load_config(folder: Path, source: str) -> MplugOwl3Config:

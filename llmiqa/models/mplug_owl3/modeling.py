@@ -24,10 +24,11 @@ from transformers import SiglipVisionConfig
 from transformers.models.qwen2.modeling_qwen2 import Qwen2MLP, Qwen2RMSNorm, repeat_kv, rotate_half
 from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
 
+from llmiqa.checkpoints import resolve
 from llmiqa.errors import ModelLoadError
 from llmiqa.models.mplug_owl3.configuration import (
+    CHECKPOINT_FILES,
     MplugOwl3Config,
-    checkpoint_folder,
     load_config,
 )
 
@@ -221,7 +222,7 @@ class MplugOwl3Model(nn.Module):
         device: str | torch.device = "cpu",
     ) -> MplugOwl3Model:
         """Load an official checkpoint (hub id or folder); any tensor mismatch is refused."""
-        folder, _ = checkpoint_folder(str(source), revision)
+        folder = resolve(str(source), revision).local_folder(CHECKPOINT_FILES)
         config = load_config(folder, str(source))
         with torch.device("meta"):  # no memory and no random init for weights we overwrite
             model = cls(config)
