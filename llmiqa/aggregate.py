@@ -1,69 +1,149 @@
-"""From per-level probabilities to one score: readout, local mix, global+local, ensemble.
+"""From ratings to scores: readout, local mix, global + local (+ region count), ensemble.
 
-Pure functions. Every ablation that changes only these choices is recomputed from stored
-probabilities, never by running a model again.
+Pure functions on arrays of a whole run at once (images x views x models x K), so every
+ablation that changes only these choices is recomputed from stored ratings in
+milliseconds, never by running a model again. One image is the case N = 1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-READOUTS = ("expected", "argmax")
+from llmiqa.settings import option
+
+READOUTS = ("expected", "argmax", "greedy")
 WEIGHTINGS = ("area", "mean")
-VIEWS = ("both", "global", "local")
 
 
-def readout(probs: np.ndarray, how: str = "expected") -> np.ndarray:
-    """Scores on 1..K from (..., K) probabilities.
+@dataclass(frozen=True)
+class Aggregation:
+    """The choices that turn ratings into a score; none of them needs a model.
 
-    "argmax": the paper's single greedy token restricted to the K digits (ties go to the
-    lower level). "expected": sum_k k * p_k, continuous, what Q-Align-style scorers use.
+    s_model = (g·s_global + λ·s_local + c·N) / (g + λ if normalize else 1), N the number of
+    regions counted. The paper: g = λ = 1, c = 0 (it sums; normalizing keeps 1..K and
+    changes no ranking). The released code: g = 0.5, λ = 1, c = 0.1, no normalizing.
     """
-    probs = np.asarray(probs, dtype=np.float64)
+
+    readout: str = field(
+        default="expected",
+        metadata=option(
+            "expected: sum k*p_k over the K digits; argmax: the most probable digit (the "
+            "paper's one token); greedy: the full-vocabulary greedy token, 1 if not a number "
+            "(the released code)",
+            choices=READOUTS,
+        ),
+    )
+    weighting: str = field(
+        default="area",
+        metadata=option(
+            "region weights: mask area (the paper) or plain mean",
+            choices=WEIGHTINGS,
+            flag="--aggregate",
+        ),
+    )
+    global_weight: float = field(default=1.0, metadata=option("weight g of s_global"))
+    lam: float = field(default=1.0, metadata=option("weight λ of s_local"))
+    count_weight: float = field(
+        default=0.0, metadata=option("weight c per counted region (the released code: 0.1)")
+    )
+    normalize: bool = field(
+        default=True, metadata=option("divide by g + λ, keeping the score on 1..K")
+    )
+    complement: bool = field(
+        default=True, metadata=option("count the complement region (off: Table 5's ablation)")
+    )
+
+    def __post_init__(self) -> None:
+        if self.readout not in READOUTS:
+            raise ValueError(f"unknown readout {self.readout!r}; choose one of {READOUTS}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {WEIGHTINGS}")
+        if min(self.global_weight, self.lam) < 0:
+            raise ValueError(f"weights must be >= 0, got g={self.global_weight}, λ={self.lam}")
+        if self.normalize and self.global_weight + self.lam <= 0:
+            raise ValueError("normalizing needs g + λ > 0")
+
+
+@dataclass(frozen=True)
+class RatingArrays:
+    """Ratings of N images by M models, V views each: view 0 is the whole image, views
+    1.. the regions (padded with NaN ratings and `present` False where an image has fewer).
+    """
+
+    logprobs: np.ndarray  # (N, V, M, K) full-vocabulary log-probabilities of the digits
+    other_logprob: np.ndarray  # (N, V, M) best other token
+    other_value: np.ndarray  # (N, V, M) its integer value, NaN when not an integer
+    area: np.ndarray  # (N, V - 1) region weights
+    complement: np.ndarray  # (N, V - 1) bool: the region is the complement
+    present: np.ndarray  # (N, V - 1) bool: the region exists
+
+
+@dataclass(frozen=True)
+class Scores:
+    view: np.ndarray  # (N, V, M) each view's readout
+    s_global: np.ndarray  # (N, M)
+    s_local: np.ndarray  # (N, M), NaN without regions
+    s_model: np.ndarray  # (N, M)
+    score: np.ndarray  # (N,) the ensemble: mean over models
+
+
+def level_probs(logprobs: np.ndarray) -> np.ndarray:
+    """Softmax over the K digits (last axis): exactly the softmax of their logits."""
+    logprobs = np.asarray(logprobs, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        shifted = logprobs - np.max(logprobs, axis=-1, keepdims=True)
+        weights = np.exp(shifted)
+        return weights / weights.sum(axis=-1, keepdims=True)
+
+
+def readout(logprobs: np.ndarray, how: str, other_logprob=None, other_value=None) -> np.ndarray:
+    """Scores on the level scale from (..., K) digit log-probabilities.
+
+    "argmax": the most probable of the K digits (ties to the lower level). "expected":
+    sum_k k * p_k, continuous. "greedy": the released code's answer, the most probable
+    token of the whole vocabulary: a digit k, else the other token's integer value, else 1.
+    """
+    probs = level_probs(logprobs)
     levels = np.arange(1, probs.shape[-1] + 1)
     if how == "expected":
         return probs @ levels
+    best = (np.argmax(np.nan_to_num(probs, nan=-1.0), axis=-1) + 1).astype(np.float64)
     if how == "argmax":
-        return (np.argmax(probs, axis=-1) + 1).astype(np.float64)
-    raise ValueError(f"unknown readout {how!r}; choose one of {READOUTS}")
+        return np.where(np.isnan(probs).any(axis=-1), np.nan, best)
+    if how != "greedy":
+        raise ValueError(f"unknown readout {how!r}; choose one of {READOUTS}")
+    logprobs = np.asarray(logprobs, dtype=np.float64)
+    other = np.where(np.isnan(other_value), 1.0, other_value)
+    with np.errstate(invalid="ignore"):
+        digit_wins = np.max(logprobs, axis=-1) >= other_logprob
+    unknown = np.isnan(logprobs).any(axis=-1) | np.isnan(other_logprob)
+    return np.where(unknown, np.nan, np.where(digit_wins, best, other))
 
 
-def local_score(scores: Sequence[float], areas: Sequence[float], weighting: str = "area") -> float:
-    """s_local: the region scores weighted by mask area (the paper) or plainly averaged."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.size == 0:
-        return float("nan")
-    if weighting == "mean":
-        return float(scores.mean())
-    if weighting != "area":
-        raise ValueError(f"unknown weighting {weighting!r}; choose one of {WEIGHTINGS}")
-    weights = np.asarray(areas, dtype=np.float64)
-    if weights.shape != scores.shape or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError("area weights must be non-negative, one per region, and not all zero")
-    return float(weights @ scores / weights.sum())
+def valid_mass(logprobs: np.ndarray) -> np.ndarray:
+    """The probability the model puts on the K digits at all: how well it follows the format."""
+    return np.exp(np.asarray(logprobs, dtype=np.float64)).sum(axis=-1)
 
 
-def model_score(s_global: float, s_local: float, lam: float = 1.0, view: str = "both") -> float:
-    """s_model = (s_global + lam * s_local) / (1 + lam), kept on the 1..K scale.
-
-    The paper sums the two; dividing by 1 + lam changes no ranking. Without regions
-    (s_local is NaN, e.g. whole-only mode) the global score stands alone.
-    """
-    if view == "global" or np.isnan(s_local):
-        return float(s_global)
-    if view == "local":
-        return float(s_local)
-    if view != "both":
-        raise ValueError(f"unknown view {view!r}; choose one of {VIEWS}")
-    if lam < 0:
-        raise ValueError(f"lambda must be >= 0, got {lam}")
-    return float((s_global + lam * s_local) / (1.0 + lam))
-
-
-def ensemble(model_scores: Sequence[float]) -> float:
-    """s_Dog: the mean of the models' scores."""
-    if len(model_scores) == 0:
-        raise ValueError("an ensemble needs at least one model score")
-    return float(np.mean(model_scores))
+def scores(ratings: RatingArrays, aggregation: Aggregation) -> Scores:
+    """Every score of every image under one aggregation."""
+    view = readout(
+        ratings.logprobs, aggregation.readout, ratings.other_logprob, ratings.other_value
+    )
+    s_global = view[:, 0]
+    counted = ratings.present & (aggregation.complement | ~ratings.complement)
+    weights = ratings.area if aggregation.weighting == "area" else np.ones_like(ratings.area)
+    weights = np.where(counted, weights, 0.0).astype(np.float64)[..., None]  # (N, R, 1)
+    regional = np.where(counted[..., None], view[:, 1:], 0.0)
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s_local = np.where(total > 0, (weights * regional).sum(axis=1) / total, np.nan)
+    count = counted.sum(axis=1)[:, None]
+    g, lam = aggregation.global_weight, aggregation.lam
+    mixed = g * s_global + lam * np.nan_to_num(s_local) + aggregation.count_weight * count
+    if aggregation.normalize:
+        mixed = mixed / (g + lam)
+    s_model = np.where(np.isnan(s_local), s_global, mixed)
+    return Scores(view, s_global, s_local, s_model, s_model.mean(axis=1))

@@ -14,7 +14,9 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from llmiqa.errors import ModelLoadError, one_line
@@ -32,6 +34,7 @@ IDENTITY_FILES = (
     "*.yaml",
 )
 _HASH_CHUNK = 1 << 24
+_RACY_NS = 2_000_000_000  # files younger than this are never cached
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,9 @@ class Checkpoint:
     def is_hub(self) -> bool:
         return self.path is None
 
-    @property
+    @cached_property
     def identity(self) -> str:
+        """Computed once: the name of the files as they were when first asked."""
         if self.path is None:
             return f"{self.source}@{self.commit}"
         return f"{self.path}#{content_hash(self.path)}"
@@ -170,8 +174,11 @@ def content_hash(path: Path) -> str:
         entry = cache.get(key)
         if entry is None or entry[:2] != stamp:
             entry = [*stamp, file_hash(file)]
-            cache[key] = entry
-            changed = True
+            # A file modified within the file system's timestamp granularity may change
+            # again without its mtime moving (git's "racy" case): hash it again next time.
+            if time.time_ns() - stat.st_mtime_ns > _RACY_NS:
+                cache[key] = entry
+                changed = True
         digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}:".encode())
         digest.update(entry[2].encode())
     if changed:

@@ -40,22 +40,47 @@ def _label(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font, anch
     draw.text(xy, text, fill=(255, 255, 255), font=font, anchor=anchor)
 
 
-def draw_regions(image: Image.Image, regions: Sequence[Region], result: ImageResult) -> Image.Image:
-    """`regions` are the Region objects behind `result.regions`, in the same order."""
-    if len(regions) != len(result.regions):
-        raise ValueError(f"{len(regions)} regions for {len(result.regions)} region results")
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float64).copy()
+def draw_regions(
+    image: Image.Image,
+    regions: Sequence[Region],
+    result: ImageResult,
+    max_side: int | None = None,
+) -> Image.Image:
+    """`regions` are the Region objects behind `result.regions`, in the same order.
+
+    With `max_side`, the drawing is made at that size: the image and masks are scaled
+    down first, so a huge photo never needs a full-size canvas.
+    """
+    scored = result.regions
+    if len(regions) != len(scored):
+        raise ValueError(f"{len(regions)} regions for {len(scored)} region results")
+    canvas = image.convert("RGB")
+    scale = 1.0
+    if max_side and max(canvas.size) > max_side:
+        scale = max_side / max(canvas.size)
+        size = (max(1, round(canvas.width * scale)), max(1, round(canvas.height * scale)))
+        canvas = canvas.resize(size, Image.Resampling.LANCZOS)
+    pixels = np.asarray(canvas, dtype=np.float64).copy()
     for index, region in enumerate(regions):
+        mask = _fit(region.mask, canvas.size)
         color = np.array(PALETTE[index % len(PALETTE)], dtype=np.float64)
-        pixels[region.mask] = (1 - TINT) * pixels[region.mask] + TINT * color
+        pixels[mask] = (1 - TINT) * pixels[mask] + TINT * color
     canvas = Image.fromarray(pixels.round().astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
     small = _font(canvas, 0.035)
     width = max(2, min(canvas.size) // 200)
-    for index, (region, scored) in enumerate(zip(regions, result.regions, strict=True)):
-        x0, y0, x1, y1 = region.box
+    for index, (region, rated) in enumerate(zip(regions, scored, strict=True)):
+        x0, y0, x1, y1 = (round(v * scale) for v in region.box)
+        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
         draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=PALETTE[index % len(PALETTE)], width=width)
-        _label(draw, (x0 + width + 2, y0 + width + 2), f"{scored.score:.2f}", small, "lt")
-        _label(draw, (x1 - width - 2, y1 - width - 2), f"{scored.area_fraction:.0%}", small, "rb")
+        _label(draw, (x0 + width + 2, y0 + width + 2), f"{rated.score:.2f}", small, "lt")
+        _label(draw, (x1 - width - 2, y1 - width - 2), f"{rated.area_fraction:.0%}", small, "rb")
     _label(draw, (6, 6), f"{result.score:.2f}", _font(canvas, 0.07), "lt")
     return canvas
+
+
+def _fit(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A boolean mask at the canvas size (nearest neighbour)."""
+    if mask.shape == (size[1], size[0]):
+        return mask
+    return np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))

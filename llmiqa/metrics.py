@@ -112,6 +112,23 @@ def _resample(pred: np.ndarray, mos: np.ndarray, start: np.ndarray | None) -> li
     return [srcc(pred, mos), krcc(pred, mos), plcc(pred, mos), *fitted]
 
 
+def step_warning(pred: np.ndarray, betas: np.ndarray) -> str | None:
+    """Why the fitted logistic is a step, or None: a transition narrower than the gap
+    between neighbouring predictions splits them into two groups, and PLCC after the fit
+    then measures that split, not the scores' linearity."""
+    distinct = np.unique(pred)
+    if distinct.size < 2:
+        return None
+    gap = float(np.min(np.diff(distinct)))
+    width = abs(float(betas[3]))
+    if width < 0.1 * gap:
+        return (
+            f"the logistic fit collapsed to a step (width {width:.3g} below a tenth of the"
+            f" smallest gap {gap:.3g} between predictions): PLCC after the fit is inflated"
+        )
+    return None
+
+
 def evaluate(
     pred: np.ndarray,
     mos: np.ndarray,
@@ -122,7 +139,8 @@ def evaluate(
 ) -> dict:
     """All metrics with percentile-bootstrap intervals, as plain JSON-ready Python values.
 
-    Returns {"n", "resamples", "seed", "level", "logistic": [b1..b4] or None, and for each
+    Returns {"n", "resamples", "seed", "level", "logistic": [b1..b4] or None,
+    "fit_warning": why the fit is a step or None, and for each
     name in METRICS: {"value", "ci": [lo, hi], "ci_resamples", "reason"}}. "reason" is None
     when the value is defined, else why it is NaN. The bootstrap draws `resamples` sets of
     n (pred, mos) pairs with replacement (seeded, the same draws for every metric) and
@@ -160,6 +178,7 @@ def evaluate(
         "seed": seed,
         "level": level,
         "logistic": None if betas is None else [float(b) for b in betas],
+        "fit_warning": None if betas is None else step_warning(pred, betas),
     }
     for name, value, why, column in zip(METRICS, values, reasons, draws.T, strict=True):
         finite = column[np.isfinite(column)]

@@ -1,7 +1,13 @@
 """Algorithm 1 of the paper and the sub-images it yields: pure functions on arrays.
 
-Areas are pixel counts of the MASK (never of its box); the area threshold t is given as a
-fraction of the image's pixels so one default suits every resolution.
+A region's weight is its MASK area (never its box's). The area threshold t is a fraction
+of the image's pixels (below 1, so one default suits every resolution) or a pixel count
+(1 and above, as the released code's t = 1000 px).
+
+The complement (pixels no kept mask covers) becomes one more region. Its pixels are
+always exactly the uncovered ones; its weight and whether it is kept differ between the
+paper's reading ("uncovered": the number of those pixels) and the released code's
+("remainder": H·W minus the SUM of kept areas, so overlaps are subtracted twice).
 """
 
 from __future__ import annotations
@@ -12,18 +18,62 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from llmiqa.settings import option
+
 REGION_MODES = ("bbox", "mask", "whole-only")
-# Crops narrower than this are widened (with original pixels) so every processor accepts
-# them; Qwen-VL refuses sides under 28 px at extreme aspect ratios.
-MIN_CROP_SIDE = 28
+COMPLEMENT_RULES = ("uncovered", "remainder")
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 with x1, y1 exclusive
 
 
 @dataclass(frozen=True)
+class RegionSettings:
+    """How masks become regions and regions become sub-images."""
+
+    mode: str = field(
+        default="bbox",
+        metadata=option(
+            "bbox: box crops of the original image (the paper); mask: the mask with zero "
+            "padding (its worse ablation); whole-only: no regions",
+            choices=REGION_MODES,
+            flag="--region-mode",
+        ),
+    )
+    min_area: float = field(
+        default=0.01,
+        metadata=option("Algorithm 1's threshold t: below 1 a fraction of the image, else pixels"),
+    )
+    complement_area: str = field(
+        default="uncovered",
+        metadata=option(
+            "complement weight: uncovered pixels (the paper), or H*W minus the sum of kept "
+            "areas (remainder, the released code)",
+            choices=COMPLEMENT_RULES,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        if self.mode not in REGION_MODES:
+            raise ValueError(f"unknown region mode {self.mode!r}; choose one of {REGION_MODES}")
+        if self.complement_area not in COMPLEMENT_RULES:
+            raise ValueError(
+                f"unknown complement rule {self.complement_area!r}; "
+                f"choose one of {COMPLEMENT_RULES}"
+            )
+        if not self.min_area > 0:
+            raise ValueError(
+                f"min_area must be > 0 (a fraction below 1, or pixels), got {self.min_area}"
+            )
+
+    def threshold(self, shape: tuple[int, int]) -> float:
+        """t in pixels for an image of (height, width)."""
+        return self.min_area * shape[0] * shape[1] if self.min_area < 1 else self.min_area
+
+
+@dataclass(frozen=True)
 class Region:
-    box: Box
-    area: int  # pixels of the mask
+    box: Box  # the mask's tight box
+    area: int  # its weight: mask pixels (the complement: see COMPLEMENT_RULES)
     kind: str  # "object" (a kept SAM2 mask) or "complement" (pixels no kept mask covers)
     mask: np.ndarray = field(repr=False, compare=False)  # bool (H, W), image-sized
 
@@ -32,21 +82,21 @@ class Region:
 
 
 def mask_box(mask: np.ndarray) -> Box:
-    """Tight box of the True pixels of a non-empty mask."""
+    """Tight box of the True pixels of a non-empty mask: the union of its components' boxes."""
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
 def select_regions(
-    masks: Sequence[np.ndarray], shape: tuple[int, int], min_area: float
+    masks: Sequence[np.ndarray], shape: tuple[int, int], settings: RegionSettings
 ) -> list[Region]:
-    """Algorithm 1: keep masks of area >= t, then add the complement if its area >= t.
+    """Algorithm 1: keep masks of area >= t, then add the complement if its weight >= t.
 
-    `shape` is (height, width) of the image; `min_area` is t as a fraction of its pixels.
-    With no mask kept, the complement is the whole image.
+    `shape` is (height, width) of the image. With no mask kept, the complement is the
+    whole image.
     """
-    threshold = min_area * shape[0] * shape[1]
+    threshold = settings.threshold(shape)
     regions = []
     covered = np.zeros(shape, dtype=bool)
     for mask in masks:
@@ -57,13 +107,17 @@ def select_regions(
             regions.append(Region(mask_box(mask), area, "object", mask))
             covered |= mask
     remain = ~covered
-    area = int(remain.sum())
-    if area > 0 and area >= threshold:
-        regions.append(Region(mask_box(remain), area, "complement", remain))
+    uncovered = int(remain.sum())
+    if settings.complement_area == "uncovered":
+        weight = uncovered
+    else:
+        weight = shape[0] * shape[1] - sum(region.area for region in regions)
+    if uncovered > 0 and weight > 0 and weight >= threshold:
+        regions.append(Region(mask_box(remain), weight, "complement", remain))
     return regions
 
 
-def widen_box(box: Box, size: tuple[int, int], min_side: int = MIN_CROP_SIDE) -> Box:
+def widen_box(box: Box, size: tuple[int, int], min_side: int) -> Box:
     """Grow a box symmetrically to at least `min_side` per side, within a (width, height) image."""
     x0, x1 = _widen(box[0], box[2], size[0], min_side)
     y0, y1 = _widen(box[1], box[3], size[1], min_side)
@@ -78,23 +132,28 @@ def _widen(lo: int, hi: int, limit: int, min_side: int) -> tuple[int, int]:
     return lo, lo + side
 
 
-def crop_box(region: Region, image_size: tuple[int, int]) -> Box:
-    """The box actually cut out for a region: its mask box, widened if too thin."""
-    return widen_box(region.box, image_size)
+@dataclass(frozen=True)
+class Crop:
+    """A sub-image to be cut from an image: its box, and in mask mode the mask to keep."""
 
+    box: Box
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)
 
-def sub_image(image: Image.Image, region: Region, mode: str) -> Image.Image:
-    """What the MLLM sees for a region.
-
-    "bbox" (the paper's choice): the box of the ORIGINAL pixels. "mask": the same box with
-    every pixel outside the mask set to zero (the ablation the paper shows is worse).
-    """
-    box = crop_box(region, image.size)
-    if mode == "bbox":
-        return image.crop(box)
-    if mode == "mask":
-        x0, y0, x1, y1 = box
+    def pixels(self, image: Image.Image) -> Image.Image:
+        """ "bbox" (the paper's choice): the box of the ORIGINAL pixels. "mask": the same
+        box with every pixel outside the mask set to zero."""
+        if self.mask is None:
+            return image.crop(self.box)
+        x0, y0, x1, y1 = self.box
         pixels = np.asarray(image)[y0:y1, x0:x1].copy()
-        pixels[~region.mask[y0:y1, x0:x1]] = 0
+        pixels[~self.mask[y0:y1, x0:x1]] = 0
         return Image.fromarray(pixels)
-    raise ValueError(f"unknown region mode {mode!r}; choose one of {REGION_MODES[:2]}")
+
+
+def region_crop(region: Region, size: tuple[int, int], mode: str, min_side: int) -> Crop:
+    """What the MLLM sees of a region in `mode`: its box, widened to `min_side` (with
+    original pixels) for processors that refuse thinner images."""
+    if mode not in REGION_MODES[:2]:
+        raise ValueError(f"unknown region mode {mode!r}; choose one of {REGION_MODES[:2]}")
+    box = widen_box(region.box, size, min_side)
+    return Crop(box, region.mask if mode == "mask" else None)

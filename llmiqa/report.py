@@ -1,11 +1,14 @@
 """The benchmark report of a run: report.md (+ figures/) and one self-contained report.html.
 
-Both files are rendered from the same sections (text, tables, PNG figures), so they cannot
-disagree. The pieces are built by pure functions; only `example_figures` and
-`write_report` touch the disk. Figures use matplotlib's Agg canvas directly (no pyplot, no
-display, nothing left open). A report must never sink a run that took hours: degenerate
-runs (nothing scored, one image, constant scores, NaN metrics) get a report that says what
-is wrong, and an example image that cannot be drawn is skipped with a note.
+A leaf: it takes plain data (settings rows, results with their MOS, the run's summary,
+the image folder and a function returning an image's stored masks) and imports nothing
+that runs a model. Both files are rendered from the same sections (text, tables, PNG
+figures), so they cannot disagree. Figures use matplotlib's Agg canvas directly (no
+pyplot, no display, nothing left open). A report must never sink a run that took hours:
+degenerate runs (nothing scored, one image, constant scores, NaN metrics, extreme MOS
+values) get a report that says what is wrong, and a figure or example image that cannot
+be drawn is skipped with a note. Examples are drawn downscaled, so a huge image costs
+the memory of its masks, not of a full-size drawing.
 """
 
 from __future__ import annotations
@@ -13,26 +16,21 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
 from scipy import stats
 
 from llmiqa import metrics
 from llmiqa.draw import draw_regions
+from llmiqa.errors import one_line
 from llmiqa.images import load_image
+from llmiqa.regions import RegionSettings, select_regions
 from llmiqa.results import ImageResult
-from llmiqa.standards import WORDS
-
-if TYPE_CHECKING:  # runs imports torch through the pipeline; the report needs neither
-    from llmiqa.pipeline import Scorer
-    from llmiqa.runs import RunConfig
 
 FAILURES_SHOWN = 20
 EXAMPLE_SIDE = 512  # long side of an embedded example, in pixels
@@ -92,27 +90,8 @@ def kept(
     return ok, np.array([r.score for r in ok]), np.array([m for _, m in pairs])
 
 
-def run_table(config: RunConfig, summary: dict) -> Table:
-    """What was scored and how: enough to tell two reports apart at a glance."""
-    s = config.scoring
-    options = ", ".join(f"{k}={v}" for k, v in config.dataset.items() if k != "name")
-    images = f"{summary['scored']} scored, {summary['failed']} failed, of {summary['images']}"
-    if config.limit:
-        images += f" (limited to the first {config.limit})"
-    regions = s["region_mode"]
-    if regions != "whole-only":
-        regions += f" (segmenter {s['segmenter']}, min area t = {s['min_area']:.1%} of the image)"
-    rows = (
-        ("Dataset", f"{config.dataset['name']} ({options})"),
-        ("Images", images),
-        ("Models", ", ".join(s["model"])),
-        ("Standard", f"{s['standard']}, K = {s['levels']}"),
-        ("Region mode", regions),
-        ("Readout", s["readout"]),
-        ("λ (local weight)", f"{s['lam']:g}"),
-        ("Region weighting", s["aggregate"]),
-    )
-    return Table(("Setting", "Value"), rows)
+def settings_table(rows: Sequence[tuple[str, str]]) -> Table:
+    return Table(("Setting", "Value"), tuple(rows))
 
 
 def metrics_blocks(values: dict) -> list[Block]:
@@ -146,36 +125,53 @@ def metrics_blocks(values: dict) -> list[Block]:
             "Logistic fit (VQEG 4-parameter, MOS ≈ (β1 − β2) / (1 + exp(−(s − β3) / β4)) + β2):"
             f" β = ({', '.join(f'{b:.4g}' for b in betas)})."
         )
+        if values.get("fit_warning"):
+            fit += f" Warning: {values['fit_warning']}."
     table = Table(("Metric", "Value", f"{level} CI", "Why NaN"), tuple(rows))
     return [text, table, fit]
 
 
 def cost_blocks(summary: dict) -> list[Block]:
     """Where the time went, and how much came from the store instead of a model."""
-    seconds = summary["seconds"]
-    total = seconds["total"]
+    usage = summary["usage"]
+    seconds = usage["seconds"]
+    total = usage["seconds_this_invocation"]
     rows = [
         (stage, f"{value:.1f}", f"{value / total:.0%}" if total > 0 else "")
         for stage, value in seconds.items()
-        if stage != "total"
     ]
     rows.append(("total (wall clock)", f"{total:.1f}", "100%"))
     per_image = total / summary["images"] if summary["images"] else float("nan")
     note = (
-        f"{_num(per_image, 2)} s per image. Images are decoded in a background thread,"
-        " so the stages may overlap."
+        f"This invocation of llmiqa eval: {_num(per_image, 2)} s per image; all invocations"
+        f" of this run together (resumed ones included): {usage['seconds_all_invocations']:.1f}"
+        f" s. Peak memory {summary['peak_memory_mb']:.0f} MB. Images are decoded in a"
+        " background thread, so the stages may overlap."
     )
     work = Table(
         ("Work", "Count"),
         (
-            ("model calls (batches)", str(summary["model_calls"])),
-            ("sub-images rated by a model", str(summary["sub_images_rated"])),
-            ("sub-images served from the store", str(summary["sub_images_from_store"])),
-            ("images segmented", str(summary["segmented"])),
-            ("segmentations served from the store", str(summary["masks_from_store"])),
+            ("sub-images rated by a model", str(usage["rated"])),
+            ("sub-images served from the store", str(usage["from_store"])),
+            ("stored ratings refused as invalid (rated again)", str(usage["refused"])),
+            ("images segmented", str(usage["segmented"])),
+            ("segmentations served from the store", str(usage["masks_from_store"])),
         ),
     )
     return [Table(("Stage", "Seconds", "Share"), tuple(rows)), note, work]
+
+
+def mask_blocks(masks: dict) -> list[Block]:
+    """Regions per image: the paper tuned SAM2 for 7.22 masks per SPAQ image."""
+    if not masks.get("images") or masks.get("mean_objects") is None:
+        return ["No image was scored."]
+    text = (
+        f"{masks['mean_objects']:.2f} object masks per scored image on average (median"
+        f" {masks['median_objects']:g}); {masks['with_complement']} of {masks['images']} images"
+        " also have a complement region. The paper tuned SAM2 for 7.22 masks per SPAQ image."
+    )
+    rows = tuple((count, str(images)) for count, images in masks["histogram"].items())
+    return [text, Table(("Object masks", "Images"), rows)]
 
 
 def failure_blocks(failures: Sequence[dict]) -> list[Block]:
@@ -206,6 +202,8 @@ def problems(summary: dict, pred: np.ndarray) -> list[str]:
         if reason:
             undefined.setdefault(reason, []).append(NAMES[name])
     found += [f"{', '.join(names)}: NaN ({reason})." for reason, names in undefined.items()]
+    if summary["metrics"].get("fit_warning"):
+        found.append(f"PLCC after the fit: {summary['metrics']['fit_warning']}.")
     return found
 
 
@@ -303,98 +301,118 @@ def pick_examples(pred: np.ndarray, mos: np.ndarray) -> list[tuple[str, int]]:
     return [("; ".join(whys), index) for index, whys in reasons.items()]
 
 
-def _example_png(path: Path, result: ImageResult, scorer: Scorer | None) -> bytes:
+MaskSource = Callable[[str], "list[np.ndarray] | None"]
+
+
+def _example_png(
+    path: Path, result: ImageResult, masks: MaskSource, settings: RegionSettings
+) -> bytes:
     """One image drawn as in the paper's Figure 6, downscaled; raises when it cannot be."""
     loaded = load_image(path)
     if loaded.digest != result.digest:
         raise ValueError("the file changed since it was scored")
     regions = []
-    if result.regions:
-        # Scorer.regions would run SAM2 on a miss: draw stored masks only.
-        if scorer.store.masks(loaded.digest, scorer.segmenter_identity) is None:
+    if result.kinds:
+        stored = masks(loaded.digest)  # stored masks only: the report never runs SAM2
+        if stored is None:
             raise LookupError("its masks are not in the store")
-        regions = scorer.regions(loaded)
-    image = draw_regions(loaded.image, regions, result)
-    image.thumbnail((EXAMPLE_SIDE, EXAMPLE_SIDE), Image.Resampling.LANCZOS)
+        shape = (loaded.image.height, loaded.image.width)
+        regions = select_regions(stored, shape, settings)
+    image = draw_regions(loaded.image, regions, result, max_side=EXAMPLE_SIDE)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 def example_figures(
-    out: Path, config: RunConfig, ok: Sequence[ImageResult], pred: np.ndarray, mos: np.ndarray
+    image_dir: Path,
+    ok: Sequence[ImageResult],
+    pred: np.ndarray,
+    mos: np.ndarray,
+    masks: MaskSource,
+    settings: RegionSettings,
 ) -> tuple[list[Png], list[str]]:
     """The picked examples as figures, and a note for each one that could not be drawn."""
     picks = pick_examples(pred, mos)
-    if not picks:
-        return [], []
-    try:
-        dataset = config.load_dataset()
-        scorer = config.scorer(out) if any(ok[i].regions for _, i in picks) else None
-    except Exception as error:  # the report must not fail the run it reports on
-        return [], [f"Examples skipped: {error}"]
     score_rank = stats.rankdata(-pred, method="min").astype(int)
     mos_rank = stats.rankdata(-mos, method="min").astype(int)
     figures, notes = [], []
     for number, (why, index) in enumerate(picks, 1):
         result = ok[index]
         try:
-            data = _example_png(dataset.image_dir / result.name, result, scorer)
-        except Exception as error:
-            notes.append(f"Example {result.name} ({why}) skipped: {error}")
+            data = _example_png(image_dir / result.name, result, masks, settings)
+        except Exception as error:  # the report must not fail the run it reports on
+            notes.append(f"Example {result.name} ({why}) skipped: {one_line(error)}")
             continue
         caption = (
             f"{why[0].upper()}{why[1:]}: {result.name}. Score {result.score:.3f}"
             f" (rank {score_rank[index]} of {pred.size}), MOS {mos[index]:.4g}"
             f" (rank {mos_rank[index]} of {pred.size}); s_global {np.mean(result.s_global):.3f}"
         )
-        if result.regions:
-            caption += (
-                f", s_local {np.mean(result.s_local):.3f} over {len(result.regions)} region(s)"
-            )
+        if result.kinds:
+            caption += f", s_local {np.mean(result.s_local):.3f} over {len(result.kinds)} region(s)"
         figures.append(Png(f"example-{number}.png", data, caption + "."))
-    if scorer is not None:
-        scorer.store.close()
     return figures, notes
+
+
+def _figure(name: str, draw: Callable[[], bytes], caption: str) -> Block:
+    """A figure, or a note saying why it could not be drawn (never an exception)."""
+    try:
+        return Png(name, draw(), caption)
+    except Exception as error:
+        return f"Figure {name} skipped: {one_line(error)}"
 
 
 # ---- assembling and rendering ----------------------------------------------------------
 
 
 def build_sections(
-    out: Path,
-    config: RunConfig,
+    settings: Sequence[tuple[str, str]],
     results: Sequence[ImageResult],
     mos: Sequence[float],
     summary: dict,
+    image_dir: Path,
+    masks: MaskSource,
+    regions: RegionSettings,
+    words: Sequence[str],
 ) -> list[Section]:
     ok, pred, truth = kept(results, mos)
     values = summary["metrics"]
-    sections: list[Section] = [("Run", [run_table(config, summary)])]
+    sections: list[Section] = [("Run", [settings_table(settings)])]
     if found := problems(summary, pred):
         sections.append(("Problems", found))
-    sections.append(("Agreement with MOS", metrics_blocks(values)))
+    agreement = metrics_blocks(values)
+    if "metrics_failures_as_1" in summary:
+        as_one = summary["metrics_failures_as_1"]
+        agreement.append(
+            "With the failed images scored 1 (the released code's rule) instead of left out:"
+            f" SRCC {_num(as_one['srcc']['value'])}, PLCC {_num(as_one['plcc']['value'])}"
+            f" (n = {as_one['n']})."
+        )
+    sections.append(("Agreement with MOS", agreement))
     sections.append(("Cost", cost_blocks(summary)))
+    sections.append(("Regions", mask_blocks(summary["masks"])))
     if not ok:
         sections.append(("Scores", ["Nothing was scored: no plots and no examples."]))
     else:
-        scatter = Png(
+        fitted = "; the curve is the logistic fit." if values["logistic"] else "."
+        scatter = _figure(
             "scatter.png",
-            scatter_png(pred, truth, values),
+            lambda: scatter_png(pred, truth, values),
             "MOS against the predicted score, with marginal histograms (as the paper's"
-            " Figure 4)" + ("; the curve is the logistic fit." if values["logistic"] else "."),
+            f" Figure 4){fitted}",
         )
-        kind, levels = config.scoring["standard"], ok[0].global_probs.shape[1]
-        words = WORDS.get(levels, ())[::-1] if kind != "number" else ()
-        distribution = Png(
+        mass = float(np.mean([r.valid_mass[0].mean() for r in ok]))
+        distribution = _figure(
             "levels.png",
-            levels_png(level_probs(ok), words),
+            lambda: levels_png(level_probs(ok), list(words)[::-1]),
             "Per-level probabilities over the K levels, averaged over the models: mean"
-            " probability (left) and the most probable level (right).",
+            " probability (left) and the most probable level (right). On average the model"
+            f" put {mass:.1%} of its next-token probability on the K digits (whole images).",
         )
-        figures, notes = example_figures(out, config, ok, pred, truth)
+        figures, notes = example_figures(image_dir, ok, pred, truth, masks, regions)
         intro = "The final score is in each image's upper-left corner, as in the paper's Figure 6"
-        if config.scoring["region_mode"] != "whole-only":
+        if regions.mode != "whole-only":
             intro += (
                 "; regions are tinted and boxed, with their score at the box's upper left and"
                 " their share of the image at its lower right"
@@ -461,23 +479,25 @@ def render_html(title: str, sections: Sequence[Section]) -> str:
     return "\n".join(parts)
 
 
-def write_report(
-    out: Path,
-    config: RunConfig,
-    results: list[ImageResult],
-    mos: list[float],
-    summary: dict,
-) -> None:
-    """report.md with its PNGs under figures/, and the same content as one report.html."""
-    sections = build_sections(out, config, results, mos, summary)
-    title = f"LLM-IQA benchmark report: {config.dataset['name']}"
-    figures = out / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    for stale in figures.glob("*.png"):  # a rerun may draw fewer examples
-        stale.unlink()
-    for _, blocks in sections:
-        for block in blocks:
-            if isinstance(block, Png):
-                (figures / block.name).write_bytes(block.data)
-    (out / "report.md").write_text(render_markdown(title, sections))
-    (out / "report.html").write_text(render_html(title, sections))
+@dataclass(frozen=True)
+class Report:
+    title: str
+    sections: list[Section]
+
+    def write(self, out: Path, write: Callable[[Path, str | bytes], None]) -> None:
+        """report.md with its PNGs under figures/, and the same content as one report.html;
+        `write` puts each file in place (atomically, for runs)."""
+        figures = out / "figures"
+        figures.mkdir(parents=True, exist_ok=True)
+        pngs = [b for _, blocks in self.sections for b in blocks if isinstance(b, Png)]
+        for png in pngs:
+            write(figures / png.name, png.data)
+        for stale in set(figures.glob("*.png")) - {figures / png.name for png in pngs}:
+            stale.unlink()  # a rerun may draw fewer examples
+        write(out / "report.md", render_markdown(self.title, self.sections))
+        write(out / "report.html", render_html(self.title, self.sections))
+
+
+def build_report(title: str, **data) -> Report:
+    """The report of a run; `data` as build_sections takes it."""
+    return Report(title, build_sections(**data))

@@ -1,49 +1,33 @@
-"""What scoring one image yields: the stored probabilities, and the scores derived from them.
+"""What scoring one image yields: its ratings, and the scores derived from them.
 
-An ImageResult keeps every probability, so any aggregation choice (readout, weighting, λ,
-global/local, ensemble) is a pure recomputation: `result.rescored(Aggregation(...))`.
+An ImageResult keeps every rating (full-vocabulary digit log-probabilities and the best
+other token, per view and model), so any aggregation choice is a pure recomputation:
+`result.rescored(Aggregation(...))`. Scores are computed on first use, through the same
+array code that aggregates whole runs (`aggregate.scores`); `stack` turns many results
+into those arrays.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
 from llmiqa import aggregate
+from llmiqa.aggregate import Aggregation, RatingArrays
 from llmiqa.regions import Box
-
-
-@dataclass(frozen=True)
-class Aggregation:
-    """The choices that turn probabilities into a score; none of them needs a model."""
-
-    readout: str = "expected"
-    weighting: str = "area"
-    lam: float = 1.0
-    view: str = "both"  # "global" and "local" are the paper's ablations 6 and 7
-    complement: bool = True  # False: the complement region is left out (Table 5)
-
-    def __post_init__(self) -> None:
-        for value, allowed in (
-            (self.readout, aggregate.READOUTS),
-            (self.weighting, aggregate.WEIGHTINGS),
-            (self.view, aggregate.VIEWS),
-        ):
-            if value not in allowed:
-                raise ValueError(f"unknown choice {value!r}; choose one of {allowed}")
-        if self.lam < 0:
-            raise ValueError(f"lambda must be >= 0, got {self.lam}")
 
 
 @dataclass(frozen=True)
 class RegionResult:
     kind: str  # "object" or "complement"
     box: Box  # the mask's box (x0, y0, x1, y1), original pixels
-    area: int  # mask pixels: the weight of the area-weighted mean
+    area: int  # its weight in the area-weighted mean (mask pixels)
     area_fraction: float
-    probs: np.ndarray  # (models, K)
-    scores: np.ndarray = field(default=None)  # (models,), filled by rescored()
+    probs: np.ndarray = field(repr=False)  # (models, K) softmax over the K digits
+    scores: np.ndarray = field(repr=False)  # (models,) under the result's aggregation
 
     @property
     def score(self) -> float:
@@ -52,86 +36,104 @@ class RegionResult:
 
 @dataclass(frozen=True)
 class ImageResult:
+    """One image: view 0 of the rating arrays is the whole image, views 1.. its regions."""
+
     name: str
     models: tuple[str, ...] = ()
-    digest: str | None = None  # pixel hash of the image
+    digest: str | None = None  # hash of the decoded pixels
     size: tuple[int, int] | None = None  # (width, height)
-    global_probs: np.ndarray | None = None  # (models, K)
-    regions: tuple[RegionResult, ...] = ()
+    kinds: tuple[str, ...] = ()  # per region: "object" or "complement"
+    boxes: tuple[Box, ...] = ()
+    areas: tuple[int, ...] = ()
+    logprobs: np.ndarray | None = field(default=None, repr=False)  # (views, models, K)
+    other_logprob: np.ndarray | None = field(default=None, repr=False)  # (views, models)
+    other_value: np.ndarray | None = field(default=None, repr=False)  # NaN: not an integer
     error: str | None = None
     aggregation: Aggregation = Aggregation()
-    s_global: np.ndarray | None = None  # (models,)
-    s_local: np.ndarray | None = None  # (models,), NaN without regions
-    s_model: np.ndarray | None = None  # (models,)
-    score: float | None = None  # the ensemble: mean of s_model
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
-    @property
-    def probs(self) -> np.ndarray:
-        """Whole-image probabilities over the K levels, averaged over the models."""
-        return self.global_probs.mean(axis=0)
-
     def rescored(self, aggregation: Aggregation) -> ImageResult:
         """The same ratings, aggregated another way (no model involved)."""
-        if not self.ok:
-            return replace(self, aggregation=aggregation)
-        how = aggregation.readout
-        s_global = aggregate.readout(self.global_probs, how)
-        regions = tuple(replace(r, scores=aggregate.readout(r.probs, how)) for r in self.regions)
-        counted = [r for r in regions if aggregation.complement or r.kind != "complement"]
-        areas = [r.area for r in counted]
-        s_local = np.array(
-            [
-                aggregate.local_score([r.scores[m] for r in counted], areas, aggregation.weighting)
-                for m in range(len(self.models))
-            ]
-        )
-        s_model = np.array(
-            [
-                aggregate.model_score(g, loc, aggregation.lam, aggregation.view)
-                for g, loc in zip(s_global, s_local, strict=True)
-            ]
-        )
-        return replace(
-            self,
-            regions=regions,
-            aggregation=aggregation,
-            s_global=s_global,
-            s_local=s_local,
-            s_model=s_model,
-            score=aggregate.ensemble(s_model),
-        )
+        return replace(self, aggregation=aggregation)
 
     def only_model(self, index: int) -> ImageResult:
         """This result as if only model `index` had rated (for ensemble ablations)."""
         if not self.ok:
             return self
         pick = slice(index, index + 1)
-        regions = tuple(replace(r, probs=r.probs[pick]) for r in self.regions)
-        single = replace(
+        return replace(
             self,
             models=self.models[pick],
-            global_probs=self.global_probs[pick],
-            regions=regions,
+            logprobs=self.logprobs[:, pick],
+            other_logprob=self.other_logprob[:, pick],
+            other_value=self.other_value[:, pick],
         )
-        return single.rescored(self.aggregation)
+
+    @cached_property
+    def _scores(self) -> aggregate.Scores:
+        if not self.ok:
+            raise ValueError(f"{self.name} has no scores: {self.error}")
+        return aggregate.scores(stack([self]), self.aggregation)
+
+    @property
+    def score(self) -> float:
+        """The final score: the mean over models of s_model."""
+        return float(self._scores.score[0])
+
+    @property
+    def s_global(self) -> np.ndarray:
+        return self._scores.s_global[0]
+
+    @property
+    def s_local(self) -> np.ndarray:
+        """(models,), NaN without regions."""
+        return self._scores.s_local[0]
+
+    @property
+    def s_model(self) -> np.ndarray:
+        return self._scores.s_model[0]
+
+    @property
+    def global_probs(self) -> np.ndarray:
+        """(models, K): each model's distribution over the K levels for the whole image."""
+        return aggregate.level_probs(self.logprobs[0])
+
+    @property
+    def probs(self) -> np.ndarray:
+        """Whole-image probabilities over the K levels, averaged over the models."""
+        return self.global_probs.mean(axis=0)
+
+    @property
+    def valid_mass(self) -> np.ndarray:
+        """(views, models): probability the model put on the K digits at all."""
+        return aggregate.valid_mass(self.logprobs)
+
+    @property
+    def regions(self) -> tuple[RegionResult, ...]:
+        view = self._scores.view[0]
+        pixels = self.size[0] * self.size[1]
+        return tuple(
+            RegionResult(kind, box, area, area / pixels, aggregate.level_probs(lp), scores)
+            for kind, box, area, lp, scores in zip(
+                self.kinds, self.boxes, self.areas, self.logprobs[1:], view[1:], strict=True
+            )
+        )
 
     def to_dict(self) -> dict:
-        """JSON-ready: everything needed to rebuild the result (see from_dict)."""
+        """JSON-ready: the ratings that rebuild the result (see from_dict), and its scores."""
         if not self.ok:
             return {"name": self.name, "error": self.error}
         return {
             "name": self.name,
             "score": self.score,
-            "levels": int(self.global_probs.shape[1]),
+            "levels": int(self.logprobs.shape[-1]),
             "probs": self.probs.tolist(),
             "models": list(self.models),
             "digest": self.digest,
             "size": list(self.size),
-            "global_probs": self.global_probs.tolist(),
             "s_global": self.s_global.tolist(),
             "s_local": [None if np.isnan(v) else v for v in self.s_local.tolist()],
             "s_model": self.s_model.tolist(),
@@ -143,33 +145,59 @@ class ImageResult:
                     "area": r.area,
                     "area_fraction": r.area_fraction,
                     "score": r.score,
-                    "scores": r.scores.tolist(),
-                    "probs": r.probs.tolist(),
                 }
                 for r in self.regions
             ],
+            "ratings": {
+                "logprobs": self.logprobs.tolist(),
+                "other_logprob": self.other_logprob.tolist(),
+                "other_value": [
+                    [None if np.isnan(v) else int(v) for v in row] for row in self.other_value
+                ],
+            },
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> ImageResult:
         if data.get("error"):
             return cls(name=data["name"], error=data["error"])
-        regions = tuple(
-            RegionResult(
-                kind=r["kind"],
-                box=tuple(r["box"]),
-                area=r["area"],
-                area_fraction=r["area_fraction"],
-                probs=np.asarray(r["probs"], dtype=np.float64),
-            )
-            for r in data["regions"]
-        )
-        raw = cls(
+        ratings = data["ratings"]
+        values = [[np.nan if v is None else v for v in row] for row in ratings["other_value"]]
+        return cls(
             name=data["name"],
             models=tuple(data["models"]),
             digest=data["digest"],
             size=tuple(data["size"]),
-            global_probs=np.asarray(data["global_probs"], dtype=np.float64),
-            regions=regions,
+            kinds=tuple(r["kind"] for r in data["regions"]),
+            boxes=tuple(tuple(r["box"]) for r in data["regions"]),
+            areas=tuple(r["area"] for r in data["regions"]),
+            logprobs=np.asarray(ratings["logprobs"], dtype=np.float64),
+            other_logprob=np.asarray(ratings["other_logprob"], dtype=np.float64),
+            other_value=np.asarray(values, dtype=np.float64),
+            aggregation=Aggregation(**data["aggregation"]),
         )
-        return raw.rescored(Aggregation(**data["aggregation"]))
+
+
+def stack(results: Sequence[ImageResult]) -> RatingArrays:
+    """The ratings of scored results as one padded array set (failed results excluded)."""
+    ok = [r for r in results if r.ok]
+    if not ok:
+        raise ValueError("no scored result to aggregate")
+    views = max(r.logprobs.shape[0] for r in ok)
+    models, levels = ok[0].logprobs.shape[1:]
+    n = len(ok)
+    logprobs = np.full((n, views, models, levels), np.nan)
+    other = np.full((n, views, models), np.nan)
+    value = np.full((n, views, models), np.nan)
+    area = np.zeros((n, views - 1))
+    complement = np.zeros((n, views - 1), dtype=bool)
+    present = np.zeros((n, views - 1), dtype=bool)
+    for i, r in enumerate(ok):
+        if r.logprobs.shape[1:] != (models, levels):
+            raise ValueError(f"{r.name}: rated by other models or another K than the rest")
+        v = r.logprobs.shape[0]
+        logprobs[i, :v], other[i, :v], value[i, :v] = r.logprobs, r.other_logprob, r.other_value
+        area[i, : v - 1] = r.areas
+        complement[i, : v - 1] = [kind == "complement" for kind in r.kinds]
+        present[i, : v - 1] = True
+    return RatingArrays(logprobs, other, value, area, complement, present)

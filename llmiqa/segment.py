@@ -17,58 +17,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from llmiqa.checkpoints import checkpoint_identity, read_config
+from llmiqa.checkpoints import Checkpoint, resolve
 from llmiqa.devices import resolve_device, resolve_dtype
 from llmiqa.errors import ModelLoadError, one_line
+from llmiqa.masks import MaskSettings
 
 # The facebook/sam2.1-hiera-* repos are "sam2_video" (one checkpoint serves images and
 # videos); Sam2Model loads both kinds.
 SAM2_MODEL_TYPES = ("sam2", "sam2_video")
-
-
-@dataclass(frozen=True)
-class MaskSettings:
-    """Automatic-mask-generation settings, tuned COARSE: a handful of regions per photo.
-
-    The paper tunes SAM2 to 7.22 masks per SPAQ image on average without publishing the
-    values; each default below moves one of SAM2's (32 points per side, IoU 0.8, stability
-    0.95, NMS 0.7) toward fewer, larger masks. A threshold of 0 keeps every candidate.
-    """
-
-    # 8x8 prompts instead of 32x32: every region wider than 1/8 of the image still gets a
-    # point, smaller ones are what Algorithm 1's area threshold drops, and 16x fewer decodes.
-    points_per_side: int = 8
-    # Prompts decoded per model call: memory and speed only; the masks are the same for any
-    # value up to float rounding (a pixel whose logit sits right at the cut may flip).
-    # SAM2's value, sized for a GPU: on a 2-core CPU, 8 ran 1.4-2.3x faster.
-    points_per_batch: int = 64
-    # The model's own estimate of a mask's IoU; SAM2 keeps >= 0.8, SAM 1 kept >= 0.88.
-    pred_iou_thresh: float = 0.88
-    # Stability is about 1 - (boundary band / area), so raising it above SAM2's 0.95 drops
-    # small and thin masks first and keeps large smooth regions.
-    stability_score_thresh: float = 0.97
-    # Half-width of the logit band the stability score measures; SAM2's value, which the
-    # threshold above assumes.
-    stability_score_offset: float = 1.0
-    # Box IoU above which the less confident mask goes (SAM2: 0.7). Part, object and whole
-    # masks of one thing overlap heavily, so a lower cut keeps one of them; pixels no kept
-    # mask covers still reach the MLLM through Algorithm 1's complement region.
-    box_nms_thresh: float = 0.5
-    # The logit cut between inside and outside that SAM2 was trained for.
-    mask_threshold: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.points_per_side < 1 or self.points_per_batch < 1:
-            raise ValueError(
-                f"points_per_side ({self.points_per_side}) and points_per_batch "
-                f"({self.points_per_batch}) must be at least 1"
-            )
 
 
 def point_grid(points_per_side: int) -> torch.Tensor:
@@ -167,36 +130,60 @@ def segmenter_identity(checkpoint: str, dtype: torch.dtype, settings: MaskSettin
     return f"{checkpoint}|{str(dtype).removeprefix('torch.')}|sam2-amg:{knobs}"
 
 
-class Segmenter:
-    """A SAM2 checkpoint (hub id or local folder) as a coarse automatic mask generator."""
+@dataclass(frozen=True)
+class SegmenterSpec:
+    """A segmenter named before loading: stored masks are keyed by `identity`, so masks
+    already in the store need no SAM2 at all; resolving it raises every problem early."""
 
-    def __init__(
-        self,
-        model: str,
-        device: str | None = None,
-        dtype: str | None = None,
-        settings: MaskSettings = MaskSettings(),
-        revision: str | None = None,
-    ) -> None:
-        from transformers import Sam2ImageProcessor, Sam2Model
+    model: str
+    settings: MaskSettings = MaskSettings()
+    device: str | None = None
+    dtype: str | None = None
+    revision: str | None = None
 
-        config, commit = read_config(model, revision)
-        model_type = config.get("model_type")
+    @cached_property
+    def checkpoint(self) -> Checkpoint:
+        checkpoint = resolve(self.model, self.revision)
+        model_type = checkpoint.config.get("model_type")
         if model_type not in SAM2_MODEL_TYPES:
             raise ModelLoadError(
-                f"{model}: not a SAM2 checkpoint (model_type {model_type!r}, "
+                f"{self.model}: not a SAM2 checkpoint (model_type {model_type!r}, "
                 f"expected one of {', '.join(SAM2_MODEL_TYPES)})"
             )
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        return checkpoint
+
+    @cached_property
+    def torch_dtype(self) -> torch.dtype:
+        return resolve_dtype(self.dtype, resolve_device(self.device))
+
+    @cached_property
+    def identity(self) -> str:
+        return segmenter_identity(self.checkpoint.identity, self.torch_dtype, self.settings)
+
+    def load(self) -> Segmenter:
+        return Segmenter(self)
+
+
+class Segmenter:
+    """A SAM2 checkpoint as a coarse automatic mask generator."""
+
+    def __init__(self, spec: SegmenterSpec) -> None:
+        from transformers import Sam2ImageProcessor, Sam2Model
+
+        checkpoint = spec.checkpoint
+        source = str(checkpoint.path) if checkpoint.path else checkpoint.source
+        self.device = resolve_device(spec.device)
+        self.dtype = spec.torch_dtype
         try:
-            self.processor = Sam2ImageProcessor.from_pretrained(model, revision=revision)
-            self.model = Sam2Model.from_pretrained(model, revision=revision, dtype=self.dtype)
+            self.processor = Sam2ImageProcessor.from_pretrained(source, revision=checkpoint.commit)
+            self.model = Sam2Model.from_pretrained(
+                source, revision=checkpoint.commit, dtype=self.dtype
+            )
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ModelLoadError(f"{model}: cannot load as SAM2 ({one_line(error)})") from None
+            raise ModelLoadError(f"{spec.model}: cannot load as SAM2 ({one_line(error)})") from None
         self.model.to(self.device).eval()
-        self.settings = settings
-        self.identity = segmenter_identity(checkpoint_identity(model, commit), self.dtype, settings)
+        self.settings = spec.settings
+        self.identity = spec.identity
 
     @torch.inference_mode()
     def masks(self, image: Image.Image) -> list[np.ndarray]:

@@ -13,7 +13,9 @@ Levels are listed from best to worst, as in both sources.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from llmiqa.settings import option
 
 KINDS = ("number", "word", "sentence")
 LEVELS = (3, 5, 7, 9)
@@ -128,9 +130,24 @@ class Prompt:
 class Standard:
     """A quality standard: how levels are described (kind), how many (K), whose wording."""
 
-    kind: str = "word"
-    levels: int = 7
-    wording: str = "paper"
+    kind: str = field(
+        default="word",
+        metadata=option(
+            "how levels are described: number (no description), word or sentence",
+            choices=KINDS,
+            flag="--standard",
+        ),
+    )
+    levels: int = field(
+        default=7,
+        metadata=option("number of levels K (word/sentence: 3, 5, 7, 9; number: 2..9)"),
+    )
+    wording: str = field(
+        default="paper",
+        metadata=option(
+            "whose prompt text: the paper's, or the released code's (dogiqa)", choices=WORDINGS
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

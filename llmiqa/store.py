@@ -1,14 +1,19 @@
-"""SQLite store of everything expensive: SAM2 masks and the MLLM's K-level probabilities.
+"""SQLite store of everything expensive: SAM2 masks and the MLLM's ratings.
 
-Rows are written one batch per transaction, so a run killed at any moment keeps every
-finished batch and a rerun computes only what is missing. WAL mode lets several processes
-(one per GPU) share one store file safely.
+Every rating is committed as it arrives, so a run killed at any moment keeps what it
+computed and a rerun computes only what is missing. WAL mode lets several processes (one
+per GPU) share one store file safely. What is read back is validated: a row that is not
+a rating (NaN, a log-probability above 0, digits whose probabilities sum above 1, the
+wrong K) counts as missing, is rated again and is reported. Every problem with the file
+itself (damaged, read-only, a folder, a disk that fills up) is one StoreError line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import sqlite3
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,14 +22,23 @@ from pathlib import Path
 
 import numpy as np
 
-_SCHEMA = """
+from llmiqa.errors import UsageError, one_line
+from llmiqa.raters.base import Rating
+
+SCHEMA = 2  # 1: llmiqa 0.1, ratings held only the K-restricted probabilities
+_SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ratings (
     key TEXT PRIMARY KEY,
     model TEXT NOT NULL,
     prompt TEXT NOT NULL,
     image TEXT NOT NULL,
     geometry TEXT NOT NULL,
-    probs BLOB NOT NULL
+    levels INTEGER NOT NULL,
+    logprobs BLOB NOT NULL,
+    other_logprob REAL,
+    other_value INTEGER,
+    incomplete INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS segmentations (
     key TEXT PRIMARY KEY,
@@ -37,6 +51,11 @@ CREATE TABLE IF NOT EXISTS segmentations (
 );
 """
 _CHUNK = 500  # keys per SELECT ... IN (...), below SQLite's variable limit
+_TOLERANCE = 1e-6  # on log-probabilities: float rounding, never a real excess
+
+
+class StoreError(UsageError):
+    """The store file cannot be used; the run stops before (or without) losing anything."""
 
 
 def _digest(*parts: str) -> str:
@@ -45,16 +64,17 @@ def _digest(*parts: str) -> str:
 
 @dataclass(frozen=True)
 class RatingKey:
-    """Everything a rating depends on: model, rendered prompt, image content, sub-image."""
+    """Everything a rating depends on: model, prompt, K, image content, sub-image."""
 
     model: str  # RaterSpec.identity
-    prompt: str  # the standard's system + user text
+    prompt: str  # the prompt's texts (system turn and user turn)
+    levels: int
     image: str  # pixel hash of the whole image
     geometry: str  # "whole", "bbox:x0,y0,x1,y1" or "mask:x0,y0,x1,y1:<mask hash>"
 
     @property
     def key(self) -> str:
-        return _digest(self.model, self.prompt, self.image, self.geometry)
+        return _digest(self.model, self.prompt, str(self.levels), self.image, self.geometry)
 
 
 def segmentation_key(image: str, segmenter: str) -> str:
@@ -75,59 +95,164 @@ def unpack_masks(blob: bytes, count: int, height: int, width: int) -> list[np.nd
     return list(bits[: count * height * width].reshape(count, height, width).astype(bool))
 
 
+def rating_problem(rating: Rating, levels: int) -> str | None:
+    """Why a rating read back cannot be a model's, or None when it can."""
+    logprobs = rating.logprobs
+    if logprobs.shape != (levels,):
+        return f"{logprobs.size} digit log-probabilities for K = {levels}"
+    if np.isnan(logprobs).any() and not rating.incomplete:
+        return "NaN digit log-probabilities"
+    known = logprobs[~np.isnan(logprobs)]
+    if np.isposinf(known).any() or (known > _TOLERANCE).any():
+        return "a digit log-probability above 0"
+    if not rating.incomplete and not np.isfinite(logprobs).any():
+        return "every digit has probability 0"
+    other = rating.other_logprob
+    if math.isnan(other) and not rating.incomplete:
+        return "no log-probability for the best other token"
+    others = [] if math.isnan(other) else [other]
+    pooled = np.concatenate([known, others])
+    if pooled.size and np.logaddexp.reduce(pooled) > _TOLERANCE:
+        return f"probabilities summing to {math.exp(np.logaddexp.reduce(pooled)):.6g} > 1"
+    return None
+
+
 class Store:
     """One SQLite file (or ":memory:"); safe to open from several processes at once."""
 
     def __init__(self, path: str | Path = ":memory:") -> None:
         self.path = str(path)
+        self.notes: list[str] = []  # things a user should hear about the file
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+            file = Path(self.path)
+            if file.is_dir():
+                raise StoreError(f"{file}: is a folder; --store needs a file path")
+            if file.is_file() and file.stat().st_size == 0:
+                self.notes.append(f"{file}: empty file, used as a new store")
+            try:
+                file.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StoreError(f"{file}: cannot create its folder ({one_line(error)})") from None
+        with self._errors("open"):
+            self.db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            self._wal()
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._check_schema()
+
+    def _wal(self) -> None:
+        """Switch to WAL; a new file opened by several processes at once may be briefly
+        locked by the one that switches it first, so wait for it (busy_timeout does not)."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _check_schema(self) -> None:
+        tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master")}
+        if "ratings" in tables and "meta" not in tables:
+            raise StoreError(
+                f"{self.path}: written by llmiqa 0.1 (its ratings lack the full-vocabulary "
+                "log-probabilities every readout now needs) and cannot be migrated; move it "
+                "away or pass another --store"
+            )
+        if "meta" in tables:
+            row = self.db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+            if row is None or row[0] != str(SCHEMA):
+                raise StoreError(
+                    f"{self.path}: store schema {row[0] if row else '?'} is not {SCHEMA} "
+                    "(written by another llmiqa version); pass another --store"
+                )
+            return
+        with self._transaction():
+            for statement in _SCHEMA_SQL.split(";"):
+                self.db.execute(statement)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
+
+    def check_writable(self) -> None:
+        """Fail now, before any work, if ratings could not be committed later."""
+        with self._errors("write to"):
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("ROLLBACK")
 
     def close(self) -> None:
         self.db.close()
 
-    def ratings(self, keys: Iterable[RatingKey]) -> dict[RatingKey, np.ndarray]:
-        """Stored probabilities for those keys that have them."""
+    # ---- ratings ------------------------------------------------------------------------
+
+    def ratings(self, keys: Iterable[RatingKey]) -> tuple[dict[RatingKey, Rating], list[str]]:
+        """Stored ratings of those keys that have a valid one, and why the others were
+        refused (a refused row counts as missing: it will be rated again)."""
         by_digest = {key.key: key for key in keys}
-        found = {}
+        found, refused = {}, []
         digests = list(by_digest)
         for start in range(0, len(digests), _CHUNK):
             chunk = digests[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            query = f"SELECT key, probs FROM ratings WHERE key IN ({marks})"
-            for digest, blob in self.db.execute(query, chunk):
-                found[by_digest[digest]] = np.frombuffer(blob, dtype="<f8").copy()
-        return found
+            query = (
+                "SELECT key, levels, logprobs, other_logprob, other_value, incomplete "
+                f"FROM ratings WHERE key IN ({marks})"
+            )
+            with self._errors("read"):
+                rows = self.db.execute(query, chunk).fetchall()
+            for digest, levels, blob, other, value, incomplete in rows:
+                key = by_digest[digest]
+                rating = _rating(blob, other, value, incomplete)
+                problem = (
+                    rating_problem(rating, key.levels)
+                    if levels == key.levels
+                    else (f"K = {levels} for a K = {key.levels} prompt")
+                )
+                if problem:
+                    refused.append(f"{self.path}: stored rating {digest} refused ({problem})")
+                    continue
+                found[key] = rating
+        return found, refused
 
-    def put_ratings(self, rows: Sequence[tuple[RatingKey, np.ndarray]]) -> None:
-        """Insert one batch atomically; a key already present (another process) is kept."""
-        values = [
-            (k.key, k.model, k.prompt, k.image, k.geometry, np.asarray(p, "<f8").tobytes())
-            for k, p in rows
-        ]
+    def put_rating(self, key: RatingKey, rating: Rating) -> None:
+        """Commit one rating (replacing a refused row of the same key)."""
+        other = None if math.isnan(rating.other_logprob) else rating.other_logprob
+        row = (
+            key.key,
+            key.model,
+            key.prompt,
+            key.image,
+            key.geometry,
+            key.levels,
+            np.asarray(rating.logprobs, "<f8").tobytes(),
+            other,
+            rating.other_value,
+            int(rating.incomplete),
+        )
         with self._transaction():
-            self.db.executemany("INSERT OR IGNORE INTO ratings VALUES (?, ?, ?, ?, ?, ?)", values)
+            self.db.execute("INSERT OR REPLACE INTO ratings VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+
+    # ---- masks --------------------------------------------------------------------------
 
     def masks(self, image: str, segmenter: str) -> list[np.ndarray] | None:
-        row = self.db.execute(
-            "SELECT height, width, count, masks FROM segmentations WHERE key = ?",
-            (segmentation_key(image, segmenter),),
-        ).fetchone()
+        with self._errors("read"):
+            row = self.db.execute(
+                "SELECT height, width, count, masks FROM segmentations WHERE key = ?",
+                (segmentation_key(image, segmenter),),
+            ).fetchone()
         if row is None:
             return None
         height, width, count, blob = row
-        return unpack_masks(blob, count, height, width)
+        try:
+            return unpack_masks(blob, count, height, width)
+        except (zlib.error, ValueError):
+            return None  # a damaged row is recomputed
 
     def put_masks(
         self, image: str, segmenter: str, shape: tuple[int, int], masks: Sequence[np.ndarray]
     ) -> None:
         with self._transaction():
             self.db.execute(
-                "INSERT OR IGNORE INTO segmentations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO segmentations VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     segmentation_key(image, segmenter),
                     image,
@@ -140,17 +265,46 @@ class Store:
             )
 
     def counts(self) -> dict[str, int]:
-        (ratings,) = self.db.execute("SELECT COUNT(*) FROM ratings").fetchone()
-        (segmentations,) = self.db.execute("SELECT COUNT(*) FROM segmentations").fetchone()
+        with self._errors("read"):
+            (ratings,) = self.db.execute("SELECT COUNT(*) FROM ratings").fetchone()
+            (segmentations,) = self.db.execute("SELECT COUNT(*) FROM segmentations").fetchone()
         return {"ratings": ratings, "segmentations": segmentations}
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         """BEGIN IMMEDIATE takes the write lock up front, so concurrent writers queue."""
-        self.db.execute("BEGIN IMMEDIATE")
+        with self._errors("write to"):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if self.db.in_transaction:  # SQLite rolls back by itself on some errors
+                    self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """sqlite3 errors as one line naming the file and what to do."""
         try:
             yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{self.path}: cannot {doing} the store ({_advice(error)})") from None
+
+
+def _rating(blob: bytes, other: float | None, value: int | None, incomplete: int) -> Rating:
+    logprobs = np.frombuffer(blob, dtype="<f8").copy() if len(blob) % 8 == 0 else np.array([])
+    return Rating(logprobs, math.nan if other is None else other, value, bool(incomplete))
+
+
+def _advice(error: sqlite3.DatabaseError) -> str:
+    text = str(error)
+    if "readonly" in text or "read-only" in text:
+        return f"{text}: make it writable or pass another --store"
+    if "full" in text:
+        return f"{text}: free disk space, then rerun; everything committed is kept"
+    if "malformed" in text or "not a database" in text:
+        return f"{text}: the file is damaged; move it away or pass another --store"
+    if "locked" in text:
+        return f"{text}: another process holds it; retry when it is done"
+    return text

@@ -12,6 +12,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from llmiqa.masks import MaskSettings
+
 QWEN_SPECIALS = (
     "<|endoftext|>",
     "<|im_start|>",
@@ -233,3 +235,9 @@ def build_sam2(folder: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     Sam2Processor(image_processor=Sam2ImageProcessor()).save_pretrained(folder)
     return Path(folder)
+
+
+# A random SAM2 passes no real threshold: these settings keep its candidates (4 x 4
+# prompts, to stay quick), so that the whole pipeline, regions included, runs on tiny models.
+PERMISSIVE_MASKS = MaskSettings(pred_iou_thresh=0.0, stability_score_thresh=0.0, points_per_side=4)
+PERMISSIVE_MASK_FLAGS = "--pred-iou-thresh 0 --stability-score-thresh 0 --points-per-side 4"

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from llmiqa import tiny
+from llmiqa.raters.base import Rating, RatingRequest
+from llmiqa.standards import Standard
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -79,3 +81,51 @@ def arrays(golden):
 @pytest.fixture(scope="session")
 def meta(golden) -> dict:
     return json.loads((golden / "golden_meta.json").read_text())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hash_cache(tmp_path_factory):
+    """Checkpoint content hashes are cached per test session, never in the user's home."""
+    os.environ["LLMIQA_CACHE"] = str(tmp_path_factory.mktemp("llmiqa-cache"))
+
+
+@pytest.fixture(scope="session")
+def photos(real_images) -> list[str]:
+    """Four real photos (LIVEC, KonIQ, KADID) as paths."""
+    return [str(p) for p in real_images[:4]]
+
+
+@pytest.fixture(scope="session")
+def dibr(data_dir) -> dict:
+    """The real DIBR dataset (96 images with MOS) as load_dataset arguments."""
+    root = data_dir / "dibr"
+    return {"name": "csv", "root": str(root), "labels": str(root / "mos.csv")}
+
+
+@pytest.fixture(scope="session")
+def rating():
+    """Make a Rating whose K digits carry `probs` (scaled by the mass the best other token
+    leaves them): rating(probs, other_logprob=-30.0, other_value=None)."""
+
+    def make(probs, other_logprob: float = -30.0, other_value: int | None = None) -> Rating:
+        probs = np.asarray(probs, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            logprobs = np.log(probs * (1.0 - np.exp(other_logprob)))
+        return Rating(logprobs, other_logprob, other_value)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def rate():
+    """rate(rater, images, standard=Standard(), view="whole") -> its Ratings, in order."""
+
+    def run(rater, images, standard: Standard = Standard(), view: str = "whole") -> list[Rating]:
+        prompt = standard.prompt(view)
+        requests = [
+            RatingRequest(str(i), image, prompt, standard.levels) for i, image in enumerate(images)
+        ]
+        outcomes = dict(rater.rate(requests))
+        return [outcomes[i] for i in range(len(images))]
+
+    return run

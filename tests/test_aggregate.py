@@ -1,77 +1,119 @@
-"""Aggregation formulas against values worked out by hand."""
+"""Readouts and the aggregation formulas, on whole-run arrays worked out by hand."""
 
 import numpy as np
 import pytest
 
-from llmiqa.aggregate import ensemble, local_score, model_score, readout
+from llmiqa.aggregate import Aggregation, RatingArrays, level_probs, readout, scores, valid_mass
+
+
+def logs(probs, mass: float = 1.0) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(probs, dtype=np.float64) * mass)
+
+
+def test_digit_probabilities_are_the_softmax_of_their_log_probabilities():
+    # the digits carry half of the full distribution; restricted to them it sums to 1
+    logprobs = logs([0.1, 0.3, 0.6], mass=0.5)
+    np.testing.assert_allclose(level_probs(logprobs), [0.1, 0.3, 0.6])
+    np.testing.assert_allclose(valid_mass(logprobs), 0.5)
 
 
 def test_expected_readout_is_the_mean_level():
-    probs = np.array([[0.5, 0.5, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0.25, 0.75]])
-    np.testing.assert_allclose(readout(probs, "expected"), [1.5, 6.75])
+    logprobs = logs([[0.5, 0.5, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0.25, 0.75]])
+    np.testing.assert_allclose(readout(logprobs, "expected"), [1.5, 6.75])
 
 
 def test_argmax_readout_is_the_most_likely_digit_ties_to_the_lower():
-    probs = np.array([[0.1, 0.6, 0.3], [0.4, 0.2, 0.4]])
-    np.testing.assert_array_equal(readout(probs, "argmax"), [2, 1])
+    logprobs = logs([[0.1, 0.6, 0.3], [0.4, 0.2, 0.4]])
+    np.testing.assert_array_equal(readout(logprobs, "argmax"), [2, 1])
+
+
+def test_greedy_readout_is_the_released_codes_full_vocabulary_answer():
+    digits = logs([[0.1, 0.6, 0.3]] * 4, mass=0.5)  # best digit "2" at log(0.3)
+    other = np.log([0.2, 0.4, 0.4, 0.4])  # a non-digit token below, then above "2"
+    value = np.array([np.nan, np.nan, 9.0, 0.0])  # "9" and "0" are integers too
+    np.testing.assert_array_equal(readout(digits, "greedy", other, value), [2, 1, 9, 0])
 
 
 def test_readouts_work_on_any_leading_shape():
-    probs = np.full((2, 3, 5), 0.2)
-    assert readout(probs).shape == (2, 3)
-    np.testing.assert_allclose(readout(probs), 3.0)
+    logprobs = logs(np.full((2, 3, 5), 0.2))
+    assert readout(logprobs, "expected").shape == (2, 3)
+    np.testing.assert_allclose(readout(logprobs, "expected"), 3.0)
 
 
-def test_area_weighting_uses_the_mask_areas():
-    # (6*300 + 2*100) / 400 = 5.0, while the plain mean is 4.0
-    assert local_score([6, 2], [300, 100], "area") == pytest.approx(5.0)
-    assert local_score([6, 2], [300, 100], "mean") == pytest.approx(4.0)
+def onehot(level: int, k: int = 7) -> np.ndarray:
+    p = np.full(k, 1e-12)
+    p[level - 1] = 1.0
+    return p / p.sum()
 
 
-def test_no_regions_gives_nan_and_the_global_score_stands_alone():
-    s_local = local_score([], [], "area")
-    assert np.isnan(s_local)
-    assert model_score(4.5, s_local, lam=1.0) == 4.5
+def arrays(*images) -> RatingArrays:
+    """images: (global level, [(level, area, is_complement), ...]); one model, K = 7."""
+    views = 1 + max(len(regions) for _, regions in images)
+    n = len(images)
+    logprobs = np.full((n, views, 1, 7), np.nan)
+    area = np.zeros((n, views - 1))
+    complement = np.zeros((n, views - 1), bool)
+    present = np.zeros((n, views - 1), bool)
+    for i, (level, regions) in enumerate(images):
+        logprobs[i, 0, 0] = logs(onehot(level))
+        for j, (region_level, weight, is_complement) in enumerate(regions):
+            logprobs[i, j + 1, 0] = logs(onehot(region_level))
+            area[i, j], complement[i, j], present[i, j] = weight, is_complement, True
+    other = np.full((n, views, 1), -50.0)
+    return RatingArrays(logprobs, other, np.full_like(other, np.nan), area, complement, present)
 
 
-@pytest.mark.parametrize(
-    ("lam", "view", "expected"),
-    [
-        (1.0, "both", 4.0),
-        (3.0, "both", 4.5),
-        (0.0, "both", 3.0),
-        (1.0, "global", 3.0),
-        (1.0, "local", 5.0),
-    ],
-)
-def test_global_and_local_mix(lam, view, expected):
-    # (3 + lam * 5) / (1 + lam)
-    assert model_score(3.0, 5.0, lam, view) == pytest.approx(expected)
+# image 0: global 3; an object at 6 (300 px) and the complement at 2 (100 px)
+# image 1: global 5; no regions
+RUN = arrays((3, [(6, 300, False), (2, 100, True)]), (5, []))
 
 
-def test_the_papers_sum_ranks_exactly_like_our_mean():
-    rng = np.random.default_rng(0)
-    s_global, s_local = rng.uniform(1, 7, 50), rng.uniform(1, 7, 50)
-    ours = [model_score(g, loc) for g, loc in zip(s_global, s_local, strict=True)]
-    assert np.argsort(ours).tolist() == np.argsort(s_global + s_local).tolist()
-
-
-def test_ensemble_is_the_mean_over_models():
-    assert ensemble([4.0, 5.0, 6.5]) == pytest.approx(5.1666666)
+def test_the_papers_area_weighted_local_score_and_mean_with_the_global():
+    out = scores(RUN, Aggregation(readout="argmax"))
+    np.testing.assert_allclose(out.s_local[:, 0], [(6 * 300 + 2 * 100) / 400, np.nan])
+    np.testing.assert_allclose(out.s_model[:, 0], [(3 + 5.0) / 2, 5.0])  # no regions: global
+    np.testing.assert_allclose(out.score, out.s_model[:, 0])
 
 
 @pytest.mark.parametrize(
-    "call",
+    ("change", "first"),
     [
-        lambda: readout(np.ones((1, 3)) / 3, "median"),
-        lambda: local_score([1, 2], [0, 0]),
-        lambda: local_score([1, 2], [1]),
-        lambda: local_score([1, 2], [1, 1], "max"),
-        lambda: model_score(1, 2, lam=-1),
-        lambda: model_score(1, 2, view="neither"),
-        lambda: ensemble([]),
+        ({"weighting": "mean"}, (3 + 4.0) / 2),
+        ({"lam": 3.0}, (3 + 3 * 5.0) / 4),
+        ({"lam": 0.0}, 3.0),  # the global view alone (Table 3, exp. 6)
+        ({"global_weight": 0.0}, 5.0),  # the local view alone (exp. 7)
+        ({"complement": False}, (3 + 6.0) / 2),  # Table 5
+        ({"normalize": False}, 3 + 5.0),  # the paper's plain sum
+        # the released code: s_local + 0.1 N + 0.5 s_global
+        ({"global_weight": 0.5, "count_weight": 0.1, "normalize": False}, 5.0 + 0.2 + 1.5),
     ],
 )
-def test_bad_choices_are_refused(call):
+def test_every_aggregation_choice(change, first):
+    out = scores(RUN, Aggregation(readout="argmax", **change))
+    assert out.score[0] == pytest.approx(first)
+    assert out.score[1] == pytest.approx(5.0)
+
+
+def test_the_ensemble_is_the_mean_of_the_models():
+    two = RatingArrays(
+        np.stack([RUN.logprobs[:, :, 0], np.roll(RUN.logprobs[:, :, 0], 1, axis=-1)], axis=2),
+        np.repeat(RUN.other_logprob, 2, axis=2),
+        np.repeat(RUN.other_value, 2, axis=2),
+        RUN.area,
+        RUN.complement,
+        RUN.present,
+    )
+    out = scores(two, Aggregation(readout="argmax"))
+    np.testing.assert_allclose(out.score, out.s_model.mean(axis=1))
+    np.testing.assert_allclose(out.s_model[:, 1], [(4 + (7 * 300 + 3 * 100) / 400) / 2, 6.0])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"readout": "median"}, {"weighting": "max"}, {"lam": -1.0},
+     {"global_weight": 0.0, "lam": 0.0}],
+)  # fmt: skip
+def test_bad_choices_are_refused(change):
     with pytest.raises(ValueError):
-        call()
+        Aggregation(**change)

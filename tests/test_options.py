@@ -1,22 +1,42 @@
-"""Scoring options: defaults, the paper preset, explicit values winning."""
+"""Scoring options: one table from the settings dataclasses, presets, explicit values winning."""
 
 import pytest
 
-from llmiqa.options import DEFAULTS, make_scorer, resolve
-from llmiqa.segment import MaskSettings
+from llmiqa.aggregate import Aggregation
+from llmiqa.errors import UsageError
+from llmiqa.masks import MaskSettings
+from llmiqa.options import DEFAULTS, KNOBS, build, make_scorer, resolve
+from llmiqa.regions import RegionSettings
+from llmiqa.standards import Standard
 
 
-def test_nothing_given_means_the_defaults():
-    assert resolve({}) == DEFAULTS
-    assert DEFAULTS["points_per_side"] == MaskSettings().points_per_side
+def test_every_settings_field_with_help_is_an_option_with_its_dataclass_default():
+    assert build(Aggregation, DEFAULTS) == Aggregation()
+    assert build(RegionSettings, DEFAULTS) == RegionSettings()
+    assert build(MaskSettings, DEFAULTS) == MaskSettings()
+    assert build(Standard, DEFAULTS) == Standard()
+    assert len({knob.key for knob in KNOBS}) == len(KNOBS)  # one flag per option
 
 
-def test_the_paper_preset_is_the_papers_configuration():
+def test_the_paper_preset_is_the_papers_text():
     paper = resolve({}, "paper")
     assert paper["model"] == ["mPLUG/mPLUG-Owl3-7B-240728"]
-    assert (paper["standard"], paper["levels"], paper["readout"]) == ("word", 7, "argmax")
-    assert (paper["region_mode"], paper["aggregate"], paper["lam"]) == ("bbox", "area", 1.0)
-    assert paper["segmenter"].startswith("facebook/sam2")
+    assert build(Standard, paper) == Standard("word", 7, "paper")
+    assert build(Aggregation, paper) == Aggregation("argmax", "area", 1.0, 1.0, 0.0, False)
+    assert build(RegionSettings, paper).mode == "bbox"
+
+
+def test_the_dogiqa_preset_is_the_released_code():
+    dogiqa = resolve({}, "dogiqa")
+    assert build(Standard, dogiqa) == Standard("word", 7, "dogiqa")
+    assert build(Aggregation, dogiqa) == Aggregation("greedy", "area", 0.5, 1.0, 0.1, False)
+    assert build(RegionSettings, dogiqa) == RegionSettings("bbox", 1000.0, "remainder")
+    masks = build(MaskSettings, dogiqa)
+    assert (masks.points_per_side, masks.pred_iou_thresh, masks.stability_score_thresh) == (
+        8, 0.9, 0.8,
+    )  # fmt: skip
+    assert (masks.stability_score_offset, masks.box_nms_thresh) == (0.7, 0.9)
+    assert dogiqa["segmenter"] == "facebook/sam2-hiera-large" and dogiqa["dtype"] == "float16"
 
 
 def test_explicit_values_win_over_the_preset():
@@ -24,18 +44,31 @@ def test_explicit_values_win_over_the_preset():
     assert (chosen["readout"], chosen["levels"], chosen["lam"]) == ("expected", 5, 1.0)
 
 
-def test_an_unknown_preset_is_refused():
-    with pytest.raises(ValueError, match="unknown preset 'papr'"):
-        resolve({}, "papr")
+@pytest.mark.parametrize(
+    ("explicit", "preset", "message"),
+    [
+        ({}, "papr", "unknown preset 'papr'"),
+        ({"levels": 4}, None, "defined for K in"),
+        ({"standard": "number", "levels": 10}, None, "defined for K in"),
+        ({"lam": -1.0}, None, "weights must be >= 0"),
+        ({"temperature": 1.0}, None, "unknown option"),
+    ],
+)
+def test_bad_values_are_one_usage_error(explicit, preset, message):
+    with pytest.raises(UsageError, match=message):
+        resolve(explicit, preset)
+
+
+def test_the_number_standard_takes_the_levels_the_help_promises():
+    assert resolve({"standard": "number", "levels": 2})["levels"] == 2
 
 
 def test_the_scorer_gets_every_option_without_loading_a_model(qwen2_vl_dir):
     options = resolve(
         {"model": [str(qwen2_vl_dir)], "levels": 5, "standard": "sentence", "lam": 2.0,
-         "box_nms_thresh": 0.6, "max_pixels": 4096, "min_area": 0.05}
+         "max_pixels": 4096, "region_mode": "whole-only"}
     )  # fmt: skip
     scorer = make_scorer(options)
     assert str(scorer.standard) == "sentence-5" and scorer.aggregation.lam == 2.0
-    assert scorer.mask_settings.box_nms_thresh == 0.6 and scorer.min_area == 0.05
     assert "max_pixels=4096" in scorer.specs[0].identity
-    assert scorer._raters == {} and scorer._segmenter is None
+    assert scorer.raters[0].loaded is None and scorer.segmenter is None

@@ -4,23 +4,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llmiqa.aggregate import readout
+from llmiqa.aggregate import Aggregation, readout
+from llmiqa.errors import ModelLoadError, UsageError
 from llmiqa.images import load_image
-from llmiqa.pipeline import Scorer
-from llmiqa.regions import sub_image
-from llmiqa.results import Aggregation
-from llmiqa.segment import MaskSettings
+from llmiqa.pipeline import Scorer, split_revision
+from llmiqa.raters.base import Rating
+from llmiqa.regions import RegionSettings
 from llmiqa.standards import Standard
 from llmiqa.store import Store
+from llmiqa.tiny import PERMISSIVE_MASKS
 
-
-@pytest.fixture(scope="module")
-def photos(real_images):
-    return [str(p) for p in real_images[:4]]
+WHOLE = RegionSettings(mode="whole-only")
 
 
 def whole_only(model_dir, **options) -> Scorer:
-    return Scorer([str(model_dir)], region_mode="whole-only", **options)
+    return Scorer([str(model_dir)], regions=WHOLE, **options)
 
 
 def test_whole_image_scores_are_the_expected_level_of_the_probabilities(qwen2_vl_dir, photos):
@@ -29,25 +27,39 @@ def test_whole_image_scores_are_the_expected_level_of_the_probabilities(qwen2_vl
     for result in results:
         assert result.ok and 1 <= result.score <= 7
         np.testing.assert_allclose(result.probs.sum(), 1.0)
-        assert result.score == pytest.approx(float(readout(result.probs)))
+        assert result.score == pytest.approx(float(result.probs @ np.arange(1, 8)))
         assert result.regions == () and np.isnan(result.s_local).all()
 
 
 def test_a_second_run_on_the_same_store_loads_no_model(qwen2_vl_dir, photos, tmp_path):
     first = whole_only(qwen2_vl_dir, store=tmp_path / "s.sqlite")
     before = [r.score for r in first.score(photos)]
-    assert first.stats["model calls"] > 0
+    assert first.usage.rated == len(photos)
     again = whole_only(qwen2_vl_dir, store=tmp_path / "s.sqlite")
     after = [r.score for r in again.score(photos)]
     assert after == before
-    assert again.stats["model calls"] == 0 and again.stats["from store"] == len(photos)
-    assert again._raters == {}  # nothing was even loaded
+    assert again.usage.rated == 0 and again.usage.from_store == len(photos)
+    assert again.raters[0].loaded is None  # nothing was even loaded
+
+
+def test_a_stored_row_that_is_not_a_rating_is_rated_again_and_reported(
+    qwen2_vl_dir, photos, tmp_path
+):
+    store = Store(tmp_path / "s.sqlite")
+    good = [r.score for r in whole_only(qwen2_vl_dir, store=store).score(photos[:2])]
+    store.db.execute(
+        "UPDATE ratings SET logprobs = ? WHERE rowid = 1", (np.full(7, np.nan).tobytes(),)
+    )
+    again = whole_only(qwen2_vl_dir, store=store)
+    assert [r.score for r in again.score(photos[:2])] == pytest.approx(good)
+    assert (again.usage.refused, again.usage.rated, again.usage.from_store) == (1, 1, 1)
+    assert "refused (NaN digit log-probabilities)" in again.usage.notes[0]
 
 
 def test_identical_images_are_rated_once(qwen2_vl_dir, photos):
     scorer = whole_only(qwen2_vl_dir)
     results = scorer.score([photos[0], photos[1], photos[0]])
-    assert scorer.stats["rated"] == 2
+    assert scorer.usage.rated == 2
     assert results[0].score == results[2].score
 
 
@@ -71,7 +83,7 @@ def test_bad_inputs_fail_alone_and_in_place(qwen2_vl_dir, photos, tmp_path):
     assert "missing.png: no such file" in results[1].error
     assert "broken.jpg: not an image file" in results[2].error
     assert "strip.png: rating failed" in results[3].error
-    assert scorer.stats["failed"] == 3
+    assert scorer.usage.failed == 3
     good = whole_only(qwen2_vl_dir).score([photos[0], photos[1]])
     np.testing.assert_allclose(
         [results[0].score, results[4].score], [r.score for r in good], atol=1e-5
@@ -83,50 +95,65 @@ def test_in_memory_images_score_like_their_files(qwen2_vl_dir, photos):
     from_file = scorer.score(photos[0])[0]
     from_memory = scorer.score(Image.open(photos[0]))[0]
     assert from_memory.digest == from_file.digest and from_memory.score == from_file.score
-    assert scorer.stats["model calls"] == 1  # the second was served from the store
+    assert scorer.usage.rated == 1  # the second was served from the store
 
 
 def test_an_ensemble_is_the_mean_of_its_models(qwen2_vl_dir, llava_dir, photos):
-    ensemble = Scorer([str(qwen2_vl_dir), str(llava_dir)], region_mode="whole-only").score(photos)
-    alone = [whole_only(d).score(photos) for d in (qwen2_vl_dir, llava_dir)]
-    for i, result in enumerate(ensemble):
+    pair = Scorer([str(qwen2_vl_dir), str(llava_dir)], regions=WHOLE).score(photos[:2])
+    alone = [whole_only(d).score(photos[:2]) for d in (qwen2_vl_dir, llava_dir)]
+    for i, result in enumerate(pair):
         assert result.global_probs.shape == (2, 7)
         expected = (alone[0][i].score + alone[1][i].score) / 2
         assert result.score == pytest.approx(expected, abs=1e-6)
         assert result.only_model(1).score == pytest.approx(alone[1][i].score, abs=1e-6)
 
 
-def test_results_round_trip_through_json_and_rescore_without_a_model(qwen2_vl_dir, photos):
+def test_results_rescore_without_a_model(qwen2_vl_dir, photos):
     (result,) = whole_only(qwen2_vl_dir).score(photos[:1])
-    from llmiqa.results import ImageResult
-
-    restored = ImageResult.from_dict(result.to_dict())
-    assert restored.score == pytest.approx(result.score)
-    argmax = restored.rescored(Aggregation(readout="argmax"))
+    argmax = result.rescored(Aggregation(readout="argmax"))
     assert argmax.score == float(np.argmax(result.probs) + 1)
+    assert argmax.score == readout(result.logprobs[0, 0], "argmax")
 
 
-def test_the_store_can_be_shared_by_passing_the_object(qwen2_vl_dir, photos):
-    store = Store()
-    whole_only(qwen2_vl_dir, store=store).score(photos[:2])
-    assert store.counts()["ratings"] == 2
+# ---- everything wrong with the whole run is said before any image is touched ------------
+
+
+def test_a_wrong_model_is_refused_before_any_work(sam2_dir, tmp_path):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
+        Scorer([str(tmp_path)], segmenter=str(sam2_dir))
+
+
+def test_a_segmenter_that_is_not_sam2_is_refused_before_any_work(qwen2_vl_dir):
+    with pytest.raises(ModelLoadError, match="not a SAM2 checkpoint"):
+        Scorer([str(qwen2_vl_dir)], segmenter=str(qwen2_vl_dir))
+
+
+def test_a_device_this_machine_lacks_is_refused_once(qwen2_vl_dir):
+    with pytest.raises(UsageError, match="--device cuda: torch sees no CUDA GPU here"):
+        whole_only(qwen2_vl_dir, device="cuda")
+
+
+def test_model_revisions_are_part_of_the_name():
+    assert split_revision("Qwen/Qwen2-VL-2B-Instruct@a1b2c3") == (
+        "Qwen/Qwen2-VL-2B-Instruct",
+        "a1b2c3",
+    )
+    assert split_revision("Qwen/Qwen2-VL-2B-Instruct") == ("Qwen/Qwen2-VL-2B-Instruct", None)
 
 
 # ---- regions ------------------------------------------------------------------------
 
-# A random SAM2 passes no default threshold: keep its candidates (noise masks, but real
-# mask generation) and let NMS thin them out.
-RANDOM_SAM2 = MaskSettings(pred_iou_thresh=0.0, stability_score_thresh=0.0, points_per_side=4)
-
 
 def mixed(model_dir, sam2_dir, **options) -> Scorer:
-    return Scorer([str(model_dir)], segmenter=str(sam2_dir), mask_settings=RANDOM_SAM2, **options)
+    return Scorer(
+        [str(model_dir)], segmenter=str(sam2_dir), mask_settings=PERMISSIVE_MASKS, **options
+    )
 
 
 def test_sam2_regions_are_rated_and_weighted_by_mask_area(qwen2_vl_dir, sam2_dir, photos):
-    scorer = mixed(qwen2_vl_dir, sam2_dir)
+    scorer = mixed(qwen2_vl_dir, sam2_dir, regions=RegionSettings(mode="mask"))
     (result,) = scorer.score(photos[:1])
-    assert result.ok and len(result.regions) >= 1 and scorer.stats["segmented"] == 1
+    assert result.ok and len(result.regions) >= 1 and scorer.usage.segmented == 1
     areas = np.array([r.area for r in result.regions])
     scores = np.array([r.score for r in result.regions])
     s_local = float(areas @ scores / areas.sum())
@@ -138,11 +165,11 @@ def test_sam2_regions_are_rated_and_weighted_by_mask_area(qwen2_vl_dir, sam2_dir
 def test_stored_masks_serve_another_threshold_without_sam2(qwen2_vl_dir, sam2_dir, photos):
     store = Store()
     mixed(qwen2_vl_dir, sam2_dir, store=store).score(photos[:2])
-    again = mixed(qwen2_vl_dir, sam2_dir, store=store, min_area=0.3)
+    again = mixed(qwen2_vl_dir, sam2_dir, store=store, regions=RegionSettings(min_area=0.3))
     results = again.score(photos[:2])
     assert all(r.ok for r in results)
-    assert again.stats["segmented"] == 0 and again.stats["masks from store"] == 2
-    assert again._segmenter is None
+    assert again.usage.segmented == 0 and again.usage.masks_from_store == 2
+    assert again.segmenter.loaded is None
 
 
 def rect(shape, x0, y0, x1, y1):
@@ -161,21 +188,32 @@ def hand_segmented(photos):
     return image, masks
 
 
-@pytest.mark.parametrize("mode", ["bbox", "mask"])
-def test_each_region_is_rated_on_exactly_its_crop(qwen2_vl_dir, sam2_dir, hand_segmented, mode):
-    image, masks = hand_segmented
-    scorer = mixed(qwen2_vl_dir, sam2_dir, region_mode=mode)
+def put(scorer: Scorer, image, masks) -> None:
     shape = (image.image.height, image.image.width)
-    scorer.store.put_masks(image.digest, scorer.segmenter_identity, shape, masks)
+    scorer.store.put_masks(image.digest, scorer.segmenter.identity, shape, masks)
+
+
+@pytest.mark.parametrize("mode", ["bbox", "mask"])
+def test_each_region_is_rated_on_exactly_its_crop(
+    qwen2_vl_dir, sam2_dir, hand_segmented, rate, mode
+):
+    image, masks = hand_segmented
+    scorer = mixed(qwen2_vl_dir, sam2_dir, regions=RegionSettings(mode=mode))
+    put(scorer, image, masks)
     (result,) = scorer.score([image])
     assert [r.kind for r in result.regions] == ["object", "object", "complement"]
     assert [r.box for r in result.regions][:2] == [(0, 0, 200, 300), (250, 100, 400, 220)]
-    regions = scorer.regions(image)
-    rater = scorer.rater(0)
-    for region, rated in zip(regions, result.regions, strict=True):
-        crop = sub_image(image.image, region, mode)
-        np.testing.assert_allclose(rated.probs[0], rater.rate([crop], Standard())[0], atol=1e-6)
-    assert scorer._segmenter is None  # the stored masks were used
+    rater = scorer.raters[0].rater()
+    for region, rated in zip(scorer.regions(image), result.regions, strict=True):
+        x0, y0, x1, y1 = region.box
+        crop = image.image.crop(region.box)
+        if mode == "mask":
+            pixels = np.asarray(crop).copy()
+            pixels[~region.mask[y0:y1, x0:x1]] = 0
+            crop = Image.fromarray(pixels)
+        (expected,) = rate(rater, [crop])
+        np.testing.assert_allclose(rated.probs[0], expected.probs(), atol=1e-6)
+    assert scorer.segmenter.loaded is None  # the stored masks were used
 
 
 def test_a_crop_equal_to_the_whole_image_is_the_global_rating(
@@ -183,11 +221,33 @@ def test_a_crop_equal_to_the_whole_image_is_the_global_rating(
 ):
     image, _ = hand_segmented
     shape = (image.image.height, image.image.width)
-    # one mask touching all four borders: its box is the whole image
-    frame = ~rect(shape, 10, 10, shape[1] - 10, shape[0] - 10)
+    frame = ~rect(shape, 10, 10, shape[1] - 10, shape[0] - 10)  # touches all four borders
     scorer = mixed(qwen2_vl_dir, sam2_dir)
-    scorer.store.put_masks(image.digest, scorer.segmenter_identity, shape, [frame])
+    put(scorer, image, [frame])
     (result,) = scorer.score([image])
     assert result.regions[0].box == (0, 0, shape[1], shape[0])
     np.testing.assert_array_equal(result.regions[0].probs, result.global_probs)
-    assert scorer.stats["rated"] == 2  # the whole image and the complement, not three
+    assert scorer.usage.rated == 2  # the whole image and the complement, not three
+
+
+def test_the_released_wording_rates_regions_with_their_own_prompt(
+    qwen2_vl_dir, sam2_dir, hand_segmented
+):
+    """Its region prompt differs from the whole image's by indentation: a region whose crop
+    is the whole image is a different request, as it was for the authors."""
+    image, _ = hand_segmented
+    shape = (image.image.height, image.image.width)
+    frame = ~rect(shape, 10, 10, shape[1] - 10, shape[0] - 10)
+    scorer = mixed(qwen2_vl_dir, sam2_dir, standard=Standard("word", 7, "dogiqa"))
+    put(scorer, image, [frame])
+    (result,) = scorer.score([image])
+    assert scorer.usage.rated == 3
+    assert not np.array_equal(result.regions[0].probs, result.global_probs)
+
+
+def test_an_incomplete_rating_fails_its_image_with_the_reason(qwen2_vl_dir, photos, monkeypatch):
+    scorer = whole_only(qwen2_vl_dir)
+    partial = Rating(np.array([np.nan] * 6 + [-1.0]), np.nan, None, incomplete=True)
+    monkeypatch.setattr(scorer.raters[0], "rate", lambda pending: {p.key: partial for p in pending})
+    (result,) = scorer.score(photos[:1])
+    assert "incomplete rating" in result.error

@@ -1,36 +1,36 @@
-"""The benchmark report, built from hand-made results on real DIBR images (no model)."""
+"""The benchmark report, built from hand-made results on real DIBR images (no model): it
+takes plain data (results, the image folder, a function giving stored masks)."""
 
 from __future__ import annotations
 
 import base64
 import csv
-import json
 import re
 import shutil
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from llmiqa.aggregate import Aggregation
 from llmiqa.images import load_image
-from llmiqa.options import resolve
-from llmiqa.regions import Region
-from llmiqa.report import EXAMPLE_SIDE, pick_examples, write_report
-from llmiqa.results import Aggregation, ImageResult, RegionResult
-from llmiqa.runs import RunConfig, summarize
+from llmiqa.regions import RegionSettings, select_regions
+from llmiqa.report import EXAMPLE_SIDE, build_report, pick_examples
+from llmiqa.results import ImageResult
+from llmiqa.runs import summarize, write_atomic
+from llmiqa.standards import Standard
 
 LEVELS = 7
 SIZE = 12  # images per synthetic run
+BBOX, WHOLE = RegionSettings(), RegionSettings(mode="whole-only")
 
 
 def peaked(center: float) -> np.ndarray:
-    """K-level probabilities around `center`, like a fairly confident MLLM."""
+    """Log-probabilities of K levels around `center`, like a fairly confident MLLM."""
     probs = np.exp(-0.5 * ((np.arange(1, LEVELS + 1) - center) / 0.8) ** 2)
-    return probs / probs.sum()
+    return np.log(0.9 * probs / probs.sum())
 
 
 def labels(folder: Path) -> list[tuple[str, float]]:
@@ -38,39 +38,59 @@ def labels(folder: Path) -> list[tuple[str, float]]:
         return [(row["image"], float(row["mos_acr_1to5"])) for row in csv.DictReader(file)]
 
 
-def config(root: Path, **scoring) -> RunConfig:
-    return RunConfig({"name": "csv", "root": str(root), "labels": "mos.csv"}, resolve(scoring))
+def usage() -> dict:
+    """What a Scorer reports, as evaluate_run hands it over."""
+    return {
+        "rated": 36, "from_store": 2, "refused": 0, "segmented": 12, "masks_from_store": 0,
+        "failed": 0, "notes": [],
+        "seconds": {"load images": 0.8, "segment": 4.2, "rate": 9.5, "aggregate": 0.01},
+        "seconds_this_invocation": 15.0, "seconds_all_invocations": 21.5,
+    }  # fmt: skip
 
 
-def summary_of(results: list[ImageResult], mos: list[float]) -> dict:
-    """The summary evaluate_run writes, with the scorer's counters faked."""
-    scorer = SimpleNamespace(
-        stats=Counter({"model calls": len(results), "rated": 3 * len(results), "from store": 2}),
-        seconds={"load images": 0.8, "segment": 4.2, "rate": 9.5, "aggregate": 0.01},
-    )
-    return summarize(results, mos, scorer, seconds=15.0, resamples=30)
-
-
-def scored_results(folder: Path, pairs, regions_of=lambda loaded: ()) -> list[ImageResult]:
-    """Results whose global level follows MOS (1-5 onto 1-7) with noise, as a model would."""
+def scored_results(folder: Path, pairs, masks_of=None) -> list[ImageResult]:
+    """Results whose global level follows MOS (1-5 onto 1-7) with noise, as a model would;
+    regions from `masks_of(loaded)` through Algorithm 1."""
     rng = np.random.default_rng(0)
     results = []
     for name, mos in pairs:
         loaded = load_image(folder / name)
         center = 1 + 6 * (mos - 1) / 4 + rng.normal(0, 0.8)
-        raw = ImageResult(
-            name=name,
-            models=("tiny-mllm",),
-            digest=loaded.digest,
-            size=loaded.image.size,
-            global_probs=peaked(center)[None],
-            regions=tuple(
-                RegionResult(r.kind, r.box, r.area, r.area_fraction(), peaked(center + d)[None])
-                for r, d in zip(regions_of(loaded), (-1.0, 0.5, 1.5), strict=False)
-            ),
+        shape = (loaded.image.height, loaded.image.width)
+        regions = select_regions(masks_of(loaded), shape, BBOX) if masks_of else []
+        views = [center] + [center + d for d in (-1.0, 0.5, 1.5)[: len(regions)]]
+        results.append(
+            ImageResult(
+                name=name,
+                models=("tiny-mllm",),
+                digest=loaded.digest,
+                size=loaded.image.size,
+                kinds=tuple(r.kind for r in regions),
+                boxes=tuple(r.box for r in regions),
+                areas=tuple(r.area for r in regions),
+                logprobs=np.array([[peaked(c)] for c in views]),
+                other_logprob=np.full((len(views), 1), np.log(0.1)),
+                other_value=np.full((len(views), 1), np.nan),
+                aggregation=Aggregation(),
+            )
         )
-        results.append(raw.rescored(Aggregation()))
     return results
+
+
+def report(out: Path, folder: Path, results, mos, regions=WHOLE, masks=lambda digest: None):
+    summary = summarize(results, mos, usage(), resamples=30)
+    build_report(
+        title="LLM-IQA benchmark report: csv",
+        settings=[("Dataset", "csv"), ("Models", "tiny-mllm"), ("Region mode", regions.mode)],
+        results=results,
+        mos=mos,
+        summary=summary,
+        image_dir=folder,
+        masks=masks,
+        regions=regions,
+        words=Standard().descriptions,
+    ).write(out, write_atomic)
+    return summary
 
 
 def data_uris(page: str) -> list[bytes]:
@@ -85,38 +105,32 @@ def assert_self_contained(page: str) -> None:
 
 
 @pytest.fixture
-def dibr(data_dir) -> Path:
+def folder(data_dir) -> Path:
     return data_dir / "dibr"
 
 
-def test_bbox_run_report_with_regions(dibr, tmp_path):
+def ellipse_and_band(loaded) -> list[np.ndarray]:
+    height, width = loaded.image.height, loaded.image.width
+    rows, cols = np.mgrid[:height, :width]
+    ellipse = ((rows - height / 2) / (height / 4)) ** 2 + ((cols - width / 3) / (width / 5)) ** 2
+    band = np.zeros((height, width), dtype=bool)
+    band[: height // 5] = True
+    return [ellipse <= 1, band & ~(ellipse <= 1)]
+
+
+def test_bbox_run_report_with_regions(folder, tmp_path):
     """A full report: metrics with intervals, the plots, Figure-6 examples with stored masks."""
-    segmenter = tmp_path / "sam2"
-    segmenter.mkdir()
-    (segmenter / "config.json").write_text(json.dumps({"model_type": "sam2"}))
-    run = config(dibr, segmenter=str(segmenter), model=["tiny-mllm"])
-    out = tmp_path / "run"
-    scorer = run.scorer(out)
+    stored = {}
 
-    def stored_regions(loaded):
-        """Two masks put in the run's store, as a finished segmentation would have."""
-        height, width = loaded.image.height, loaded.image.width
-        rows, cols = np.mgrid[:height, :width]
-        ellipse = ((rows - height / 2) / (height / 4)) ** 2 + (
-            (cols - width / 3) / (width / 5)
-        ) ** 2
-        band = np.zeros((height, width), dtype=bool)
-        band[: height // 5] = True
-        masks = [ellipse <= 1, band & ~(ellipse <= 1)]
-        scorer.store.put_masks(loaded.digest, scorer.segmenter_identity, (height, width), masks)
-        return scorer.regions(loaded)
+    def masks_of(loaded):
+        stored[loaded.digest] = ellipse_and_band(loaded)
+        return stored[loaded.digest]
 
-    pairs = labels(dibr)[:SIZE]
-    results = scored_results(dibr, pairs, stored_regions)
-    scorer.store.close()
+    pairs = labels(folder)[:SIZE]
+    results = scored_results(folder, pairs, masks_of)
     mos = [m for _, m in pairs]
-    summary = summary_of(results, mos)
-    write_report(out, run, results, mos, summary)
+    out = tmp_path / "run"
+    summary = report(out, folder, results, mos, BBOX, stored.get)
 
     page = (out / "report.html").read_text()
     text = (out / "report.md").read_text()
@@ -127,7 +141,9 @@ def test_bbox_run_report_with_regions(dibr, tmp_path):
         low = summary["metrics"][name]["ci"][0]
         assert f"{low:.4f}" in page
     assert "Logistic fit" in page and "bbox" in page and "tiny-mllm" in page
-    assert "12 scored, 0 failed, of 12" in page and "Problems" not in page
+    assert "2.00 object masks per scored image" in text and "7.22" in text
+    assert "all invocations of this run together (resumed ones included): 21.5 s" in text
+    assert "put 90.0% of its next-token probability on the K digits" in text
 
     linked = re.findall(r"\(figures/([^)]+)\)", text)
     assert {"scatter.png", "levels.png"} <= set(linked)
@@ -149,23 +165,17 @@ def test_bbox_run_report_with_regions(dibr, tmp_path):
     )
 
 
-def test_whole_only_run_skips_an_image_gone_from_disk(dibr, tmp_path):
+def test_an_image_gone_from_disk_is_skipped_with_a_note(folder, tmp_path):
     root = tmp_path / "data"
     root.mkdir()
-    pairs = labels(dibr)[:6]
+    pairs = labels(folder)[:6]
     for name, _ in pairs:
-        shutil.copy(dibr / name, root / name)
-    with open(root / "mos.csv", "w", newline="") as file:
-        csv.writer(file).writerows([("image", "mos"), *pairs])
+        shutil.copy(folder / name, root / name)
     results = scored_results(root, pairs)
     best = max(results, key=lambda r: r.score)
     (root / best.name).unlink()
-    mos = [m for _, m in pairs]
     out = tmp_path / "run"
-    write_report(
-        out, config(root, region_mode="whole-only"), results, mos, summary_of(results, mos)
-    )
-
+    report(out, root, results, [m for _, m in pairs])
     text = (out / "report.md").read_text()
     assert f"Example {best.name} (highest score" in text and "no such file" in text
     assert "whole-only" in text and "region(s)" not in text
@@ -173,28 +183,22 @@ def test_whole_only_run_skips_an_image_gone_from_disk(dibr, tmp_path):
     assert_self_contained((out / "report.html").read_text())
 
 
-def test_examples_never_run_the_segmenter(dibr, tmp_path):
-    """Masks missing from the store: the example is skipped, SAM2 is not loaded to redo them."""
-    segmenter = tmp_path / "sam2"  # a config and no weights: loading it would fail differently
-    segmenter.mkdir()
-    (segmenter / "config.json").write_text(json.dumps({"model_type": "sam2"}))
-    pairs = labels(dibr)[:3]
-    whole = Region((0, 0, 1024, 768), 1024 * 768, "complement", np.ones((768, 1024), bool))
-    results = scored_results(dibr, pairs, lambda loaded: (whole,))
-    mos = [m for _, m in pairs]
+def test_examples_draw_stored_masks_only(folder, tmp_path):
+    """Masks missing from the store: the example is skipped, nothing recomputes them."""
+    pairs = labels(folder)[:3]
+    results = scored_results(folder, pairs, ellipse_and_band)
     out = tmp_path / "run"
-    run = config(dibr, segmenter=str(segmenter))
-    write_report(out, run, results, mos, summary_of(results, mos))
+    report(out, folder, results, [m for _, m in pairs], BBOX, lambda digest: None)
     text = (out / "report.md").read_text()
     assert "(highest score) skipped: its masks are not in the store" in text
     assert "(lowest score) skipped: its masks are not in the store" in text
     assert not list((out / "figures").glob("example-*.png"))
 
 
-def degenerate(dibr: Path, case: str) -> tuple[list[ImageResult], list[float]]:
-    pairs = labels(dibr)[:SIZE]
+def degenerate(folder: Path, case: str) -> tuple[list[ImageResult], list[float]]:
+    pairs = labels(folder)[:SIZE]
     mos = [m for _, m in pairs]
-    results = scored_results(dibr, pairs)
+    results = scored_results(folder, pairs)
     if case == "all failed":
         results = [
             ImageResult(name=r.name, error=f"{r.name}: rating failed (OOM)") for r in results
@@ -202,11 +206,11 @@ def degenerate(dibr: Path, case: str) -> tuple[list[ImageResult], list[float]]:
     elif case == "one image":
         results, mos = results[:1], mos[:1]
     elif case == "constant scores":
-        results = [
-            replace(r, global_probs=peaked(4.0)[None]).rescored(Aggregation()) for r in results
-        ]
+        results = [replace(r, logprobs=np.array([[peaked(4.0)]])) for r in results]
     elif case == "no images":
         results, mos = [], []
+    elif case == "extreme MOS":
+        mos = [1e308 if i % 2 else -1e308 for i in range(len(mos))]
     return results, mos
 
 
@@ -217,31 +221,27 @@ def degenerate(dibr: Path, case: str) -> tuple[list[ImageResult], list[float]]:
         ("one image", "only 1 pair(s), need at least 3"),
         ("constant scores", "Every scored image got the same score"),
         ("no images", "The run holds no images."),
+        ("extreme MOS", "Figure scatter.png skipped"),
     ],
 )
-def test_degenerate_runs_still_report_the_problem(dibr, tmp_path, case, stated):
-    results, mos = degenerate(dibr, case)
+def test_degenerate_runs_still_report_the_problem(folder, tmp_path, case, stated):
+    results, mos = degenerate(folder, case)
     out = tmp_path / "run"
-    write_report(
-        out, config(dibr, region_mode="whole-only"), results, mos, summary_of(results, mos)
-    )
+    report(out, folder, results, mos)
     page = (out / "report.html").read_text()
     text = (out / "report.md").read_text()
     assert stated in page and stated in text
-    assert "Problems" in text and "NaN" in text
     assert_self_contained(page)
     if case == "all failed":
         assert "rating failed (OOM)" in page and "no plots and no examples" in page
         assert not list((out / "figures").glob("*.png"))
 
 
-def test_failures_are_listed_up_to_a_limit(dibr, tmp_path):
-    results, mos = degenerate(dibr, "all failed")
+def test_failures_are_listed_up_to_a_limit(folder, tmp_path):
+    results, mos = degenerate(folder, "all failed")
     results, mos = results * 3, mos * 3  # 36 failures
     out = tmp_path / "run"
-    write_report(
-        out, config(dibr, region_mode="whole-only"), results, mos, summary_of(results, mos)
-    )
+    report(out, folder, results, mos)
     text = (out / "report.md").read_text()
     assert "36 image(s) failed and are left out of every metric; the first 20:" in text
     assert text.count("rating failed (OOM)") == 20
@@ -258,19 +258,16 @@ def test_examples_compare_ranks_not_scales():
     assert [i for _, i in pick_examples(np.array([5.0]), np.array([3.0]))] == [0]
 
 
-def test_example_pngs_are_downscaled_figure_6_drawings(dibr, tmp_path):
+def test_example_pngs_are_downscaled_figure_6_drawings(folder, tmp_path):
     """The embedded example is the drawn image itself, not a blank or a thumbnail of noise."""
-    pairs = labels(dibr)[:3]
-    results = scored_results(dibr, pairs)
-    mos = [m for _, m in pairs]
+    pairs = labels(folder)[:3]
+    results = scored_results(folder, pairs)
     out = tmp_path / "run"
-    write_report(
-        out, config(dibr, region_mode="whole-only"), results, mos, summary_of(results, mos)
-    )
+    report(out, folder, results, [m for _, m in pairs])
     with Image.open(out / "figures" / "example-1.png") as drawn:
         drawn = np.asarray(drawn.convert("RGB"), dtype=float)
     best = max(results, key=lambda r: r.score)
-    original = Image.open(dibr / best.name).convert("RGB")
+    original = Image.open(folder / best.name).convert("RGB")
     original.thumbnail((EXAMPLE_SIDE, EXAMPLE_SIDE), Image.Resampling.LANCZOS)
     original = np.asarray(original, dtype=float)
     assert drawn.shape == original.shape

@@ -1,7 +1,6 @@
-"""Benchmark runs on the real DIBR dataset: eval, resume after SIGKILL, shards, ablations.
-
-Tiny random models: the metrics are computed for real but mean nothing about accuracy.
-"""
+"""Benchmark runs on the real DIBR dataset: eval, resume, shards, ablations, and a run folder
+that always describes one run. Tiny random models: the metrics are computed for real but
+mean nothing about accuracy."""
 
 import csv
 import json
@@ -10,41 +9,37 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from llmiqa import metrics
+from llmiqa.caching import CachingSegmenter
 from llmiqa.options import resolve
+from llmiqa.pipeline import Scorer
 from llmiqa.raters import RaterSpec
-from llmiqa.runs import RunConfig, ablate, evaluate_run, read_results
+from llmiqa.runs import RunConfig, RunError, ablate, evaluate_run, locked, read_results
+from llmiqa.store import StoreError
+from llmiqa.tiny import PERMISSIVE_MASKS
 
 LIMIT = 6
 
 
-@pytest.fixture(scope="module")
-def dibr(data_dir):
-    return {
-        "name": "csv",
-        "root": str(data_dir / "dibr"),
-        "labels": str(data_dir / "dibr" / "mos.csv"),
-    }
-
-
-def config_for(dataset, model_dir, limit=LIMIT, **scoring) -> RunConfig:
-    options = resolve({"model": [str(model_dir)], "region_mode": "whole-only", **scoring})
-    return RunConfig(dataset, options, limit)
+def config_for(dataset, model_dir, limit=LIMIT, preset=None, **scoring) -> RunConfig:
+    options = resolve({"model": [str(model_dir)], "region_mode": "whole-only", **scoring}, preset)
+    return RunConfig.create(dataset, options, preset, limit)
 
 
 @pytest.fixture(scope="module")
 def mixed_config(dibr, qwen2_vl_dir, sam2_dir):
     """Regions from a random SAM2 (thresholds off), rated as masked crops so that every
     region gets its own rating and the aggregation ablations differ."""
-    return config_for(
-        dibr, qwen2_vl_dir, region_mode="mask", segmenter=str(sam2_dir),
-        pred_iou_thresh=0.0, stability_score_thresh=0.0, points_per_side=4,
-    )  # fmt: skip
+    masks = {k: getattr(PERMISSIVE_MASKS, k) for k in
+             ("pred_iou_thresh", "stability_score_thresh", "points_per_side")}  # fmt: skip
+    return config_for(dibr, qwen2_vl_dir, region_mode="mask", segmenter=str(sam2_dir), **masks)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +47,11 @@ def finished_run(tmp_path_factory, mixed_config):
     out = tmp_path_factory.mktemp("run")
     summary = evaluate_run(mixed_config, out, resamples=50)
     return out, summary
+
+
+def outputs(out) -> dict[str, bytes]:
+    names = ("config.json", "results.jsonl", "results.csv", "metrics.json", "report.md")
+    return {name: (out / name).read_bytes() for name in names}
 
 
 def test_eval_writes_results_metrics_and_report(finished_run):
@@ -63,18 +63,23 @@ def test_eval_writes_results_metrics_and_report(finished_run):
     mos = np.array([float(r["mos"]) for r in rows])
     written = json.loads((out / "metrics.json").read_text(), parse_constant=_no_nan)
     assert written["metrics"]["srcc"]["value"] == pytest.approx(metrics.srcc(pred, mos), abs=1e-6)
-    assert written["model_calls"] > 0 and written["sub_images_rated"] > LIMIT  # + regions
-    assert written["segmented"] == LIMIT
-    assert set(written["seconds"]) >= {"total", "rate", "load images"}
+    usage = written["usage"]
+    assert usage["rated"] > LIMIT and usage["segmented"] == LIMIT  # + regions
+    assert set(usage["seconds"]) >= {"rate", "load images", "segment"}
+    assert written["masks"]["images"] == LIMIT and written["masks"]["mean_objects"] >= 1
+    assert written["peak_memory_mb"] > 50
+    assert written["run_id"] == json.loads((out / "config.json").read_text())["run_id"]
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
 
 
-def test_a_rerun_is_served_by_the_store(finished_run, mixed_config):
+def test_a_rerun_is_served_by_the_store_and_counts_both_invocations(finished_run, mixed_config):
     out, first = finished_run
     again = evaluate_run(mixed_config, out, resamples=50)
-    assert again["model_calls"] == again["segmented"] == 0
-    assert again["sub_images_from_store"] == first["sub_images_rated"]
+    assert again["usage"]["rated"] == again["usage"]["segmented"] == 0
+    assert again["usage"]["from_store"] == first["usage"]["rated"]
     assert again["metrics"]["srcc"]["value"] == first["metrics"]["srcc"]["value"]
+    total = again["usage"]["seconds_all_invocations"]
+    assert total > again["usage"]["seconds_this_invocation"]
 
 
 def test_rows_with_missing_images_are_counted_failures(tmp_path, data_dir, qwen2_vl_dir):
@@ -87,10 +92,15 @@ def test_rows_with_missing_images_are_counted_failures(tmp_path, data_dir, qwen2
         + "".join(f"{p.name},{i + 1.5}\n" for i, p in enumerate(images))
         + "gone.png,2\n"
     )
-    dataset = {"name": "csv", "root": str(tmp_path), "labels": str(labels)}
-    summary = evaluate_run(config_for(dataset, qwen2_vl_dir), tmp_path / "run", resamples=0)
+    dataset = {"name": "csv", "root": str(tmp_path)}
+    summary = evaluate_run(config_for(dataset, qwen2_vl_dir), tmp_path, resamples=0)
     assert (summary["images"], summary["scored"], summary["failed"]) == (4, 3, 1)
     assert "gone.png: no such file" in summary["failures"][0]["error"]
+    # the released code's rule, reported beside: a missing prediction scores 1
+    assert summary["metrics_failures_as_1"]["n"] == 4
+    # --out inside the dataset folder: the rerun still finds its label file
+    again = evaluate_run(RunConfig.read(tmp_path), tmp_path, resamples=0)
+    assert again["images"] == 4
 
 
 def test_aggregation_ablations_call_no_model(finished_run, monkeypatch):
@@ -101,7 +111,7 @@ def test_aggregation_ablations_call_no_model(finished_run, monkeypatch):
 
     monkeypatch.setattr(RaterSpec, "load", refuse)
     rows = {row.variant: row for row in ablate(out)}
-    assert all(row.model_calls == 0 for row in rows.values())
+    assert all(row.new_ratings == 0 for row in rows.values())
     results, mos = read_results(out)
     s_global = np.array([r.s_global[0] for r in results])
     assert rows["view=global (Table 3, exp. 6)"].metrics["srcc"] == pytest.approx(
@@ -118,25 +128,123 @@ def test_aggregation_ablations_call_no_model(finished_run, monkeypatch):
     assert len({round(row.metrics["plcc"], 12) for row in rows.values()}) > 3  # they differ
 
 
-def test_rating_ablations_reuse_the_store_and_rate_only_what_is_new(finished_run):
+def test_ablating_a_finished_run_imports_no_torch(finished_run):
     out, _ = finished_run
+    code = (
+        "import sys\nfrom llmiqa.runs import ablate\n"
+        f"rows = ablate(__import__('pathlib').Path({str(out)!r}))\n"
+        "assert rows and 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_rating_ablations_reuse_the_store_and_rate_only_what_is_new(tmp_path, dibr, qwen2_vl_dir):
+    out = tmp_path / "run"
+    evaluate_run(config_for(dibr, qwen2_vl_dir, limit=3), out, resamples=0)
     rows = {row.variant: row for row in ablate(out, ["levels"])}
-    assert rows["levels=7"].model_calls == 0  # the run's own ratings
-    assert rows["levels=3"].model_calls > 0 and rows["levels=3"].scored == LIMIT
+    assert rows["levels=7"].new_ratings == 0  # the run's own ratings
+    assert rows["levels=3"].new_ratings == 3 and rows["levels=3"].scored == 3
     rows = {row.variant: row for row in ablate(out, ["levels"])}
-    assert rows["levels=3"].model_calls == 0  # stored by the first ablation
+    assert rows["levels=3"].new_ratings == 0  # stored by the first ablation
 
 
 def test_shards_fill_one_store_and_the_final_run_only_collects(tmp_path, dibr, qwen2_vl_dir):
     config = config_for(dibr, qwen2_vl_dir)
     assert evaluate_run(config, tmp_path, shard=(0, 2), resamples=0) is None
     assert evaluate_run(config, tmp_path, shard=(1, 2), resamples=0) is None
+    assert not (tmp_path / "results.csv").exists()  # shards only fill the store
     summary = evaluate_run(config, tmp_path, resamples=0)
-    assert summary["model_calls"] == 0 and summary["scored"] == LIMIT
+    assert summary["usage"]["rated"] == 0 and summary["scored"] == LIMIT
+
+
+# ---- a run folder always describes one run ---------------------------------------------
+
+
+def test_a_rerun_with_other_options_that_fails_leaves_the_previous_run_whole(
+    tmp_path, dibr, qwen2_vl_dir, monkeypatch
+):
+    out = tmp_path / "run"
+    evaluate_run(config_for(dibr, qwen2_vl_dir), out, resamples=0)
+    before = outputs(out)
+
+    original = Scorer.iter_score
+
+    def interrupted(self, images, chunk=None):  # Ctrl-C after two images
+        yield from original(self, images[:2], 1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Scorer, "iter_score", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_run(config_for(dibr, qwen2_vl_dir, levels=5), out, resamples=0)
+    assert outputs(out) == before  # config, results, metrics and report: the K = 7 run
+    log = [json.loads(line) for line in (out / "invocations.jsonl").read_text().splitlines()]
+    assert [entry["finished"] for entry in log] == [True, False]
+    assert RunConfig.read(out).scoring["levels"] == 7 and len(read_results(out)[0]) == LIMIT
+
+
+def test_a_store_that_cannot_be_written_stops_the_run_and_keeps_the_outputs(
+    tmp_path, dibr, qwen2_vl_dir, sam2_dir, monkeypatch
+):
+    out = tmp_path / "run"
+    config = config_for(dibr, qwen2_vl_dir, region_mode="bbox", segmenter=str(sam2_dir))
+    store = out / "store.sqlite"
+    out.mkdir()
+    evaluate_run(config_for(dibr, qwen2_vl_dir), out, resamples=0)
+    before = outputs(out)
+
+    def full_disk(self, image):
+        raise StoreError(f"{store}: cannot write to the store (database or disk is full)")
+
+    monkeypatch.setattr(CachingSegmenter, "masks", full_disk)
+    with pytest.raises(StoreError, match="disk is full"):
+        evaluate_run(config, out, resamples=0)
+    assert outputs(out) == before
+
+
+def test_two_runs_on_one_folder_at_once_are_refused_clearly(tmp_path, dibr, qwen2_vl_dir):
+    holding, release = threading.Event(), threading.Event()
+
+    def first():
+        with locked(tmp_path, shared=False):
+            holding.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    holding.wait(30)
+    try:
+        with pytest.raises(RunError, match="another llmiqa eval is using this run folder"):
+            evaluate_run(config_for(dibr, qwen2_vl_dir), tmp_path, resamples=0)
+        with pytest.raises(RunError, match="another llmiqa eval"):
+            evaluate_run(config_for(dibr, qwen2_vl_dir), tmp_path, shard=(0, 2), resamples=0)
+    finally:
+        release.set()
+        thread.join()
+
+
+def test_results_from_another_run_than_the_config_are_refused(finished_run, tmp_path):
+    out, _ = finished_run
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("config.json", "results.jsonl"):
+        (copy / name).write_bytes((out / name).read_bytes())
+    config = json.loads((copy / "config.json").read_text())
+    config["scoring"]["lam"] = 2.0  # the config now names another run
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match="another llmiqa version or edited"):
+        ablate(copy)
+
+
+def test_the_dogiqa_preset_scores_failures_as_1_beside_the_default(tmp_path, dibr, qwen2_vl_dir):
+    config = config_for(dibr, qwen2_vl_dir, limit=3, preset="dogiqa", dtype="float32")
+    assert config.scoring["readout"] == "greedy" and config.scoring["wording"] == "dogiqa"
+    summary = evaluate_run(config, tmp_path, resamples=0)
+    assert summary["scored"] == 3 and "metrics_failures_as_1" not in summary
 
 
 def test_resume_after_sigkill_finishes_only_what_is_missing(tmp_path, dibr, qwen2_vl_dir):
-    limit = 12
+    limit = 8
     args = [
         sys.executable, "-m", "llmiqa.cli", "eval", "--dataset", "csv", "--root", dibr["root"],
         "--labels", dibr["labels"], "--limit", str(limit), "--model", str(qwen2_vl_dir),
@@ -147,22 +255,24 @@ def test_resume_after_sigkill_finishes_only_what_is_missing(tmp_path, dibr, qwen
     victim = subprocess.Popen([*args, "--out", str(killed)], env=env, stderr=subprocess.DEVNULL)
     store = killed / "store.sqlite"
     deadline = time.monotonic() + 300
-    while _ratings(store) < 3:
+    while _ratings(store) < 2:
         assert victim.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline
-        time.sleep(0.05)
+        time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     stored = _ratings(store)
-    assert 3 <= stored < limit
+    assert 2 <= stored < limit
+    assert not (killed / "results.csv").exists()  # nothing half-written
 
     subprocess.run([*args, "--out", str(killed)], env=env, check=True, capture_output=True)
     resumed = json.loads((killed / "metrics.json").read_text())
-    assert resumed["model_calls"] == limit - stored
+    assert resumed["usage"]["rated"] == limit - stored
     assert _ratings(store) == limit  # nothing lost, nothing duplicated
 
     clean = tmp_path / "clean"
-    subprocess.run([*args, "--out", str(clean)], env=env, check=True, capture_output=True)
+    config = RunConfig.read(killed)
+    evaluate_run(replace(config, store=None), clean, resamples=0)
     assert (killed / "results.csv").read_text() == (clean / "results.csv").read_text()
 
 

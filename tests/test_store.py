@@ -1,52 +1,85 @@
-"""The SQLite store: round trips, idempotent writes, several processes on one file."""
+"""The SQLite store: round trips, validation of what is read back, damaged and locked files,
+several processes on one file."""
 
+import math
+import sqlite3
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from llmiqa.store import RatingKey, Store, pack_masks, unpack_masks
-
-
-def key(n: int, model: str = "m@1") -> RatingKey:
-    return RatingKey(model, "prompt", f"image{n}", "whole")
+from llmiqa.raters.base import Rating
+from llmiqa.store import RatingKey, Store, StoreError, pack_masks, unpack_masks
 
 
-def test_ratings_round_trip_exactly(tmp_path):
+def key(n: int, model: str = "m@1", levels: int = 4) -> RatingKey:
+    return RatingKey(model, "prompt", levels, f"image{n}", "whole")
+
+
+@pytest.fixture
+def good(rating) -> Rating:
+    return rating([0.1, 0.2, 0.3, 0.4], other_logprob=math.log(0.25), other_value=8)
+
+
+def test_ratings_round_trip_exactly(tmp_path, good):
     store = Store(tmp_path / "s.sqlite")
-    probs = np.array([0.1, 0.2, 0.3, 0.4])
-    store.put_ratings([(key(1), probs)])
-    reopened = Store(tmp_path / "s.sqlite")
-    found = reopened.ratings([key(1), key(2)])
-    assert list(found) == [key(1)]
-    np.testing.assert_array_equal(found[key(1)], probs)
+    store.put_rating(key(1), good)
+    found, refused = Store(tmp_path / "s.sqlite").ratings([key(1), key(2)])
+    assert list(found) == [key(1)] and refused == []
+    again = found[key(1)]
+    np.testing.assert_array_equal(again.logprobs, good.logprobs)
+    assert (again.other_logprob, again.other_value, again.incomplete) == (math.log(0.25), 8, False)
+    np.testing.assert_allclose(again.probs(), [0.1, 0.2, 0.3, 0.4])
 
 
-def test_every_part_of_the_key_matters():
+def test_every_part_of_the_key_matters(good):
     store = Store()
-    store.put_ratings([(key(1), np.ones(3) / 3)])
+    store.put_rating(key(1), good)
     variants = [
-        RatingKey("m@2", "prompt", "image1", "whole"),
-        RatingKey("m@1", "other prompt", "image1", "whole"),
-        RatingKey("m@1", "prompt", "image1", "bbox:0,0,5,5"),
+        RatingKey("m@2", "prompt", 4, "image1", "whole"),
+        RatingKey("m@1", "other prompt", 4, "image1", "whole"),
+        RatingKey("m@1", "prompt", 5, "image1", "whole"),
+        RatingKey("m@1", "prompt", 4, "image1", "bbox:0,0,5,5"),
     ]
-    assert store.ratings(variants) == {}
+    assert store.ratings(variants) == ({}, [])
 
 
-def test_a_second_write_of_a_key_keeps_the_first():
+@pytest.mark.parametrize(
+    ("logprobs", "other", "why"),
+    [
+        ([math.nan, -1.0, -2.0, -3.0], -4.0, "NaN"),
+        ([0.5, -1.0, -2.0, -3.0], -4.0, "above 0"),
+        ([-0.1, -0.1, -2.0, -3.0], -4.0, "summing to"),  # the digits alone exceed 1
+        ([-np.inf] * 4, -0.1, "probability 0"),
+        ([-1.0, -2.0, -3.0], -4.0, "3 digit log-probabilities for K = 4"),
+        ([-2.0, -2.0, -2.0, -2.0], math.nan, "best other token"),
+    ],
+)
+def test_rows_that_cannot_be_a_models_rating_are_refused_and_replaced(logprobs, other, why, good):
     store = Store()
-    store.put_ratings([(key(1), np.array([1.0, 0.0]))])
-    store.put_ratings([(key(1), np.array([0.0, 1.0])), (key(2), np.array([0.5, 0.5]))])
-    found = store.ratings([key(1), key(2)])
-    np.testing.assert_array_equal(found[key(1)], [1.0, 0.0])
-    assert store.counts()["ratings"] == 2
+    bad = Rating(np.array(logprobs), other, None)
+    store.put_rating(key(1), bad)
+    found, refused = store.ratings([key(1)])
+    assert found == {} and len(refused) == 1 and why in refused[0]
+    store.put_rating(key(1), good)  # rated again: the bad row is replaced
+    assert list(store.ratings([key(1)])[0]) == [key(1)]
 
 
-def test_lookups_of_many_keys_are_chunked():
+def test_an_incomplete_rating_is_kept_as_such():
     store = Store()
-    store.put_ratings([(key(n), np.full(2, n, dtype=float)) for n in range(1200)])
-    found = store.ratings([key(n) for n in range(1300)])
-    assert len(found) == 1200 and found[key(999)][0] == 999
+    partial = Rating(np.array([-1.0, math.nan, -2.0, -3.0]), math.nan, None, incomplete=True)
+    store.put_rating(key(1), partial)
+    found, _ = store.ratings([key(1)])
+    assert found[key(1)].incomplete and np.isnan(found[key(1)].logprobs[1])
+
+
+def test_lookups_of_many_keys_are_chunked(rating):
+    store = Store()
+    for n in range(1200):
+        store.put_rating(key(n), rating([0.25] * 4))
+    found, _ = store.ratings([key(n) for n in range(1300)])
+    assert len(found) == 1200
 
 
 def test_masks_round_trip_through_packed_bits(tmp_path):
@@ -63,26 +96,85 @@ def test_masks_round_trip_through_packed_bits(tmp_path):
     assert store.masks("img", "another segmenter") is None
 
 
+# ---- the file itself --------------------------------------------------------------------
+
+
+def test_a_store_written_by_llmiqa_0_1_is_refused_with_what_to_do(tmp_path):
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE ratings (key TEXT PRIMARY KEY, probs BLOB)")
+    with pytest.raises(StoreError, match=r"llmiqa 0\.1.*cannot be migrated.*another --store"):
+        Store(old)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"this is not a database at all" * 100, "not a database"),
+     (b"SQLite format 3\x00" + b"\x01" * 4000, "damaged|malformed|not a database")],
+)  # fmt: skip
+def test_a_damaged_store_is_one_line_naming_the_file(tmp_path, content, message):
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes(content)
+    with pytest.raises(StoreError, match=message) as error:
+        Store(damaged)
+    assert str(damaged) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_an_empty_file_becomes_a_new_store_and_says_so(tmp_path):
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    store = Store(empty)
+    assert store.counts() == {"ratings": 0, "segmentations": 0}
+    assert "empty file, used as a new store" in store.notes[0]
+
+
+def test_a_folder_is_not_a_store(tmp_path):
+    with pytest.raises(StoreError, match="is a folder"):
+        Store(tmp_path)
+
+
+def test_a_read_only_store_is_found_before_any_work(tmp_path, good):
+    """A query_only connection refuses writes as a read-only file does (even to root)."""
+    store = Store(tmp_path / "s.sqlite")
+    store.db.execute("PRAGMA query_only = ON")
+    with pytest.raises(StoreError, match=r"readonly.*make it writable or pass another --store"):
+        store.check_writable()
+    with pytest.raises(StoreError, match="readonly"):
+        store.put_rating(key(1), good)
+
+
+def test_a_full_disk_inside_a_commit_names_the_store_and_keeps_what_was_committed(rating):
+    store = Store()
+    store.put_rating(key(0), rating([0.25] * 4))
+    (pages,) = store.db.execute("PRAGMA page_count").fetchone()
+    store.db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
+    with pytest.raises(StoreError, match=r"full.*free disk space.*committed is kept"):
+        for n in range(1, 500):
+            store.put_masks(
+                f"img{n}", "sam", (64, 64), [np.random.default_rng(n).random((64, 64)) > 0.5]
+            )
+    assert list(store.ratings([key(0)])[0]) == [key(0)]
+
+
 WRITER = """
 import sys, numpy as np
+from llmiqa.raters.base import Rating
 from llmiqa.store import RatingKey, Store
 store = Store(sys.argv[1])
 who = sys.argv[2]
-for n in range(200):
-    names = [f"{who}-{n}-{i}" for i in range(5)] + [f"shared-{n}"]
-    rows = [(RatingKey("m", "p", name, "whole"), np.full(7, n, dtype=float)) for name in names]
-    store.put_ratings(rows)
+for n in range(150):
+    names = [f"{who}-{n}-{i}" for i in range(3)] + [f"shared-{n}"]
+    for name in names:
+        store.put_rating(RatingKey("m", "p", 2, name, "whole"),
+                         Rating(np.log([0.5, 0.25]), np.log(0.25), None))
 """
 
 
-def test_two_processes_writing_one_store_lose_nothing(tmp_path):
-    path = tmp_path / "shared.sqlite"
-    Store(path).close()
-    writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(path), who]) for who in ("a", "b")
-    ]
-    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+def test_several_processes_opening_a_new_store_at_once_lose_nothing(tmp_path):
+    path = tmp_path / "shared.sqlite"  # not created beforehand: the WAL switch races
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), who]) for who in "abc"]
+    assert [w.wait(timeout=180) for w in writers] == [0, 0, 0]
     store = Store(path)
-    assert store.counts()["ratings"] == 2 * 200 * 5 + 200
+    assert store.counts()["ratings"] == 3 * 150 * 3 + 150
     (integrity,) = store.db.execute("PRAGMA integrity_check").fetchone()
     assert integrity == "ok"

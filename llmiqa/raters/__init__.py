@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from llmiqa.checkpoints import Checkpoint, resolve
-from llmiqa.devices import default_batch_size, resolve_device, resolve_dtype
 from llmiqa.errors import ModelLoadError
 from llmiqa.raters.base import Rater, Rating, RatingFailure, RatingRequest
 
@@ -47,14 +46,20 @@ class RaterSpec:
 
     @cached_property
     def torch_device(self):
+        from llmiqa.devices import resolve_device
+
         return resolve_device(self.device)
 
     @cached_property
     def torch_dtype(self):
+        from llmiqa.devices import resolve_dtype
+
         return resolve_dtype(self.dtype, self.torch_device)
 
     @cached_property
     def batch(self) -> int:
+        from llmiqa.devices import default_batch_size
+
         return self.batch_size or default_batch_size(self.torch_device)
 
     @cached_property

@@ -9,6 +9,7 @@ from PIL import Image
 
 from llmiqa.errors import ModelLoadError, one_line
 from llmiqa.raters.local import LocalRater
+from llmiqa.raters.registry import defaults
 from llmiqa.standards import Prompt
 
 if TYPE_CHECKING:
@@ -38,36 +39,71 @@ def shrink(image: Image.Image, max_pixels: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
+def _source(spec: RaterSpec) -> str:
+    checkpoint = spec.checkpoint
+    return str(checkpoint.path) if checkpoint.path else checkpoint.source
+
+
+def load_processor(spec: RaterSpec):
+    """The checkpoint's AutoProcessor; it must bring a tokenizer and a chat template."""
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(_source(spec), revision=spec.checkpoint.commit)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelLoadError(
+            f"{spec.model}: cannot load as a vision-language model with AutoProcessor "
+            f"({one_line(error)})"
+        ) from None
+    if getattr(processor, "image_processor", None) is None:
+        raise ModelLoadError(
+            f"{spec.model}: cannot load as a vision-language model: its processor takes no "
+            "images (a text-only model?)"
+        )
+    if getattr(processor, "tokenizer", None) is None or not processor.chat_template:
+        raise ModelLoadError(f"{spec.model}: its processor has no tokenizer or no chat template")
+    return processor
+
+
+def render_chat(processor, prompt: Prompt) -> str:
+    """The chat template applied up to the answer; templates without a system role get the
+    standard at the start of the user turn."""
+    try:
+        return processor.apply_chat_template(
+            chat_messages(prompt), add_generation_prompt=True, tokenize=False
+        )
+    except Exception as error:  # jinja raises on templates without a system role
+        if prompt.system is None or "system" not in str(error).lower():
+            raise
+        return processor.apply_chat_template(
+            chat_messages(prompt.merged()), add_generation_prompt=True, tokenize=False
+        )
+
+
 class TransformersRater(LocalRater):
     """AutoModelForImageTextToText + AutoProcessor; one forward pass per batch, no generate()."""
 
-    # max_pixels: sub-images above it are downscaled first (aspect kept), bounding the
-    # visual tokens of models that take any resolution (Qwen-VL's own cap is 12.8 MP).
-    options: ClassVar[dict[str, object]] = {"max_pixels": None}
+    # max_pixels bounds the visual tokens of models that take any resolution (Qwen-VL's
+    # own cap is 12.8 MP).
+    options: ClassVar[dict[str, object]] = defaults("transformers")
     # Qwen-VL's processor refuses sides under 28 px (and aspect ratios over 200).
     min_crop_side: ClassVar[int] = 28
 
     def __init__(self, spec: RaterSpec) -> None:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
-        checkpoint = spec.checkpoint
-        source = str(checkpoint.path) if checkpoint.path else checkpoint.source
         self.device, self.dtype = spec.torch_device, spec.torch_dtype
+        self.processor = load_processor(spec)
         try:
-            self.processor = AutoProcessor.from_pretrained(source, revision=checkpoint.commit)
             self.model = AutoModelForImageTextToText.from_pretrained(
-                source, revision=checkpoint.commit, dtype=self.dtype
+                _source(spec), revision=spec.checkpoint.commit, dtype=self.dtype
             )
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ModelLoadError(
                 f"{spec.model}: cannot load as a vision-language model with "
-                f"AutoModelForImageTextToText/AutoProcessor ({one_line(error)})"
+                f"AutoModelForImageTextToText ({one_line(error)})"
             ) from None
-        self.tokenizer = getattr(self.processor, "tokenizer", None)
-        if self.tokenizer is None or not getattr(self.processor, "chat_template", None):
-            raise ModelLoadError(
-                f"{spec.model}: its processor has no tokenizer or no chat template"
-            )
+        self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"  # the answer position is then the last one
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -75,17 +111,13 @@ class TransformersRater(LocalRater):
         self.name, self.identity, self.batch_size = spec.model, spec.identity, spec.batch
         self.max_pixels = spec.backend_options["max_pixels"]
 
+    @classmethod
+    def render_for(cls, spec: RaterSpec, prompt: Prompt) -> str:
+        """The text the model would read, from its processor alone (no weights loaded)."""
+        return render_chat(load_processor(spec), prompt)
+
     def _render(self, prompt: Prompt) -> str:
-        try:
-            return self.processor.apply_chat_template(
-                chat_messages(prompt), add_generation_prompt=True, tokenize=False
-            )
-        except Exception as error:  # jinja raises on templates without a system role
-            if prompt.system is None or "system" not in str(error).lower():
-                raise
-            return self.processor.apply_chat_template(
-                chat_messages(prompt.merged()), add_generation_prompt=True, tokenize=False
-            )
+        return render_chat(self.processor, prompt)
 
     def prepare(self, requests) -> dict[str, torch.Tensor]:
         images = [request.image for request in requests]

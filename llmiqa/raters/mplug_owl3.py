@@ -20,6 +20,7 @@ import torch
 from llmiqa.models.mplug_owl3 import CHECKPOINT_FILES, MplugOwl3Model, MplugOwl3Processor
 from llmiqa.models.mplug_owl3.processing import IMAGE_MARKER
 from llmiqa.raters.local import LocalRater
+from llmiqa.raters.registry import defaults
 from llmiqa.standards import IMAGE, Prompt
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def owl3_messages(prompt: Prompt) -> list[dict]:
 class MplugOwl3Rater(LocalRater):
     """One forward pass per batch up to the answer position; one image per sample."""
 
-    options: ClassVar[dict[str, object]] = {"cut": True}  # RaterSpec puts these in the identity
+    options: ClassVar[dict[str, object]] = defaults("mplug_owl3")
     min_crop_side: ClassVar[int] = 1  # its processor resizes any crop to 384-px tiles
 
     def __init__(self, spec: RaterSpec) -> None:
@@ -49,6 +50,12 @@ class MplugOwl3Rater(LocalRater):
         self.tokenizer = self.processor.tokenizer
         self.name, self.identity, self.batch_size = spec.model, spec.identity, spec.batch
         self.cut = spec.backend_options["cut"]
+
+    @classmethod
+    def render_for(cls, spec: RaterSpec, prompt: Prompt) -> str:
+        """The text the model would read, from its tokenizer alone (no weights loaded)."""
+        folder = spec.checkpoint.local_folder(("*.json", "*.txt"))
+        return MplugOwl3Processor.from_pretrained(folder).render(owl3_messages(prompt))
 
     def _render(self, prompt: Prompt) -> str:
         """The template with one <|image|> marker; with `cut` each image's marker becomes

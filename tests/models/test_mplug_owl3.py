@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from llmiqa.models.mplug_owl3 import MplugOwl3Model, MplugOwl3Processor, check_supported
 from llmiqa.raters.base import ModelLoadError
-from llmiqa.raters.hf import chat_messages
+from llmiqa.raters.mplug_owl3 import owl3_messages
 from llmiqa.standards import Standard
 
 IMAGE_CASES = ["a_cut", "a_nocut", "b_cut", "b_nocut", "c_cut", "c_nocut"]
@@ -35,8 +35,8 @@ def processor(golden):
 
 
 def text_only_messages(standard: Standard) -> list[dict]:
-    user = [{"type": "text", "text": standard.user_prompt()}]
-    return [chat_messages(standard)[0], {"role": "user", "content": user}]
+    prompt = standard.prompt()
+    return [owl3_messages(prompt)[0], {"role": "user", "content": prompt.after_image.strip()}]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def inputs(golden, meta, processor):
     for case in IMAGE_CASES:
         spec = meta["cases"][case]
         image = Image.open(golden / spec["image_file"]).convert("RGB")
-        sample = processor(chat_messages(Standard()), [image], cut=spec["cut_enable"])
+        sample = processor(owl3_messages(Standard().prompt()), [image], cut=spec["cut_enable"])
         batches[case] = (sample, processor.collate([sample]))
     sample = processor(text_only_messages(Standard()))
     batches["textonly"] = (sample, processor.collate([sample]))
@@ -116,7 +116,7 @@ def test_a_left_padded_mixed_batch_equals_each_sample_alone(model, inputs, proce
 
 
 def test_processing_leaves_the_callers_messages_and_images_alone(golden, processor):
-    messages = chat_messages(Standard())
+    messages = owl3_messages(Standard().prompt())
     before = copy.deepcopy(messages)
     image = Image.open(golden / "images" / "c_gradient_300x200.png")
     pixels = np.array(image)
@@ -137,7 +137,7 @@ def test_without_a_system_message_the_original_empty_one_is_used(processor):
 def test_images_must_fill_the_markers(golden, processor):
     image = Image.open(golden / "images" / "c_gradient_300x200.png")
     with pytest.raises(ValueError, match="1 image markers in the messages for 2 images"):
-        processor(chat_messages(Standard()), [image, image])
+        processor(owl3_messages(Standard().prompt()), [image, image])
 
 
 def broken_copy(golden, tmp_path, edit) -> str:

@@ -1,7 +1,8 @@
 """The mPLUG-Owl3 rater on the golden tiny checkpoint (official format, random weights).
 
-Random weights prove the plumbing: the digit read-out equals the original code's logits,
-batching changes nothing, unsupported releases are refused before any download.
+Random weights prove the plumbing: the ratings equal the original code's logits (full
+vocabulary), its greedy token, batching changes nothing, unsupported releases are
+refused before any download.
 """
 
 import json
@@ -11,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from llmiqa.aggregate import readout
 from llmiqa.images import load_image
 from llmiqa.raters import ModelLoadError, RaterSpec, load_rater
+from llmiqa.raters.base import answer_value
 from llmiqa.raters.mplug_owl3 import MplugOwl3Rater
 from llmiqa.standards import Standard
 
@@ -27,6 +30,10 @@ def rater(checkpoint):
     return load_rater(checkpoint)
 
 
+def cut(checkpoint: str, on: bool, **options) -> MplugOwl3Rater:
+    return RaterSpec(checkpoint, options=(("cut", on),), **options).load()
+
+
 @pytest.fixture(scope="module")
 def regions(real_images, data_dir):
     """Whole images and region crops of realistic sizes, as Algorithm 1 hands them over."""
@@ -37,8 +44,8 @@ def regions(real_images, data_dir):
     return [load_image(path).image for path in (real_images[0], real_images[-1])] + crops
 
 
-def softmax(logits) -> np.ndarray:
-    return torch.softmax(torch.as_tensor(logits), dim=-1).double().numpy()
+def probs(ratings) -> np.ndarray:
+    return np.stack([r.probs() for r in ratings])
 
 
 def test_load_rater_dispatches_mplugowl3_to_this_backend(rater):
@@ -47,33 +54,51 @@ def test_load_rater_dispatches_mplugowl3_to_this_backend(rater):
 
 
 def test_the_prompt_is_the_official_template_with_one_image_marker(rater, meta):
-    assert rater.render_prompt(Standard()) == meta["cases"]["a_nocut"]["prompt_text"]
+    assert rater.render(Standard().prompt()) == meta["cases"]["a_nocut"]["prompt_text"]
 
 
-@pytest.mark.parametrize("cut", [True, False])
-def test_probabilities_are_the_softmax_of_the_original_digit_logits(
-    checkpoint, golden, arrays, cut
+def test_the_released_codes_prompt_has_no_system_text_and_the_image_in_place(rater):
+    prompt = Standard("word", 7, "dogiqa").prompt("whole")
+    text = rater.render(prompt)
+    # the original processor adds an empty system turn before a lone user turn
+    assert text.startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user\n ")
+    assert prompt.user.replace("<image>", "<|image|>") in text
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_ratings_are_the_original_codes_full_vocabulary_logits(
+    checkpoint, golden, arrays, rate, on
 ):
-    rater = MplugOwl3Rater(checkpoint, cut=cut)
+    case = f"a_{'cut' if on else 'nocut'}"
     image = load_image(golden / "images" / "a_LIVEC_1000.JPG").image
-    expected = softmax(arrays[f"a_{'cut' if cut else 'nocut'}_last_logits_digits_1to7"])
-    np.testing.assert_allclose(rater.rate([image], Standard())[0], expected, atol=1e-6)
+    rater = cut(checkpoint, on)
+    (rating,) = rate(rater, [image])
+    full = torch.log_softmax(torch.as_tensor(arrays[f"{case}_last_logits"]).double(), -1)
+    digits = rater.digit_ids(Standard().prompt(), 7)
+    np.testing.assert_allclose(rating.logprobs, full[digits].numpy(), atol=1e-6)
+    full[digits] = -torch.inf
+    assert rating.other_logprob == pytest.approx(float(full.max()), abs=1e-6)
+    restricted = torch.as_tensor(arrays[f"{case}_last_logits_digits_1to7"]).double()
+    np.testing.assert_allclose(rating.probs(), torch.softmax(restricted, -1).numpy(), atol=1e-6)
+    # the released code's answer: the original generate()'s first token, read by int()
+    first = int(arrays[f"{case}_greedy_new_ids"][0])
+    expected = answer_value(rater.tokenizer.decode([first])) or 1
+    value = np.nan if rating.other_value is None else rating.other_value
+    assert readout(rating.logprobs, "greedy", rating.other_logprob, value) == expected
 
 
-@pytest.mark.parametrize("cut", [True, False])
-def test_batch_equals_one_at_a_time(checkpoint, regions, cut):
-    rater = MplugOwl3Rater(checkpoint, cut=cut)
-    batched = rater.rate(regions, Standard())
-    single = np.concatenate([rater.rate([region], Standard()) for region in regions])
-    np.testing.assert_allclose(batched, single, atol=1e-5)
+@pytest.mark.parametrize("on", [True, False])
+def test_batch_equals_one_at_a_time(checkpoint, regions, rate, on):
+    batched = rate(cut(checkpoint, on, batch_size=5), regions)
+    single = rate(cut(checkpoint, on, batch_size=1), regions)
+    np.testing.assert_allclose(probs(batched), probs(single), atol=1e-5)
 
 
 @pytest.mark.parametrize("levels", [3, 5, 9])
-def test_probabilities_cover_exactly_the_k_levels(rater, regions, levels):
-    probs = rater.rate(regions[:2], Standard("word", levels))
-    assert probs.shape == (2, levels)
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
-    assert rater.rate([], Standard("word", levels)).shape == (0, levels)
+def test_probabilities_cover_exactly_the_k_levels(rater, regions, rate, levels):
+    ratings = rate(rater, regions[:2], Standard("word", levels))
+    assert probs(ratings).shape == (2, levels)
+    np.testing.assert_allclose(probs(ratings).sum(axis=1), 1.0, atol=1e-9)
 
 
 def test_identity_names_dtype_and_cut(checkpoint, qwen2_vl_dir):
@@ -86,10 +111,10 @@ def test_identity_names_dtype_and_cut(checkpoint, qwen2_vl_dir):
     assert "cut" not in RaterSpec(str(qwen2_vl_dir), options=(("cut", False),)).identity
 
 
-def test_bfloat16_runs_and_stays_close_to_float32(checkpoint, rater, regions):
-    half = MplugOwl3Rater(checkpoint, dtype="bfloat16")
+def test_bfloat16_runs_and_stays_close_to_float32(checkpoint, rater, regions, rate):
+    half = RaterSpec(checkpoint, dtype="bfloat16").load()
     np.testing.assert_allclose(
-        half.rate(regions[:2], Standard()), rater.rate(regions[:2], Standard()), atol=0.02
+        probs(rate(half, regions[:2])), probs(rate(rater, regions[:2])), atol=0.02
     )
 
 
@@ -104,10 +129,12 @@ def test_later_releases_are_refused_before_loading_weights(golden, tmp_path, cha
     config = json.loads((golden / "checkpoint" / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, **change}))  # no weights at all
     with pytest.raises(ModelLoadError, match=rf"mPLUG-Owl3-.*{family} family .* not supported yet"):
-        load_rater(str(tmp_path))
+        RaterSpec(str(tmp_path)).check()
 
 
 def test_a_hub_id_loads_a_snapshot_without_remote_code(checkpoint, tmp_path, monkeypatch):
+    """The hub is replaced by a local snapshot folder (no hub here); the code path is the
+    one users run: config.json first, then the snapshot of the pinned commit."""
     snapshot = tmp_path / "snapshots" / "0123abc"
     shutil.copytree(checkpoint, snapshot)
     calls = []
@@ -123,6 +150,6 @@ def test_a_hub_id_loads_a_snapshot_without_remote_code(checkpoint, tmp_path, mon
     spec = RaterSpec("mPLUG/mPLUG-Owl3-7B-240728", revision="main")
     rater = spec.load()
     [(repo, revision, patterns)] = calls
-    assert (repo, revision) == ("mPLUG/mPLUG-Owl3-7B-240728", "main")
+    assert (repo, revision) == ("mPLUG/mPLUG-Owl3-7B-240728", "0123abc")  # the resolved commit
     assert "*.safetensors" in patterns and not any(p.endswith(".py") for p in patterns)
     assert rater.identity == "mPLUG/mPLUG-Owl3-7B-240728@0123abc|float32|cut=True"
