@@ -8,6 +8,7 @@ milliseconds, never by running a model again. One image is the case N = 1.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -79,6 +80,17 @@ class RatingArrays:
     complement: np.ndarray  # (N, V - 1) bool: the region is the complement
     present: np.ndarray  # (N, V - 1) bool: the region exists
 
+    @cached_property
+    def views(self) -> dict[str, np.ndarray]:
+        """Each readout of every view, computed on first use: variants that share a
+        readout (most ablations) share this work."""
+        return {}
+
+    def readout(self, how: str) -> np.ndarray:
+        if how not in self.views:
+            self.views[how] = readout(self.logprobs, how, self.other_logprob, self.other_value)
+        return self.views[how]
+
 
 @dataclass(frozen=True)
 class Scores:
@@ -129,9 +141,7 @@ def valid_mass(logprobs: np.ndarray) -> np.ndarray:
 
 def scores(ratings: RatingArrays, aggregation: Aggregation) -> Scores:
     """Every score of every image under one aggregation."""
-    view = readout(
-        ratings.logprobs, aggregation.readout, ratings.other_logprob, ratings.other_value
-    )
+    view = ratings.readout(aggregation.readout)
     s_global = view[:, 0]
     counted = ratings.present & (aggregation.complement | ~ratings.complement)
     weights = ratings.area if aggregation.weighting == "area" else np.ones_like(ratings.area)

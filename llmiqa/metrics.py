@@ -4,6 +4,10 @@ Pure functions on two equal-length 1-D arrays. The paper reports SRCC and PLCC w
 saying whether PLCC is raw or taken after the usual logistic fit, so both are reported.
 A metric that is undefined on its inputs (too few pairs, a constant side, non-finite
 values, a fit that fails) is NaN, and `evaluate` says why; nothing is dropped silently.
+
+The correlations are written with numpy (scipy.stats's definitions: average ranks for
+ties, Kendall's tau-b; tests hold them to scipy's values): importing scipy.stats costs
+about a second, which every zero-call `llmiqa ablate` would pay.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import contextlib
 import warnings
 
 import numpy as np
-from scipy import optimize, special, stats
 
 METRICS = ("srcc", "krcc", "plcc", "plcc_fit", "rmse_fit")
 MIN_PAIRS = 3  # below this a correlation says nothing
@@ -49,21 +52,84 @@ def srcc(pred: np.ndarray, mos: np.ndarray) -> float:
     """Spearman rank correlation (ties get average ranks); NaN when undefined."""
     if problem(pred, mos):
         return float("nan")
-    return float(stats.spearmanr(pred, mos).statistic)
+    return _pearson(rankdata(pred), rankdata(mos))
 
 
 def krcc(pred: np.ndarray, mos: np.ndarray) -> float:
     """Kendall rank correlation, tau-b (corrects for ties); NaN when undefined."""
     if problem(pred, mos):
         return float("nan")
-    return float(stats.kendalltau(pred, mos).statistic)
+    return _kendall_tau_b(np.asarray(pred, np.float64), np.asarray(mos, np.float64))
 
 
 def plcc(pred: np.ndarray, mos: np.ndarray) -> float:
     """Pearson linear correlation of the raw scores; NaN when undefined."""
     if problem(pred, mos):
         return float("nan")
-    return float(stats.pearsonr(pred, mos).statistic)
+    return _pearson(np.asarray(pred, np.float64), np.asarray(mos, np.float64))
+
+
+def rankdata(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties sharing their average rank (scipy.stats.rankdata's default)."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    counts = np.diff(np.r_[starts, values.size])
+    group = np.repeat(np.arange(starts.size), counts)
+    ranks = np.empty(values.size)
+    ranks[order] = (starts + (counts + 1) / 2.0)[group]
+    return ranks
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    value = float(x @ y / np.sqrt((x @ x) * (y @ y)))
+    return max(-1.0, min(1.0, value))
+
+
+def _dense(values: np.ndarray) -> np.ndarray:
+    """0-based dense ranks of sorted values."""
+    return np.r_[0, np.cumsum(values[1:] != values[:-1])]
+
+
+def _kendall_tau_b(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's tau-b as scipy computes it: discordant pairs counted as the inversions of
+    y once the pairs are sorted by (x, y), ties in x, in y and in both subtracted."""
+    order = np.lexsort((y, x))
+    x, y = x[order], y[order]
+    xs = _dense(x)
+    y_order = np.argsort(y, kind="mergesort")
+    ys = np.empty(y.size, dtype=np.int64)
+    ys[y_order] = _dense(y[y_order])
+    discordant = _inversions(ys)
+    joint = np.diff(np.flatnonzero(np.r_[True, (xs[1:] != xs[:-1]) | (ys[1:] != ys[:-1]), True]))
+    ties = [int((c * (c - 1) // 2).sum()) for c in (joint, np.bincount(xs), np.bincount(ys))]
+    both, x_ties, y_ties = ties
+    total = y.size * (y.size - 1) // 2
+    numerator = total - x_ties - y_ties + both - 2 * discordant
+    return numerator / np.sqrt(total - x_ties) / np.sqrt(total - y_ties)
+
+
+def _inversions(values: np.ndarray) -> int:
+    """Pairs i < j with values[i] > values[j] (non-negative integers): a bottom-up merge
+    sort whose every level is one vectorized step (O(n log² n), no Python loop over n)."""
+    size = 1 << max(0, int(values.size - 1).bit_length())
+    top = int(values.max()) + 1 if values.size else 1
+    merged = np.full(size, top, dtype=np.int64)  # padding at the end adds no inversion
+    merged[: values.size] = values
+    count, width = 0, 1
+    while width < size:
+        blocks = merged.reshape(-1, 2, width)
+        offset = (np.arange(blocks.shape[0]) * (top + 1))[:, None]  # keeps blocks apart
+        left = (blocks[:, 0] + offset).ravel()
+        right = (blocks[:, 1] + offset).ravel()
+        placed = np.searchsorted(left, right, side="right")  # left elements <= each right one
+        placed -= np.repeat(np.arange(blocks.shape[0]) * width, width)
+        count += int((width - placed).sum())
+        merged = np.sort(blocks.reshape(-1, 2 * width), axis=1).ravel()
+        width *= 2
+    return count
 
 
 def logistic(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
@@ -71,9 +137,23 @@ def logistic(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.nd
 
     The same function as pyiqa's `logistic_4params`: b1 and b2 are the upper and lower
     asymptotes (on the MOS scale), b3 the midpoint and b4 the width on the pred scale.
-    Written with expit, which equals 1 / (1 + exp(-t)) without overflowing.
+    Written with tanh, which equals 1 / (1 + exp(-t)) without overflowing.
     """
-    return (b1 - b2) * special.expit((np.asarray(x, dtype=np.float64) - b3) / b4) + b2
+    return (b1 - b2) * _expit((np.asarray(x, dtype=np.float64) - b3) / b4) + b2
+
+
+def _expit(t: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-t)) without overflow (as scipy.special.expit)."""
+    return 0.5 * (1.0 + np.tanh(0.5 * t))
+
+
+def _logistic_jacobian(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    """(n, 4) derivatives of `logistic` by b1..b4: exact, so the fit needs no finite
+    differences (about 3x fewer evaluations; the same optimum)."""
+    t = (np.asarray(x, dtype=np.float64) - b3) / b4
+    s = _expit(t)
+    slope = (b1 - b2) * s * (1 - s)
+    return np.stack([s, 1 - s, -slope / b4, -slope * t / b4], axis=1)
 
 
 def fit_logistic(pred: np.ndarray, mos: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
@@ -87,11 +167,15 @@ def fit_logistic(pred: np.ndarray, mos: np.ndarray, start: np.ndarray | None = N
     reason = problem(pred, mos, MIN_PAIRS_FIT)
     if reason:
         raise RuntimeError(reason)
+    from scipy import optimize  # only fits pay for importing it
+
     if start is None:
         start = np.array([mos.max(), mos.min(), pred.mean(), pred.std() / 4])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optimize.OptimizeWarning)  # covariance is unused
-        betas, _ = optimize.curve_fit(logistic, pred, mos, p0=start, maxfev=MAX_FEV)
+        betas, _ = optimize.curve_fit(
+            logistic, pred, mos, p0=start, maxfev=MAX_FEV, jac=_logistic_jacobian
+        )
     if not np.all(np.isfinite(betas)):
         raise RuntimeError("logistic fit gave non-finite parameters")
     return betas

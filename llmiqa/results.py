@@ -162,7 +162,6 @@ class ImageResult:
         if data.get("error"):
             return cls(name=data["name"], error=data["error"])
         ratings = data["ratings"]
-        values = [[np.nan if v is None else v for v in row] for row in ratings["other_value"]]
         return cls(
             name=data["name"],
             models=tuple(data["models"]),
@@ -173,7 +172,7 @@ class ImageResult:
             areas=tuple(r["area"] for r in data["regions"]),
             logprobs=np.asarray(ratings["logprobs"], dtype=np.float64),
             other_logprob=np.asarray(ratings["other_logprob"], dtype=np.float64),
-            other_value=np.asarray(values, dtype=np.float64),
+            other_value=np.array(ratings["other_value"], dtype=np.float64),  # None -> NaN
             aggregation=Aggregation(**data["aggregation"]),
         )
 

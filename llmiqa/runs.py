@@ -5,6 +5,7 @@ A run folder holds everything needed to resume, recompute and report:
     config.json       the dataset and every scoring option (resolved), and the run's id
     store.sqlite      masks and ratings (unless --store points elsewhere): the resume point
     results.jsonl     one ImageResult per image with its MOS: every rating kept
+    ratings.npz       the same ratings as arrays (images x views x models x K): ablations
     results.csv       one row per image: image, mos, score, s_global, s_local, regions, error
     metrics.json      SRCC, KRCC, PLCC (raw and after the logistic fit), RMSE, intervals,
                       work done, time and memory
@@ -41,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from llmiqa import __version__, aggregate, metrics
-from llmiqa.aggregate import Aggregation
+from llmiqa.aggregate import Aggregation, RatingArrays
 from llmiqa.datasets import Dataset, load_dataset
 from llmiqa.errors import UsageError, one_line
 from llmiqa.options import build, resolve
@@ -50,7 +51,7 @@ from llmiqa.results import ImageResult, stack
 from llmiqa.standards import KINDS, LEVELS, Standard
 
 CONFIG, RESULTS, TABLE, METRICS = "config.json", "results.jsonl", "results.csv", "metrics.json"
-INVOCATIONS, LOCK = "invocations.jsonl", ".lock"
+ARRAYS, INVOCATIONS, LOCK = "ratings.npz", "invocations.jsonl", ".lock"
 
 
 class RunError(UsageError):
@@ -374,6 +375,7 @@ def _publish(out, config, results, mos, summary, scorer) -> None:
 
     run_id = config.run_id
     write_atomic(out / RESULTS, results_jsonl(results, mos, run_id))
+    write_atomic(out / ARRAYS, arrays_npz(results, mos, run_id))
     write_atomic(out / TABLE, results_csv(results, mos))
     write_atomic(out / METRICS, json.dumps(strict_json(summary), indent=2) + "\n")
     segmenter = scorer.segmenter
@@ -484,17 +486,12 @@ def _row(variant: str, pred: np.ndarray, mos: np.ndarray, new_ratings: int) -> R
 
 
 def aggregation_rows(
-    results: Sequence[ImageResult], mos: np.ndarray, base: Aggregation
+    arrays: RatingArrays, truth: np.ndarray, models: Sequence[str], base: Aggregation
 ) -> Iterator[Row]:
-    """Readout, view, weighting, λ, count and ensemble variants: whole-run arrays, no model."""
-    keep = [i for i, r in enumerate(results) if r.ok]
-    truth = np.asarray(mos, dtype=float)[keep]
-    if not keep:
-        return
-    arrays = stack([results[i] for i in keep])
+    """Readout, view, weighting, λ, count and ensemble variants of the scored images:
+    whole-run arrays, no model."""
     for variant, change in AGGREGATION_VARIANTS:
         yield _row(variant, aggregate.scores(arrays, replace(base, **change)).score, truth, 0)
-    models = results[keep[0]].models
     if len(models) > 1:
         for index, model in enumerate(models):
             alone = aggregate.scores(arrays, base).s_model[:, index]
@@ -505,6 +502,8 @@ def aggregation_rows(
 def rating_rows(config: RunConfig, out: Path, axes: Sequence[str]) -> Iterator[Row]:
     """Standard kind, K, region mode and masks: rescored through the store, rating what is
     missing."""
+    if not axes:
+        return
     dataset = config.load_dataset()
     samples = config.samples(dataset)
     paths = [dataset.path(s) for s in samples]
@@ -518,11 +517,48 @@ def rating_rows(config: RunConfig, out: Path, axes: Sequence[str]) -> Iterator[R
 
 def ablate(out: Path, axes: Sequence[str] = ()) -> list[Row]:
     config = RunConfig.read(out)
-    results, mos = read_results(out, config.run_id)
-    base = build(Aggregation, config.scoring)
-    rows = list(aggregation_rows(results, mos, base))
+    rows = []
+    scored = read_arrays(out, config.run_id)
+    if scored is not None:
+        rows += aggregation_rows(*scored, build(Aggregation, config.scoring))
     rows += rating_rows(config, out, axes)
     return rows
+
+
+# ---- the whole run as arrays ------------------------------------------------------------
+
+
+def arrays_npz(results: Sequence[ImageResult], mos: Sequence[float], run_id: str) -> bytes:
+    """ARRAYS: the scored images' ratings as one padded array set, with their MOS: what
+    every zero-call ablation reads (results.jsonl holds the same, slower to parse)."""
+    keep = [i for i, r in enumerate(results) if r.ok]
+    buffer = io.BytesIO()
+    if keep:
+        arrays = stack([results[i] for i in keep])
+        fields = {name: getattr(arrays, name) for name in RatingArrays.__dataclass_fields__}
+        models = np.array(results[keep[0]].models)
+    else:
+        fields, models = {}, np.array([], dtype=str)
+    np.savez(buffer, run=np.array(run_id), mos=np.asarray(mos, dtype=float)[keep],
+             models=models, **fields)  # fmt: skip
+    return buffer.getvalue()
+
+
+def read_arrays(out: Path, run_id: str) -> tuple[RatingArrays, np.ndarray, list[str]] | None:
+    """The scored images as arrays, their MOS and the models; None when nothing was scored."""
+    file = out / ARRAYS
+    try:
+        with np.load(file) as data:
+            if str(data["run"]) != run_id:
+                raise ValueError(f"from run {data['run']}, not {run_id} of {CONFIG}")
+            if "logprobs" not in data:
+                return None
+            fields = {name: data[name] for name in RatingArrays.__dataclass_fields__}
+            return RatingArrays(**fields), data["mos"], [str(m) for m in data["models"]]
+    except FileNotFoundError:
+        raise RunError(f"{out}: no {ARRAYS}; rerun llmiqa eval (it reads the store)") from None
+    except (OSError, ValueError, KeyError) as error:
+        raise RunError(f"{file}: not the run's arrays ({one_line(error)})") from None
 
 
 def rows_markdown(rows: Sequence[Row]) -> str:
