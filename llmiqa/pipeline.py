@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from llmiqa.aggregate import Aggregation
+from llmiqa.background import one_ahead
 from llmiqa.caching import CachingRater, CachingSegmenter, Pending, Usage, prompt_text
 from llmiqa.errors import UsageError, one_line
 from llmiqa.images import ImageError, LoadedImage, from_pil, load_image
@@ -105,22 +105,18 @@ class Scorer:
     def iter_score(
         self, images: Sequence[ImageInput], chunk: int | None = None
     ) -> Iterator[ImageResult]:
-        """Yield results in input order, one chunk of images at a time (for long runs)."""
+        """Yield results in input order, one chunk of images at a time (for long runs); the
+        next chunk is decoded while this one is scored."""
         chunk = chunk or max(4 * self.specs[0].batch, 8)
         numbered = list(enumerate(images))
         parts = [numbered[i : i + chunk] for i in range(0, len(numbered), chunk)]
         bar = tqdm(total=len(numbered), unit="img", disable=not self.progress, dynamic_ncols=True)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            ahead = pool.submit(self._load_part, parts[0]) if parts else None
-            for index in range(len(parts)):
-                loaded = ahead.result()
-                if index + 1 < len(parts):
-                    ahead = pool.submit(self._load_part, parts[index + 1])
-                yield from self._score_loaded(loaded)
-                bar.update(len(loaded))
-                bar.set_postfix(
-                    rated=self.usage.rated, stored=self.usage.from_store, failed=self.usage.failed
-                )
+        for loaded in one_ahead(self._load_part, parts):
+            yield from self._score_loaded(loaded)
+            bar.update(len(loaded))
+            bar.set_postfix(
+                rated=self.usage.rated, stored=self.usage.from_store, failed=self.usage.failed
+            )
         bar.close()
 
     def regions(self, image: LoadedImage) -> list[Region]:

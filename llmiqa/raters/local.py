@@ -10,10 +10,10 @@ Rating holds.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from llmiqa.background import one_ahead
 from llmiqa.errors import ModelLoadError, one_line
 from llmiqa.raters.base import (
     Rating,
@@ -70,13 +70,9 @@ class LocalRater:
             self.digit_ids(request.prompt, request.levels)
         starts = range(0, len(requests), self.batch_size)
         batches = [list(range(s, min(s + self.batch_size, len(requests)))) for s in starts]
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            ahead = pool.submit(self._prepare, requests, batches[0]) if batches else None
-            for number, batch in enumerate(batches):
-                prepared = ahead.result()
-                if number + 1 < len(batches):
-                    ahead = pool.submit(self._prepare, requests, batches[number + 1])
-                yield from self._run(requests, batch, prepared)
+        prepared = one_ahead(lambda batch: (batch, self._prepare(requests, batch)), batches)
+        for batch, inputs in prepared:
+            yield from self._run(requests, batch, inputs)
 
     def _prepare(self, requests: Sequence[RatingRequest], batch: list[int]) -> object:
         try:

@@ -1,0 +1,44 @@
+"""Work one step ahead in a background thread: decode the next chunk of images, or prepare
+the next batch, while the current one is used.
+
+A daemon thread, so that Ctrl-C stops the process at once: the interpreter does not wait
+for a decode or a processor call in progress (a ThreadPoolExecutor would be joined at
+exit).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+def one_ahead(work: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
+    """work(item) for each item, in order, computing the next while the caller uses this one.
+
+    An exception raised by `work` is raised to the caller at its item.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    done = object()
+
+    def produce() -> None:
+        for item in items:
+            try:
+                handoff.put((work(item), None))
+            except BaseException as error:  # handed over, raised in the caller's thread
+                handoff.put((None, error))
+                return
+        handoff.put((done, None))
+
+    threading.Thread(target=produce, daemon=True, name="llmiqa-ahead").start()
+    while True:
+        result, error = handoff.get()
+        if error is not None:
+            raise error
+        if result is done:
+            return
+        yield result
