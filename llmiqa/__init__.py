@@ -1,3 +1,29 @@
-"""llmiqa: training-free image quality assessment with multimodal LLMs (LLM-IQA / Dog-IQA)."""
+"""llmiqa: training-free image quality assessment with multimodal LLMs (LLM-IQA / Dog-IQA).
 
-__version__ = "0.1.0"
+    from llmiqa import Scorer
+    results = Scorer(["Qwen/Qwen2.5-VL-7B-Instruct"]).score(["photo.jpg"])
+
+The names below are imported on first use, so `import llmiqa` stays light (no torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "Scorer": "llmiqa.pipeline",
+    "ImageResult": "llmiqa.results",
+    "Aggregation": "llmiqa.aggregate",
+    "Standard": "llmiqa.standards",
+    "RegionSettings": "llmiqa.regions",
+    "MaskSettings": "llmiqa.masks",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'llmiqa' has no attribute {name!r}")
