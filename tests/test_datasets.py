@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from llmiqa.datasets import NAMES, DatasetError, load_dataset
+from llmiqa.datasets import NAMES, RELEASES, DatasetError, load_dataset
 from llmiqa.metrics import srcc
 
 # name: rows, MOS min and max, first image, default score column
@@ -34,6 +35,8 @@ KNOWN = [
     ("kadid10k", "KADID_I02_01_03.png", "I02_01_03.png", None, 2.07),
 ]
 KADID_HEADER = "dist_img,ref_img,dmos,var\n"
+# Images each official release lists (LIVE Challenge: with its 7 training images).
+OFFICIAL = {"koniq10k": 10073, "livec": 1169, "spaq": 11125, "kadid10k": 10125, "agiqa3k": 2982}
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,32 @@ def release(labels: Path, tmp_path: Path, name: str) -> Path:
     return Path(shutil.copytree(labels / name, tmp_path / name))
 
 
+def keep_first(root: Path, name: str, count: int) -> Path:
+    """Cut a release's labels to their first `count` images, as a deliberate subset would.
+
+    Returns the label file the loader names in its messages.
+    """
+    if name == "livec":
+        for variable in ("AllImages_release", "AllMOS_release"):
+            path = root / "Data" / f"{variable}.mat"
+            values = scipy.io.loadmat(path)[variable]
+            values = values[:count] if values.shape[0] > 1 else values[:, :count]
+            scipy.io.savemat(path, {variable: values})
+        return path
+    if name == "spaq":  # a small workbook of our own: reading the real one takes a second
+        path = root / "Annotations" / "MOS and Image attribute scores.xlsx"
+        book = openpyxl.Workbook()
+        book.active.append(("Image name", "MOS"))
+        for number in range(1, count + 1):
+            book.active.append((f"{number:05d}.jpg", 50))
+        book.save(path)
+        return path
+    path = root / RELEASES[name].labels
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[: count + 1]))
+    return path
+
+
 @pytest.mark.parametrize("name", list(REAL))
 def test_real_labels(real, name):
     rows, low, high, first, column = REAL[name]
@@ -61,6 +90,101 @@ def test_real_labels(real, name):
     assert dataset.score_column == column
     assert dataset.scale[0] <= low <= high <= dataset.scale[1]
     assert len({sample.image for sample in dataset.samples}) == rows
+
+
+@pytest.mark.parametrize("name", list(REAL))
+def test_a_release_with_rows_missing_is_refused_unless_declared_a_subset(labels, tmp_path, name):
+    root = release(labels, tmp_path, name)
+    label_file = keep_first(root, name, 100)
+    expected = f"{label_file}: 100 images listed where the official {name} release lists "
+    with pytest.raises(DatasetError, match=re.escape(f"{expected}{OFFICIAL[name]}; if")):
+        load_dataset(name, root)
+    subset = load_dataset(name, root, subset=True)
+    assert len(subset.samples) == (93 if name == "livec" else 100)  # livec: less t1..t7.bmp
+
+
+def test_a_release_with_rows_added_is_refused_too(labels, tmp_path):
+    root = release(labels, tmp_path, "kadid10k")
+    with (root / "dmos.csv").open("a") as file:
+        file.write("extra.png,I01.png,3.0,0.5\r\n")
+    with pytest.raises(DatasetError, match="10126 images listed where the official kadid10k"):
+        load_dataset("kadid10k", root)
+    assert len(load_dataset("kadid10k", root, subset=True).samples) == 10126
+
+
+def test_a_koniq_subset_takes_its_splits_from_the_full_sets_file(labels, tmp_path, real):
+    root = release(labels, tmp_path, "koniq10k")
+    keep_first(root, "koniq10k", 50)
+    subset = load_dataset("koniq10k", root, subset=True)
+    assert subset.samples == real["koniq10k"].samples[:50]
+
+
+def test_a_livec_subset_leaves_out_the_training_images_by_name(tmp_path):
+    data = tmp_path / "Data"
+    data.mkdir()
+    names = np.array([["100.bmp"], ["t3.bmp"], ["101.bmp"]], dtype=object)
+    scipy.io.savemat(data / "AllImages_release.mat", {"AllImages_release": names})
+    scipy.io.savemat(data / "AllMOS_release.mat", {"AllMOS_release": np.array([[50, 60, 70.0]])})
+    subset = load_dataset("livec", tmp_path, subset=True)
+    assert [(s.image, s.mos) for s in subset.samples] == [("100.bmp", 50), ("101.bmp", 70)]
+    everything = load_dataset("livec", tmp_path, subset=True, include_training=True)
+    assert [s.image for s in everything.samples] == ["100.bmp", "t3.bmp", "101.bmp"]
+
+
+def cut_at_every_byte_of_a_row(path: Path, row: int):
+    """(cut, bytes kept) for the file cut after each byte of data row `row`."""
+    original = path.read_bytes()
+    start = sum(len(line) for line in original.splitlines(keepends=True)[:row])
+    end = start + len(original.splitlines(keepends=True)[row])
+    return [(cut, original[:cut]) for cut in range(start + 1, end + 1)]
+
+
+@pytest.mark.parametrize("name", ["kadid10k", "koniq10k", "agiqa3k"])
+def test_a_label_file_cut_at_any_byte_is_refused_even_as_a_subset(labels, tmp_path, real, name):
+    """Either the file is refused, or every row read is exactly the official row."""
+    root = release(labels, tmp_path, name)
+    path = keep_first(root, name, 300)  # any length: a shorter file only makes this faster
+    loaded = 0
+    for cut, content in cut_at_every_byte_of_a_row(path, 300):
+        path.write_bytes(content)
+        try:
+            samples = load_dataset(name, root, subset=True).samples
+        except DatasetError as error:
+            assert str(error).startswith(f"{path}, line 301: "), cut
+            continue
+        assert samples == real[name].samples[: len(samples)], cut
+        assert content.endswith((b"\r", b"\n")), cut
+        loaded += 1
+    assert loaded == 2  # cut after the row's \r or its \n: the rows read are all whole
+
+
+def test_the_attackers_truncated_kadid_is_refused(labels, tmp_path):
+    root = release(labels, tmp_path, "kadid10k")
+    path = root / "dmos.csv"
+    content = path.read_bytes()
+    path.write_bytes(content[: content.index(b"I40_25_05.png,I40.png,2.45") + 25])  # 2.45 -> 2.4
+    for subset in (False, True):
+        with pytest.raises(DatasetError, match="the last line has no line ending"):
+            load_dataset("kadid10k", root, subset=subset)
+
+
+def test_a_csv_cut_inside_a_quoted_multi_line_field_is_refused(tmp_path):
+    (tmp_path / "mos.csv").write_text('image,mos,note\na.png,3,"fine"\nb.png,4,"two\n')
+    with pytest.raises(DatasetError, match=re.escape("mos.csv, line 3: a quoted field never")):
+        load_dataset("csv", tmp_path)
+
+
+@pytest.mark.parametrize("file", ["AllImages_release.mat", "AllMOS_release.mat"])
+def test_a_mat_file_cut_at_any_byte_is_refused(labels, tmp_path, file):
+    root = release(labels, tmp_path, "livec")
+    path = root / "Data" / file
+    original = path.read_bytes()
+    # Cuts in the first variable's header fail in the most varied ways (IndexError, ...).
+    for cut in [*range(0, 140, 3), *range(140, len(original), len(original) // 20)]:
+        path.write_bytes(original[:cut])
+        with pytest.raises(DatasetError) as error:
+            load_dataset("livec", root, subset=True)
+        assert str(error.value).startswith(f"{path}: "), cut
 
 
 @pytest.mark.parametrize(("name", "file", "image", "column", "score"), KNOWN)
@@ -205,13 +329,19 @@ def test_binary_csv_labels(tmp_path):
         load_dataset("kadid10k", tmp_path)
 
 
-def test_malformed_xlsx_labels(tmp_path):
-    path = tmp_path / "Annotations" / "MOS and Image attribute scores.xlsx"
-    path.parent.mkdir()
+def spaq_workbook(root: Path, rows) -> Path:
+    """A SPAQ-layout label workbook with these rows under the official header."""
+    path = root / "Annotations" / "MOS and Image attribute scores.xlsx"
+    path.parent.mkdir(exist_ok=True)
     book = openpyxl.Workbook()
-    for row in [("Image name", "MOS"), ("00001.jpg", 40), ("00002.jpg", "n/a")]:
+    for row in [("Image name", "MOS"), *rows]:
         book.active.append(row)
     book.save(path)
+    return path
+
+
+def test_malformed_xlsx_labels(tmp_path):
+    path = spaq_workbook(tmp_path, [("00001.jpg", 40), ("00002.jpg", "n/a")])
     with pytest.raises(
         DatasetError, match=re.escape("scores.xlsx, row 3: score 'n/a' is not a number")
     ):
@@ -219,6 +349,45 @@ def test_malformed_xlsx_labels(tmp_path):
     path.write_bytes(b"not a zip")
     with pytest.raises(DatasetError, match=re.escape("scores.xlsx: not a readable xlsx file")):
         load_dataset("spaq", tmp_path)
+
+
+def damage(path: Path, member: str, change) -> None:
+    """Rewrite one member of a zip (an xlsx) through `change`, keeping the others."""
+    with zipfile.ZipFile(path) as old:
+        members = {name: old.read(name) for name in old.namelist()}
+    members[member] = change(members[member])
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as new:
+        for name, data in members.items():
+            new.writestr(name, data)
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        lambda path: damage(path, "xl/worksheets/sheet1.xml", lambda xml: xml[: len(xml) // 2]),
+        lambda path: damage(path, "xl/workbook.xml", lambda xml: b"<?xml" + xml),
+        lambda path: damage(path, "xl/_rels/workbook.xml.rels", lambda xml: b"\x00" * len(xml)),
+        lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3]),
+        lambda path: path.write_bytes(flip_bytes_in_the_middle(path.read_bytes())),
+    ],
+    ids=["sheet xml cut", "workbook xml broken", "relations zeroed", "zip cut", "bytes flipped"],
+)
+def test_a_damaged_xlsx_is_one_line_naming_the_file(tmp_path, damaged):
+    path = spaq_workbook(tmp_path, [(f"{i:05d}.jpg", i) for i in range(1, 60)])
+    damaged(path)
+    with pytest.raises(DatasetError) as error:
+        load_dataset("spaq", tmp_path, subset=True)
+    assert str(error.value).startswith(f"{path}: not a readable xlsx file (")
+    assert "\n" not in str(error.value)
+
+
+def flip_bytes_in_the_middle(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return (
+        data[:middle]
+        + bytes(255 - byte for byte in data[middle : middle + 64])
+        + data[middle + 64 :]
+    )
 
 
 def test_malformed_mat_labels(tmp_path):
