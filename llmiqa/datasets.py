@@ -16,7 +16,9 @@ default is `MOS` (1-5), not `MOS_zscore`: only `MOS` reproduces the paper's Tabl
 Reading labels never touches the images: Table 1 needs only labels, and a label file is
 checked on its own. `Dataset.check_images` tells whether the image folder is there at
 all. A listed image whose file is missing is NOT dropped here: the runner tries it and
-counts it as a failure, so the reported n always says what was left out. A malformed
+counts it as a failure, so the reported n always says what was left out. An image name
+that leads outside the root (`..`, an absolute path) is refused unless the caller allows
+it (`allow_outside_root=True`): a label file must not make us open any file. A malformed
 label file (missing column, non-numeric or non-finite score, empty file, duplicate image
 name, score outside the scale) raises DatasetError naming the file and the row.
 
@@ -72,7 +74,8 @@ class Dataset:
     samples: tuple[Sample, ...]
 
     def path(self, sample: Sample) -> Path:
-        return self.image_dir / sample.image
+        """The image file, `..` in its name collapsed as written: the path the root check read."""
+        return self.image_dir / os.path.normpath(sample.image)
 
     @property
     def mos(self) -> np.ndarray:
@@ -219,13 +222,37 @@ def _columns(path: Path, image_col: str, score_col: str) -> list[_Entry]:
     ]
 
 
-def _samples(path: Path, entries: list[_Entry], scale: tuple[float, float] | None) -> list[Sample]:
-    """Checked samples: a non-empty unique name and a finite number within the scale each."""
+def _outside(root: Path, image_dir: Path, name: str) -> bool:
+    """Whether image_dir/name leaves root, read as written: `..` collapsed, no link followed.
+
+    Not following symlinks accepts a linked image or folder inside the root (the user put
+    it there); Dataset.path opens the same collapsed path, so the file opened is the file
+    checked even where `..` follows a symlink.
+    """
+    base = os.path.abspath(root)
+    return os.path.commonpath([base, os.path.abspath(os.path.join(image_dir, name))]) != base
+
+
+def _samples(
+    path: Path,
+    entries: list[_Entry],
+    scale: tuple[float, float] | None,
+    confine: tuple[Path, Path] | None,
+) -> list[Sample]:
+    """Checked samples: a non-empty unique name and a finite number within the scale each.
+
+    confine: (root, image_dir) to refuse image names that lead outside root; None allows them.
+    """
     samples, seen = [], {}
     for where, image, score in entries:
         name = "" if image is None else str(image).strip()
         if not name:
             raise DatasetError(f"{path}, {where}: empty image name")
+        if confine and _outside(*confine, name):
+            raise DatasetError(
+                f"{path}, {where}: image {name!r} lies outside the dataset root {confine[0]}; "
+                "pass --allow-outside-root (allow_outside_root=True) if that is intended"
+            )
         if name in seen:
             raise DatasetError(f"{path}, {where}: image {name!r} already listed at {seen[name]}")
         seen[name] = where
@@ -312,6 +339,7 @@ def _load_release(
     score_col: str | None,
     include_training: bool,
     subset: bool,
+    allow_outside_root: bool,
 ) -> Dataset:
     release = RELEASES[name]
     score_col = score_col or next(iter(release.scales))
@@ -330,7 +358,9 @@ def _load_release(
         entries = _livec_entries(root, release, score_col)
     else:
         entries = _columns(labels, release.image_col, score_col)
-    samples = _samples(labels, entries, release.scales[score_col])
+    image_dir = root / release.image_dir
+    confine = None if allow_outside_root else (root, image_dir)
+    samples = _samples(labels, entries, release.scales[score_col], confine)
     _check_count(labels, name, len(samples), subset)
     if name == "livec" and not include_training:
         samples = [s for s in samples if s.image not in LIVEC_TRAINING]
@@ -343,7 +373,7 @@ def _load_release(
     return Dataset(
         name,
         root,
-        root / release.image_dir,
+        image_dir,
         labels,
         score_col,
         release.scales[score_col],
@@ -357,6 +387,7 @@ def _load_csv(
     image_col: str | None,
     score_col: str | None,
     lower_better: bool,
+    allow_outside_root: bool,
 ) -> Dataset:
     if labels is None:  # the one CSV file in root, if there is exactly one
         found = sorted(root.glob("*.csv"))
@@ -369,7 +400,8 @@ def _load_csv(
     header, _ = _table(path)
     image_col = image_col or header[0]
     score_col = score_col or (header[1] if len(header) > 1 else "")
-    samples = _samples(path, _columns(path, image_col, score_col), None)
+    confine = None if allow_outside_root else (root, root)
+    samples = _samples(path, _columns(path, image_col, score_col), None, confine)
     if lower_better:  # mirror within the observed range: same units, order reversed
         low, high = min(s.mos for s in samples), max(s.mos for s in samples)
         samples = [Sample(s.image, low + high - s.mos) for s in samples]
@@ -387,6 +419,7 @@ def load_dataset(
     lower_better: bool = False,
     include_training: bool = False,
     subset: bool = False,
+    allow_outside_root: bool = False,
 ) -> Dataset:
     """Labels of dataset `name` whose release (or CSV and images) is at `root`.
 
@@ -397,6 +430,8 @@ def load_dataset(
     include_training: livec only, keeps the 7 training images the benchmarks leave out.
     subset: an official release's label file that deliberately lists fewer (or more) images
     than the official one; without it such a file is refused as damaged.
+    allow_outside_root: accept image names that lead outside root (`..`, absolute paths);
+    without it they are refused, so a label file cannot make us open any file it names.
     """
     root = Path(root)
     if name not in NAMES:
@@ -419,5 +454,5 @@ def load_dataset(
     if name == "csv":
         if split != "all":
             raise DatasetError(f"{root}: a csv dataset has no splits; use split='all'")
-        return _load_csv(root, labels, image_col, score_col, lower_better)
-    return _load_release(name, root, split, score_col, include_training, subset)
+        return _load_csv(root, labels, image_col, score_col, lower_better, allow_outside_root)
+    return _load_release(name, root, split, score_col, include_training, subset, allow_outside_root)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import zipfile
@@ -295,6 +296,46 @@ def test_csv_loader_on_the_dibr_dataset(data_dir):
     assert load_dataset("csv", root).labels == root / "mos.csv"  # the one CSV in the folder
 
 
+def csv_dataset(root: Path, names: list[str]) -> Path:
+    """A csv dataset at root: mos.csv listing these image names, each scored 3."""
+    root.mkdir(exist_ok=True)
+    (root / "mos.csv").write_text("image,mos\n" + "".join(f"{name},3\n" for name in names))
+    return root
+
+
+@pytest.mark.parametrize(
+    "name", ["../secret.png", "/etc/passwd", "sub/../../secret.png", "./a/../../data2/x.png"]
+)
+def test_image_names_that_leave_the_root_are_refused_unless_allowed(tmp_path, name):
+    root = csv_dataset(tmp_path / "data", ["a.png", name])
+    with pytest.raises(
+        DatasetError,
+        match=re.escape(f"mos.csv, line 3: image {name!r} lies outside the dataset root {root};"),
+    ):
+        load_dataset("csv", root)
+    allowed = load_dataset("csv", root, allow_outside_root=True)
+    assert os.path.abspath(allowed.path(allowed.samples[1])) == os.path.abspath(root / name)
+
+
+def test_symlinks_inside_the_root_are_legitimate(tmp_path, data_dir):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "photo.jpg").symlink_to(data_dir / "images" / "LIVEC_1000.JPG")
+    (root / "more").symlink_to(data_dir / "images", target_is_directory=True)
+    # "more/../photo.jpg" is read as written: root/photo.jpg, not data_dir/photo.jpg.
+    csv_dataset(root, ["photo.jpg", "more/KADID_I01.png", "more/../photo.jpg"])
+    dataset = load_dataset("csv", root)
+    assert [dataset.path(s) for s in dataset.samples] == [
+        root / "photo.jpg",
+        root / "more" / "KADID_I01.png",
+        root / "photo.jpg",
+    ]
+    assert all(dataset.path(s).is_file() for s in dataset.samples)
+    csv_dataset(root, ["more/../../escape.png"])
+    with pytest.raises(DatasetError, match=re.escape("'more/../../escape.png' lies outside")):
+        load_dataset("csv", root)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -310,6 +351,10 @@ def test_csv_loader_on_the_dibr_dataset(data_dir):
         (KADID_HEADER + "A.png,I.png,NaN,0.1\n", ", line 2: score 'NaN' is not finite"),
         (KADID_HEADER + "A.png,I.png,7,0.1\n", ", line 2: score 7.0 outside the scale (1, 5)"),
         (KADID_HEADER + " ,I.png,3,0.1\n", ", line 2: empty image name"),
+        (
+            KADID_HEADER + "../../x.png,I.png,3,0.1\n",
+            ", line 2: image '../../x.png' lies outside the dataset root",
+        ),
         (
             KADID_HEADER + "A.png,I.png,3,0.1\nA.png,I.png,2,0.1\n",
             ", line 3: image 'A.png' already listed at line 2",
