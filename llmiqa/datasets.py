@@ -211,6 +211,13 @@ def _ends_with_line_ending(path: Path) -> bool:
 def _columns(path: Path, image_col: str, score_col: str) -> list[_Entry]:
     """(place, image, score) of every data row of a table."""
     header, rows = _table(path)
+    return _pick(path, header, rows, image_col, score_col)
+
+
+def _pick(
+    path: Path, header: list[str], rows: list[tuple[str, list]], image_col: str, score_col: str
+) -> list[_Entry]:
+    """(place, image, score) of every row, from the two named columns of the header."""
     index = []
     for column in (image_col, score_col):
         if column not in header:
@@ -381,6 +388,20 @@ def _load_release(
     )
 
 
+def _the_one_csv(root: Path) -> Path:
+    """The label file of a csv dataset named by its folder alone: its only CSV file."""
+    found = sorted(root.glob("*.csv"))
+    if not found:
+        raise DatasetError(f"{root}: no CSV file here; name the label file with --labels")
+    if len(found) > 1:
+        names = ", ".join(path.name for path in found[:5]) + (", ..." if len(found) > 5 else "")
+        raise DatasetError(
+            f"{root}: {len(found)} CSV files here ({names}); choose the label file with "
+            "--labels (labels=...)"
+        )
+    return found[0]
+
+
 def _load_csv(
     root: Path,
     labels: str | Path | None,
@@ -389,19 +410,26 @@ def _load_csv(
     lower_better: bool,
     allow_outside_root: bool,
 ) -> Dataset:
-    if labels is None:  # the one CSV file in root, if there is exactly one
-        found = sorted(root.glob("*.csv"))
-        if len(found) != 1:
-            raise DatasetError(
-                f"{root}: {len(found)} CSV files here; say which holds the labels (labels=...)"
-            )
-        labels = found[0]
-    path = root / labels  # an absolute labels path stays as it is
-    header, _ = _table(path)
+    path = root / (labels or _the_one_csv(root))  # an absolute labels path stays as it is
+    header, rows = _table(path)
+    if len(header) < 2:
+        raise DatasetError(
+            f"{path}: only one column, {header[0]!r} (are the columns separated by commas?); "
+            "name the score column with --score-col"
+        )
     image_col = image_col or header[0]
-    score_col = score_col or (header[1] if len(header) > 1 else "")
+    score_col = score_col or next((c for c in header if c != image_col), header[1])
+    for column, role, flag in (
+        (image_col, "image", "--image-col"),
+        (score_col, "score", "--score-col"),
+    ):
+        if column not in header:
+            raise DatasetError(
+                f"{path}: no column {column!r} (columns: {', '.join(header)}); "
+                f"name the {role} column with {flag}"
+            )
     confine = None if allow_outside_root else (root, root)
-    samples = _samples(path, _columns(path, image_col, score_col), None, confine)
+    samples = _samples(path, _pick(path, header, rows, image_col, score_col), None, confine)
     if lower_better:  # mirror within the observed range: same units, order reversed
         low, high = min(s.mos for s in samples), max(s.mos for s in samples)
         samples = [Sample(s.image, low + high - s.mos) for s in samples]

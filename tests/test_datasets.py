@@ -336,6 +336,58 @@ def test_symlinks_inside_the_root_are_legitimate(tmp_path, data_dir):
         load_dataset("csv", root)
 
 
+def test_a_csv_dataset_names_its_label_file_or_asks_for_one(tmp_path):
+    root = csv_dataset(tmp_path / "data", ["a.png"])
+    assert load_dataset("csv", root).labels == root / "mos.csv"  # to record for a rerun
+    (root / "results.csv").write_text("image,score\na.png,5\n")  # say, a run's output
+    with pytest.raises(
+        DatasetError,
+        match=re.escape(
+            f"{root}: 2 CSV files here (mos.csv, results.csv); choose the label file with "
+            "--labels (labels=...)"
+        ),
+    ):
+        load_dataset("csv", root)
+    assert load_dataset("csv", root, labels="mos.csv").labels == root / "mos.csv"
+    with pytest.raises(DatasetError, match=re.escape(f"{tmp_path}: no CSV file here; name")):
+        load_dataset("csv", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "options", "message"),
+    [
+        (
+            "image;mos\na.png;3\n",
+            {},
+            ": only one column, 'image;mos' (are the columns separated by commas?); "
+            "name the score column with --score-col",
+        ),
+        (
+            "image,mos\na.png,3\n",
+            {"score_col": "MOS"},
+            ": no column 'MOS' (columns: image, mos); name the score column with --score-col",
+        ),
+        (
+            "image,mos\na.png,3\n",
+            {"image_col": "file"},
+            ": no column 'file' (columns: image, mos); name the image column with --image-col",
+        ),
+    ],
+)
+def test_csv_columns_that_are_not_there_say_which_option_names_them(
+    tmp_path, content, options, message
+):
+    (tmp_path / "mos.csv").write_text(content)
+    with pytest.raises(DatasetError, match=re.escape(f"{tmp_path / 'mos.csv'}{message}")):
+        load_dataset("csv", tmp_path, **options)
+
+
+def test_a_csv_score_column_defaults_to_the_first_one_that_is_not_the_images(tmp_path):
+    (tmp_path / "mos.csv").write_text("mos,image\n3,a.png\n")
+    dataset = load_dataset("csv", tmp_path, image_col="image")
+    assert (dataset.score_column, dataset.samples[0].image) == ("mos", "a.png")
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -463,12 +515,13 @@ def test_malformed_mat_labels(tmp_path):
         ("koniq10k", {"score_col": "SD"}, "no score column 'SD'"),
         ("koniq10k", {"include_training": True}, "option include_training does not apply"),
         ("spaq", {"labels": "x.csv"}, "option labels does not apply"),
-        ("csv", {}, "2 CSV files here; say which holds the labels"),
+        ("csv", {}, "2 CSV files here (koniq10k_distributions_sets.csv, koniq10k_scores_"),
+        ("csv", {"labels": "mos.csv", "subset": True}, "option subset does not apply"),
         ("csv", {"labels": "mos.csv", "split": "test"}, "no splits"),
     ],
 )
 def test_options_that_do_not_fit_are_refused(labels, name, options, problem):
-    with pytest.raises(DatasetError, match=problem):
+    with pytest.raises(DatasetError, match=re.escape(problem)):
         load_dataset(name, labels / "koniq10k", **options)
 
 
