@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,8 +89,42 @@ class Dataset:
         """
         if not self.image_dir.is_dir():
             raise DatasetError(f"{self.image_dir}: image folder of {self.name} not found")
-        if not any(self.path(sample).is_file() for sample in self.samples):
+        if not any(_is_file(self.path(sample)) for sample in self.samples):
             raise DatasetError(f"{self.image_dir}: none of the {self.name} images is there")
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False also where the OS refuses the name (too long, NUL byte, ...)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _check_label_file(path: Path) -> None:
+    """Raise DatasetError unless path is a regular file, before anything opens it.
+
+    Opening a FIFO would wait for a writer forever; a folder or device is no label file.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: label file not found") from None
+    except (OSError, ValueError) as error:
+        problem = getattr(error, "strerror", None) or one_line(error)
+        raise DatasetError(f"{path}: cannot read the label file ({problem})") from None
+    if not stat.S_ISREG(mode):
+        kind = next((kind for test, kind in _FILE_KINDS if test(mode)), "not a file")
+        raise DatasetError(f"{path}: not a regular file ({kind}), so not a label file")
 
 
 @dataclass(frozen=True)
@@ -145,8 +180,7 @@ _Entry = tuple[str, object, object]
 
 def _table(path: Path) -> tuple[list[str], list[tuple[str, list]]]:
     """Header and data rows of a CSV or of the first sheet of an xlsx, each row with its place."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: label file not found")
+    _check_label_file(path)
     rows = _xlsx_rows(path) if path.suffix == ".xlsx" else _csv_rows(path)
     if not rows:
         raise DatasetError(f"{path}: empty file")
@@ -279,8 +313,7 @@ def _samples(
 
 def _mat_vector(path: Path, variable: str) -> np.ndarray:
     """One variable of a MATLAB file, flattened (LIVE's 1xN doubles and Nx1 cell arrays)."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: label file not found")
+    _check_label_file(path)
     try:
         content = scipy.io.loadmat(path)
     except Exception as error:  # a cut or damaged file fails in many ways inside scipy

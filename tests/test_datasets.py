@@ -525,6 +525,26 @@ def test_options_that_do_not_fit_are_refused(labels, name, options, problem):
         load_dataset(name, labels / "koniq10k", **options)
 
 
+def test_a_label_file_that_is_not_a_regular_file_is_refused_unopened(tmp_path):
+    os.mkfifo(tmp_path / "dmos.csv")  # opening it would wait for a writer forever
+    with pytest.raises(DatasetError, match=re.escape("dmos.csv: not a regular file (a FIFO")):
+        load_dataset("kadid10k", tmp_path)
+    (tmp_path / "mos.csv").mkdir()
+    with pytest.raises(DatasetError, match=re.escape("mos.csv: not a regular file (a directory")):
+        load_dataset("csv", tmp_path, labels="mos.csv")
+    with pytest.raises(DatasetError, match=re.escape("x.csv: cannot read the label file (File")):
+        load_dataset("csv", tmp_path, labels="x" * 300 + ".csv")
+
+
+def test_image_names_too_long_for_the_os_do_not_break_the_image_check(tmp_path):
+    root = csv_dataset(tmp_path / "data", ["a" * 300 + ".png", "b.png"])
+    dataset = load_dataset("csv", root)
+    with pytest.raises(DatasetError, match="none of the csv images is there"):
+        dataset.check_images()
+    Image.new("RGB", (8, 8)).save(root / "b.png")
+    dataset.check_images()  # the long name is left to the runner, which counts it as failed
+
+
 def test_missing_label_file(tmp_path):
     for name in NAMES[:-1]:
         with pytest.raises(DatasetError, match="label file not found"):
