@@ -270,6 +270,8 @@ def _outside(root: Path, image_dir: Path, name: str) -> bool:
     it there); Dataset.path opens the same collapsed path, so the file opened is the file
     checked even where `..` follows a symlink.
     """
+    if ".." not in name and not os.path.isabs(name):
+        return False  # the common case, kept fast: below image_dir, which lies in root
     base = os.path.abspath(root)
     return os.path.commonpath([base, os.path.abspath(os.path.join(image_dir, name))]) != base
 

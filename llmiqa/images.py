@@ -108,6 +108,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _os_problem(file: Path, error: OSError) -> str:
+    """Why the OS would not stat or open file, in words a user can act on."""
     if error.errno == errno.ENOENT and os.path.islink(file):
         return "broken symbolic link"
     return _OS_PROBLEMS.get(error.errno, error.strerror or type(error).__name__)
@@ -129,7 +130,7 @@ def _refuse_irregular(mode: int, name: str) -> None:
         if test(mode):
             raise ImageError(f"{name}: is {kind}, not an image file")
     if not stat.S_ISREG(mode):
-        raise ImageError(f"{name}: not a regular file, not an image file")
+        raise ImageError(f"{name}: is not a regular file, so not an image file")
 
 
 def _open_regular(file: Path, name: str) -> BinaryIO:
@@ -139,7 +140,8 @@ def _open_regular(file: Path, name: str) -> BinaryIO:
     closes the race where the file is replaced by a FIFO in between.
     """
     _refuse_irregular(_os_call(os.stat, file, name).st_mode, name)
-    descriptor = _os_call(os.open, file, name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    descriptor = _os_call(os.open, file, name, flags)
     try:
         _refuse_irregular(os.fstat(descriptor).st_mode, name)
     except BaseException:

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -144,14 +145,14 @@ def cut_at_every_byte_of_a_row(path: Path, row: int):
 def test_a_label_file_cut_at_any_byte_is_refused_even_as_a_subset(labels, tmp_path, real, name):
     """Either the file is refused, or every row read is exactly the official row."""
     root = release(labels, tmp_path, name)
-    path = keep_first(root, name, 300)  # any length: a shorter file only makes this faster
+    path = keep_first(root, name, 30)  # any length: a shorter file only makes this faster
     loaded = 0
-    for cut, content in cut_at_every_byte_of_a_row(path, 300):
+    for cut, content in cut_at_every_byte_of_a_row(path, 30):
         path.write_bytes(content)
         try:
             samples = load_dataset(name, root, subset=True).samples
         except DatasetError as error:
-            assert str(error).startswith(f"{path}, line 301: "), cut
+            assert str(error).startswith(f"{path}, line 31: "), cut
             continue
         assert samples == real[name].samples[: len(samples)], cut
         assert content.endswith((b"\r", b"\n")), cut
@@ -181,7 +182,7 @@ def test_a_mat_file_cut_at_any_byte_is_refused(labels, tmp_path, file):
     path = root / "Data" / file
     original = path.read_bytes()
     # Cuts in the first variable's header fail in the most varied ways (IndexError, ...).
-    for cut in [*range(0, 140, 3), *range(140, len(original), len(original) // 20)]:
+    for cut in [*range(0, 140, 7), *range(140, len(original), len(original) // 20)]:
         path.write_bytes(original[:cut])
         with pytest.raises(DatasetError) as error:
             load_dataset("livec", root, subset=True)
@@ -204,9 +205,9 @@ def test_real_images_sit_where_the_loader_looks(
 
 
 @pytest.mark.parametrize("name", ["spaq", "agiqa3k", "koniq10k"])
-def test_missing_images_are_kept_for_the_runner_to_count(labels, tmp_path, name):
-    root = release(labels, tmp_path, name)
-    dataset = load_dataset(name, root)
+def test_missing_images_are_kept_for_the_runner_to_count(real, tmp_path, name):
+    image_dir = tmp_path / RELEASES[name].image_dir  # the release's layout, somewhere writable
+    dataset = replace(real[name], root=tmp_path, image_dir=image_dir)
     for sample in dataset.samples[:3]:  # stand-in images for a few rows only
         dataset.path(sample).parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (32, 24), (90, 120, 30)).save(dataset.path(sample))
