@@ -69,7 +69,7 @@ class Dataset:
     name: str
     root: Path
     image_dir: Path
-    labels: Path  # the label file the scores were read from
+    labels: Path  # the label file the scores were read from (csv: absolute, to pass back)
     score_column: str
     scale: tuple[float, float] | None  # the rating scale of score_column; None for csv
     samples: tuple[Sample, ...]
@@ -445,7 +445,7 @@ def _load_csv(
     lower_better: bool,
     allow_outside_root: bool,
 ) -> Dataset:
-    path = root / (labels or _the_one_csv(root))  # an absolute labels path stays as it is
+    path = root / labels if labels else _the_one_csv(root)  # an absolute labels path stays
     header, rows = _table(path)
     if len(header) < 2:
         raise DatasetError(
@@ -468,7 +468,8 @@ def _load_csv(
     if lower_better:  # mirror within the observed range: same units, order reversed
         low, high = min(s.mos for s in samples), max(s.mos for s in samples)
         samples = [Sample(s.image, low + high - s.mos) for s in samples]
-    return Dataset("csv", root, root, path, score_col, None, tuple(samples))
+    labels_file = Path(os.path.abspath(path))  # absolute: a run can record it and pass it back
+    return Dataset("csv", root, root, labels_file, score_col, None, tuple(samples))
 
 
 def load_dataset(

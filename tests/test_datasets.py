@@ -15,7 +15,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from llmiqa.datasets import NAMES, RELEASES, DatasetError, load_dataset
+from llmiqa.datasets import NAMES, RELEASES, DatasetError, Sample, load_dataset
 from llmiqa.metrics import srcc
 
 # name: rows, MOS min and max, first image, default score column
@@ -335,6 +335,14 @@ def test_symlinks_inside_the_root_are_legitimate(tmp_path, data_dir):
     csv_dataset(root, ["more/../../escape.png"])
     with pytest.raises(DatasetError, match=re.escape("'more/../../escape.png' lies outside")):
         load_dataset("csv", root)
+
+
+def test_the_label_file_a_csv_dataset_chose_can_be_passed_back(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv_dataset(tmp_path / "data", ["a.png"])
+    chosen = load_dataset("csv", "data").labels  # what a run records to rerun the same way
+    assert chosen == tmp_path / "data" / "mos.csv"
+    assert load_dataset("csv", "data", labels=chosen).samples == (Sample("a.png", 3.0),)
 
 
 def test_a_csv_dataset_names_its_label_file_or_asks_for_one(tmp_path):
