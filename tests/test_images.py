@@ -140,7 +140,7 @@ def load_or_unblock(path: Path, seconds: float = 10) -> ImageError:
     return outcome["error"]
 
 
-def make_socket(path: Path) -> Path:
+def _socket(path: Path) -> Path:
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(path))
     server.close()  # the socket file stays
@@ -150,9 +150,9 @@ def make_socket(path: Path) -> Path:
 @pytest.mark.parametrize(
     ("make", "kind"),
     [
-        (lambda d: os.mkfifo(d / "pipe.png") or d / "pipe.png", "is a FIFO (named pipe)"),
-        (lambda d: make_socket(d / "s.png"), "is a socket"),
-        (lambda d: os.symlink("/dev/zero", d / "zero.png") or d / "zero.png", "is a character"),
+        (lambda d: _fifo(d / "pipe.png"), "is a FIFO (named pipe)"),
+        (lambda d: _socket(d / "s.png"), "is a socket"),
+        (lambda d: _link(d / "zero.png", "/dev/zero"), "is a character device"),
     ],
     ids=["fifo", "socket", "device"],
 )
@@ -167,8 +167,8 @@ def test_files_that_are_not_regular_are_refused_unopened(tmp_path, make, kind):
     [
         (lambda d: d / ("x" * 300 + ".png"), "file name too long"),
         (lambda d: _write(d / "file.png", b"") / "x.png", "a part of the path is a file"),
-        (lambda d: _loop(d / "a.png", d / "b.png"), "symbolic link loop"),
-        (lambda d: os.symlink(d / "moved.png", d / "l.png") or d / "l.png", "broken symbolic"),
+        (lambda d: _link(d / "a.png", _link(d / "b.png", d / "a.png")), "symbolic link loop"),
+        (lambda d: _link(d / "gone.png", d / "moved.png"), "broken symbolic link"),
         (lambda d: Path(str(d / "nul") + "\0.png"), "invalid file name"),
     ],
     ids=["ENAMETOOLONG", "ENOTDIR", "ELOOP", "broken link", "NUL"],
@@ -195,10 +195,14 @@ def test_a_file_we_may_not_read_is_an_image_error(photo, tmp_path, monkeypatch):
         load_image(path)
 
 
-def _loop(first: Path, second: Path) -> Path:
-    first.symlink_to(second)
-    second.symlink_to(first)
-    return first
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _link(path: Path, target) -> Path:
+    path.symlink_to(target)
+    return path
 
 
 def test_truncated_files_are_reported_as_such(photo, tmp_path):
