@@ -16,21 +16,37 @@ default is `MOS` (1-5), not `MOS_zscore`: only `MOS` reproduces the paper's Tabl
 Reading labels never touches the images: Table 1 needs only labels, and a label file is
 checked on its own. `Dataset.check_images` tells whether the image folder is there at
 all. A listed image whose file is missing is NOT dropped here: the runner tries it and
-counts it as a failure, so the reported n always says what was left out. A malformed
+counts it as a failure, so the reported n always says what was left out. An image name
+that leads outside the root (`..`, an absolute path) is refused unless the caller allows
+it (`allow_outside_root=True`): a label file must not make us open any file. A malformed
 label file (missing column, non-numeric or non-finite score, empty file, duplicate image
 name, score outside the scale) raises DatasetError naming the file and the row.
+
+A cut-short label file is never read as a shorter one:
+- Each official release lists a known number of images (OFFICIAL_COUNT); any other count
+  is refused unless the caller declares a subset (`subset=True`, the CLI's --subset).
+- A CSV must end with a line ending, and it is parsed strictly. Every official CSV ends
+  with one (CRLF, or LF for KonIQ's sets file), as does any CSV written by Python's csv,
+  pandas, R or Excel. A file cut at an arbitrary byte then either ends mid-line (refused,
+  even as a subset: its last number may be cut short, 2.45 read as 2.4), or ends inside a
+  quoted field (refused by the strict parser), or ends right after a line ending, where
+  every row read is whole and only the count tells, as above.
+- A cut xlsx (a zip) or MATLAB file fails to parse and is refused.
 """
 
 from __future__ import annotations
 
 import csv
-import zipfile
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import openpyxl
 import scipy.io
+
+from llmiqa.errors import one_line
 
 
 class DatasetError(ValueError):
@@ -53,13 +69,14 @@ class Dataset:
     name: str
     root: Path
     image_dir: Path
-    labels: Path  # the label file the scores were read from
+    labels: Path  # the label file the scores were read from (csv: absolute, to pass back)
     score_column: str
     scale: tuple[float, float] | None  # the rating scale of score_column; None for csv
     samples: tuple[Sample, ...]
 
     def path(self, sample: Sample) -> Path:
-        return self.image_dir / sample.image
+        """The image file, `..` in its name collapsed as written: the path the root check read."""
+        return self.image_dir / os.path.normpath(sample.image)
 
     @property
     def mos(self) -> np.ndarray:
@@ -72,8 +89,42 @@ class Dataset:
         """
         if not self.image_dir.is_dir():
             raise DatasetError(f"{self.image_dir}: image folder of {self.name} not found")
-        if not any(self.path(sample).is_file() for sample in self.samples):
+        if not any(_is_file(self.path(sample)) for sample in self.samples):
             raise DatasetError(f"{self.image_dir}: none of the {self.name} images is there")
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False also where the OS refuses the name (too long, NUL byte, ...)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _check_label_file(path: Path) -> None:
+    """Raise DatasetError unless path is a regular file, before anything opens it.
+
+    Opening a FIFO would wait for a writer forever; a folder or device is no label file.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: label file not found") from None
+    except (OSError, ValueError) as error:
+        problem = getattr(error, "strerror", None) or one_line(error)
+        raise DatasetError(f"{path}: cannot read the label file ({problem})") from None
+    if not stat.S_ISREG(mode):
+        kind = next((kind for test, kind in _FILE_KINDS if test(mode)), "not a file")
+        raise DatasetError(f"{path}: not a regular file ({kind}), so not a label file")
 
 
 @dataclass(frozen=True)
@@ -83,6 +134,7 @@ class _Release:
     labels: str
     image_dir: str
     image_col: str
+    count: int  # images the official label file lists
     scales: dict[str, tuple[float, float]]  # score columns offered; the first is the default
     splits_file: str | None = None  # a label file with a `set` column, where one exists
     splits: tuple[str, ...] = ()
@@ -93,24 +145,34 @@ RELEASES = {
         "koniq10k_scores_and_distributions.csv",
         "1024x768",
         "image_name",
+        10073,
         {"MOS": (1, 5), "MOS_zscore": (0, 100)},
         "koniq10k_distributions_sets.csv",
         ("training", "validation", "test"),
     ),
     "livec": _Release(
-        "Data/AllMOS_release.mat", "Images", "AllImages_release", {"AllMOS_release": (0, 100)}
+        "Data/AllMOS_release.mat",
+        "Images",
+        "AllImages_release",
+        1169,
+        {"AllMOS_release": (0, 100)},
     ),
     "spaq": _Release(
         "Annotations/MOS and Image attribute scores.xlsx",
         "TestImage",
         "Image name",
+        11125,
         {"MOS": (0, 100)},
     ),
-    "kadid10k": _Release("dmos.csv", "images", "dist_img", {"dmos": (1, 5)}),
-    "agiqa3k": _Release("data.csv", ".", "name", {"mos_quality": (0, 5), "mos_align": (0, 5)}),
+    "kadid10k": _Release("dmos.csv", "images", "dist_img", 10125, {"dmos": (1, 5)}),
+    "agiqa3k": _Release(
+        "data.csv", ".", "name", 2982, {"mos_quality": (0, 5), "mos_align": (0, 5)}
+    ),
 }
 NAMES = (*RELEASES, "csv")
-LIVEC_TRAINING = 7  # AllImages_release starts with t1..t7.bmp, the training images
+OFFICIAL_COUNT = {name: release.count for name, release in RELEASES.items()}
+# AllImages_release starts with these, the training images the benchmarks leave out.
+LIVEC_TRAINING = frozenset(f"t{i}.bmp" for i in range(1, 8))
 
 # A label entry before checking: (where in the file, image name, score), as read.
 _Entry = tuple[str, object, object]
@@ -118,26 +180,8 @@ _Entry = tuple[str, object, object]
 
 def _table(path: Path) -> tuple[list[str], list[tuple[str, list]]]:
     """Header and data rows of a CSV or of the first sheet of an xlsx, each row with its place."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: label file not found")
-    if path.suffix == ".xlsx":
-        try:
-            book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-        except (OSError, zipfile.BadZipFile, KeyError) as error:
-            raise DatasetError(f"{path}: not a readable xlsx file ({error})") from error
-        rows = [
-            (f"row {number}", list(row))
-            for number, row in enumerate(book.worksheets[0].iter_rows(values_only=True), 1)
-            if any(cell is not None for cell in row)
-        ]
-        book.close()
-    else:
-        try:
-            with path.open(newline="", encoding="utf-8-sig") as file:
-                reader = csv.reader(file)
-                rows = [(f"line {reader.line_num}", row) for row in reader if row]
-        except (UnicodeDecodeError, csv.Error) as error:
-            raise DatasetError(f"{path}: not a readable CSV file ({error})") from error
+    _check_label_file(path)
+    rows = _xlsx_rows(path) if path.suffix == ".xlsx" else _csv_rows(path)
     if not rows:
         raise DatasetError(f"{path}: empty file")
     header = [str(cell).strip() if cell is not None else "" for cell in rows[0][1]]
@@ -146,9 +190,68 @@ def _table(path: Path) -> tuple[list[str], list[tuple[str, list]]]:
     return header, rows[1:]
 
 
+def _xlsx_rows(path: Path) -> list[tuple[str, list]]:
+    """Non-empty rows of the first sheet, each with its row number."""
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        try:
+            return [
+                (f"row {number}", list(row))
+                for number, row in enumerate(book.worksheets[0].iter_rows(values_only=True), 1)
+                if any(cell is not None for cell in row)
+            ]
+        finally:
+            book.close()
+    except Exception as error:  # a damaged zip or XML fails in many ways deep inside openpyxl
+        problem = f"{type(error).__name__}: {one_line(error)}"
+        raise DatasetError(f"{path}: not a readable xlsx file ({problem})") from None
+
+
+def _csv_rows(path: Path) -> list[tuple[str, list]]:
+    """Non-empty rows of a CSV, each with its line; a file that looks cut short is refused."""
+    rows = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as file:
+            reader = csv.reader(file, strict=True)  # strict: an unclosed quote is an error
+            for row in reader:
+                if row:
+                    rows.append((f"line {reader.line_num}", row))
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read the label file ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{path}: not a readable CSV file ({error})") from None
+    except csv.Error as error:
+        problem = (
+            "a quoted field never closes: the file looks cut short"
+            if "unexpected end of data" in str(error)
+            else f"not valid CSV ({error})"
+        )
+        raise DatasetError(f"{path}, line {reader.line_num}: {problem}") from None
+    if rows and not _ends_with_line_ending(path):
+        raise DatasetError(
+            f"{path}, {rows[-1][0]}: the last line has no line ending, so the file looks cut "
+            "short; if it is complete, end it with a newline"
+        )
+    return rows
+
+
+def _ends_with_line_ending(path: Path) -> bool:
+    """Whether a non-empty file's last byte is CR or LF (a cut at a random byte is not)."""
+    with path.open("rb") as file:
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) in (b"\r", b"\n")
+
+
 def _columns(path: Path, image_col: str, score_col: str) -> list[_Entry]:
     """(place, image, score) of every data row of a table."""
     header, rows = _table(path)
+    return _pick(path, header, rows, image_col, score_col)
+
+
+def _pick(
+    path: Path, header: list[str], rows: list[tuple[str, list]], image_col: str, score_col: str
+) -> list[_Entry]:
+    """(place, image, score) of every row, from the two named columns of the header."""
     index = []
     for column in (image_col, score_col):
         if column not in header:
@@ -160,13 +263,39 @@ def _columns(path: Path, image_col: str, score_col: str) -> list[_Entry]:
     ]
 
 
-def _samples(path: Path, entries: list[_Entry], scale: tuple[float, float] | None) -> list[Sample]:
-    """Checked samples: a non-empty unique name and a finite number within the scale each."""
+def _outside(root: Path, image_dir: Path, name: str) -> bool:
+    """Whether image_dir/name leaves root, read as written: `..` collapsed, no link followed.
+
+    Not following symlinks accepts a linked image or folder inside the root (the user put
+    it there); Dataset.path opens the same collapsed path, so the file opened is the file
+    checked even where `..` follows a symlink.
+    """
+    if ".." not in name and not os.path.isabs(name):
+        return False  # the common case, kept fast: below image_dir, which lies in root
+    base = os.path.abspath(root)
+    return os.path.commonpath([base, os.path.abspath(os.path.join(image_dir, name))]) != base
+
+
+def _samples(
+    path: Path,
+    entries: list[_Entry],
+    scale: tuple[float, float] | None,
+    confine: tuple[Path, Path] | None,
+) -> list[Sample]:
+    """Checked samples: a non-empty unique name and a finite number within the scale each.
+
+    confine: (root, image_dir) to refuse image names that lead outside root; None allows them.
+    """
     samples, seen = [], {}
     for where, image, score in entries:
         name = "" if image is None else str(image).strip()
         if not name:
             raise DatasetError(f"{path}, {where}: empty image name")
+        if confine and _outside(*confine, name):
+            raise DatasetError(
+                f"{path}, {where}: image {name!r} lies outside the dataset root {confine[0]}; "
+                "pass --allow-outside-root (allow_outside_root=True) if that is intended"
+            )
         if name in seen:
             raise DatasetError(f"{path}, {where}: image {name!r} already listed at {seen[name]}")
         seen[name] = where
@@ -186,25 +315,23 @@ def _samples(path: Path, entries: list[_Entry], scale: tuple[float, float] | Non
 
 def _mat_vector(path: Path, variable: str) -> np.ndarray:
     """One variable of a MATLAB file, flattened (LIVE's 1xN doubles and Nx1 cell arrays)."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: label file not found")
+    _check_label_file(path)
     try:
         content = scipy.io.loadmat(path)
-    except (OSError, ValueError, scipy.io.matlab.MatReadError) as error:
-        raise DatasetError(f"{path}: not a readable MATLAB file ({error})") from error
+    except Exception as error:  # a cut or damaged file fails in many ways inside scipy
+        problem = f"{type(error).__name__}: {one_line(error)}"
+        raise DatasetError(f"{path}: not a readable MATLAB file ({problem})") from None
     if variable not in content:
         raise DatasetError(f"{path}: no variable {variable!r}")
     return np.asarray(content[variable]).ravel()
 
 
-def _livec_entries(
-    root: Path, release: _Release, score_col: str, include_training: bool
-) -> list[_Entry]:
+def _livec_entries(root: Path, release: _Release, score_col: str) -> list[_Entry]:
+    """Every entry of LIVE Challenge's two MATLAB files, training images included."""
     names = _mat_vector(root / "Data" / "AllImages_release.mat", release.image_col)
     scores = _mat_vector(root / release.labels, score_col)
     if names.size != scores.size:
         raise DatasetError(f"{root / release.labels}: {scores.size} scores for {names.size} images")
-    start = 0 if include_training else LIVEC_TRAINING
     # A cell of a cell array loads as a 1-element string array; an empty cell as an empty one.
     return [
         (
@@ -212,12 +339,25 @@ def _livec_entries(
             np.asarray(names[i]).ravel()[0] if np.size(names[i]) else None,
             scores[i],
         )
-        for i in range(start, names.size)
+        for i in range(names.size)
     ]
 
 
-def _splits(root: Path, release: _Release, samples: list[Sample]) -> list[Sample]:
-    """Samples tagged with their official split from the release's `set` column."""
+def _check_count(path: Path, name: str, found: int, subset: bool) -> None:
+    """Refuse a release listing other than its official number of images, unless a subset."""
+    expected = OFFICIAL_COUNT[name]
+    if found != expected and not subset:
+        raise DatasetError(
+            f"{path}: {found} images listed where the official {name} release lists {expected}; "
+            "if this is a deliberate subset, pass --subset (subset=True)"
+        )
+
+
+def _splits(root: Path, release: _Release, samples: list[Sample], subset: bool) -> list[Sample]:
+    """Samples tagged with their official split from the release's `set` column.
+
+    A subset of the scores may come with the full sets file: its extra images are ignored.
+    """
     path = root / release.splits_file
     tagged = {}
     for where, cell, split in _columns(path, release.image_col, "set"):
@@ -229,13 +369,19 @@ def _splits(root: Path, release: _Release, samples: list[Sample]) -> list[Sample
         tagged[image] = split
     if missing := [s.image for s in samples if s.image not in tagged]:
         raise DatasetError(f"{path}: no set for {len(missing)} image(s), e.g. {missing[0]!r}")
-    if extra := tagged.keys() - {s.image for s in samples}:
+    if not subset and (extra := tagged.keys() - {s.image for s in samples}):
         raise DatasetError(f"{path}: {len(extra)} image(s) without a score, e.g. {min(extra)!r}")
     return [Sample(s.image, s.mos, tagged[s.image]) for s in samples]
 
 
 def _load_release(
-    name: str, root: Path, split: str, score_col: str | None, include_training: bool
+    name: str,
+    root: Path,
+    split: str,
+    score_col: str | None,
+    include_training: bool,
+    subset: bool,
+    allow_outside_root: bool,
 ) -> Dataset:
     release = RELEASES[name]
     score_col = score_col or next(iter(release.scales))
@@ -251,12 +397,17 @@ def _load_release(
         )
     labels = root / release.labels
     if name == "livec":
-        entries = _livec_entries(root, release, score_col, include_training)
+        entries = _livec_entries(root, release, score_col)
     else:
         entries = _columns(labels, release.image_col, score_col)
-    samples = _samples(labels, entries, release.scales[score_col])
+    image_dir = root / release.image_dir
+    confine = None if allow_outside_root else (root, image_dir)
+    samples = _samples(labels, entries, release.scales[score_col], confine)
+    _check_count(labels, name, len(samples), subset)
+    if name == "livec" and not include_training:
+        samples = [s for s in samples if s.image not in LIVEC_TRAINING]
     if release.splits_file and (root / release.splits_file).is_file():
-        samples = _splits(root, release, samples)
+        samples = _splits(root, release, samples, subset)
     elif split != "all":
         raise DatasetError(f"{root / release.splits_file}: needed for split {split!r}, not found")
     if split != "all":
@@ -264,12 +415,26 @@ def _load_release(
     return Dataset(
         name,
         root,
-        root / release.image_dir,
+        image_dir,
         labels,
         score_col,
         release.scales[score_col],
         tuple(samples),
     )
+
+
+def _the_one_csv(root: Path) -> Path:
+    """The label file of a csv dataset named by its folder alone: its only CSV file."""
+    found = sorted(root.glob("*.csv"))
+    if not found:
+        raise DatasetError(f"{root}: no CSV file here; name the label file with --labels")
+    if len(found) > 1:
+        names = ", ".join(path.name for path in found[:5]) + (", ..." if len(found) > 5 else "")
+        raise DatasetError(
+            f"{root}: {len(found)} CSV files here ({names}); choose the label file with "
+            "--labels (labels=...)"
+        )
+    return found[0]
 
 
 def _load_csv(
@@ -278,23 +443,33 @@ def _load_csv(
     image_col: str | None,
     score_col: str | None,
     lower_better: bool,
+    allow_outside_root: bool,
 ) -> Dataset:
-    if labels is None:  # the one CSV file in root, if there is exactly one
-        found = sorted(root.glob("*.csv"))
-        if len(found) != 1:
-            raise DatasetError(
-                f"{root}: {len(found)} CSV files here; say which holds the labels (labels=...)"
-            )
-        labels = found[0]
-    path = root / labels  # an absolute labels path stays as it is
-    header, _ = _table(path)
+    path = root / labels if labels else _the_one_csv(root)  # an absolute labels path stays
+    header, rows = _table(path)
+    if len(header) < 2:
+        raise DatasetError(
+            f"{path}: only one column, {header[0]!r} (are the columns separated by commas?); "
+            "name the score column with --score-col"
+        )
     image_col = image_col or header[0]
-    score_col = score_col or (header[1] if len(header) > 1 else "")
-    samples = _samples(path, _columns(path, image_col, score_col), None)
+    score_col = score_col or next((c for c in header if c != image_col), header[1])
+    for column, role, flag in (
+        (image_col, "image", "--image-col"),
+        (score_col, "score", "--score-col"),
+    ):
+        if column not in header:
+            raise DatasetError(
+                f"{path}: no column {column!r} (columns: {', '.join(header)}); "
+                f"name the {role} column with {flag}"
+            )
+    confine = None if allow_outside_root else (root, root)
+    samples = _samples(path, _pick(path, header, rows, image_col, score_col), None, confine)
     if lower_better:  # mirror within the observed range: same units, order reversed
         low, high = min(s.mos for s in samples), max(s.mos for s in samples)
         samples = [Sample(s.image, low + high - s.mos) for s in samples]
-    return Dataset("csv", root, root, path, score_col, None, tuple(samples))
+    labels_file = Path(os.path.abspath(path))  # absolute: a run can record it and pass it back
+    return Dataset("csv", root, root, labels_file, score_col, None, tuple(samples))
 
 
 def load_dataset(
@@ -307,6 +482,8 @@ def load_dataset(
     score_col: str | None = None,
     lower_better: bool = False,
     include_training: bool = False,
+    subset: bool = False,
+    allow_outside_root: bool = False,
 ) -> Dataset:
     """Labels of dataset `name` whose release (or CSV and images) is at `root`.
 
@@ -315,6 +492,10 @@ def load_dataset(
     labels, image_col, lower_better: csv only (defaults: the first two columns; a
     lower-is-better score is mirrored so that higher = better).
     include_training: livec only, keeps the 7 training images the benchmarks leave out.
+    subset: an official release's label file that deliberately lists fewer (or more) images
+    than the official one; without it such a file is refused as damaged.
+    allow_outside_root: accept image names that lead outside root (`..`, absolute paths);
+    without it they are refused, so a label file cannot make us open any file it names.
     """
     root = Path(root)
     if name not in NAMES:
@@ -324,14 +505,18 @@ def load_dataset(
         "image_col": image_col is not None,
         "lower_better": lower_better,
         "include_training": include_training,
+        "subset": subset,
     }
     allowed = {"csv": {"labels", "image_col", "lower_better"}, "livec": {"include_training"}}
+    release_options = {"subset"} if name in RELEASES else set()
     if wrong := [
-        option for option, used in given.items() if used and option not in allowed.get(name, ())
+        option
+        for option, used in given.items()
+        if used and option not in allowed.get(name, set()) | release_options
     ]:
         raise DatasetError(f"{name}: option {wrong[0]} does not apply")
     if name == "csv":
         if split != "all":
             raise DatasetError(f"{root}: a csv dataset has no splits; use split='all'")
-        return _load_csv(root, labels, image_col, score_col, lower_better)
-    return _load_release(name, root, split, score_col, include_training)
+        return _load_csv(root, labels, image_col, score_col, lower_better, allow_outside_root)
+    return _load_release(name, root, split, score_col, include_training, subset, allow_outside_root)

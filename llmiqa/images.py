@@ -1,15 +1,23 @@
 """Decoding any image file a user may hand us into the RGB pixels a rater sees.
 
 Every failure becomes one ImageError whose message names the file and the problem, so a
-batch can record it and go on with the other images.
+batch can record it and go on with the other images. Only regular files are opened: a
+FIFO would block the run forever (Ctrl-C cannot interrupt the open) and a device may act
+on being opened. Memory: decoding holds the decoded image plus, for modes other than
+RGB, one converted copy; hashing reads the pixels in strips, never as one copy.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,6 +26,24 @@ from llmiqa.errors import one_line
 
 # PIL's decompression-bomb guard (about 89.5 megapixels): larger files are refused unread.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+HASH_STRIP_BYTES = 1 << 20  # pixels hashed 1 MiB at a time, not as one full copy
+
+# What the OS says when a path cannot be opened, in words a user can act on.
+_OS_PROBLEMS = {
+    errno.ENOENT: "no such file",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENAMETOOLONG: "file name too long for the file system",
+    errno.ELOOP: "symbolic link loop (or too many links in the path)",
+}
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 
 
 class ImageError(ValueError):
@@ -34,65 +60,129 @@ class LoadedImage:
 
 
 def pixel_hash(image: Image.Image) -> str:
-    """Content hash of decoded RGB pixels; same pixels, same key, whatever the file format."""
+    """Content hash of decoded RGB pixels; same pixels, same key, whatever the file format.
+
+    The digest of the whole raw buffer, fed strip by strip (row-major bytes concatenate),
+    so an 81-megapixel image costs a 1 MiB strip, not a second 243 MB copy.
+    """
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{image.width}x{image.height}:".encode())
-    digest.update(image.tobytes())
+    rows = max(1, HASH_STRIP_BYTES // max(1, image.width * len(image.getbands())))
+    for top in range(0, image.height, rows):
+        strip = image.crop((0, top, image.width, min(top + rows, image.height)))
+        digest.update(strip.tobytes())
     return digest.hexdigest()
+
+
+def _deep_to_rgb(image: Image.Image) -> Image.Image:
+    """16/32-bit integer and float images rescaled (not clipped) to 8 bits, in place."""
+    array = np.asarray(image, dtype=np.float64)
+    peak = array.max(initial=0)
+    if image.mode.startswith("I;16") or (image.mode == "I" and peak > 255):
+        full_scale = 65535.0
+    else:
+        full_scale = 1.0 if image.mode == "F" and peak <= 1.0 else 255.0
+    array /= full_scale  # in place: the same arithmetic as array / s * 255, no temporaries
+    array *= 255.0
+    np.clip(array, 0, 255, out=array)
+    np.round(array, out=array)
+    return Image.fromarray(array.astype(np.uint8)).convert("RGB")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB as a viewer would show it.
 
     Transparency is composited over white (what most viewers and web pages show), and
-    16/32-bit and float images are rescaled rather than clipped.
+    16/32-bit and float images are rescaled rather than clipped. An RGB image is returned
+    as it is, not copied.
     """
     if image.mode.startswith("I") or image.mode == "F":
-        array = np.asarray(image, dtype=np.float64)
-        peak = array.max(initial=0)
-        if image.mode.startswith("I;16") or (image.mode == "I" and peak > 255):
-            full_scale = 65535.0
-        else:
-            full_scale = 1.0 if image.mode == "F" and peak <= 1.0 else 255.0
-        array = np.clip(array / full_scale * 255.0, 0, 255).round().astype(np.uint8)
-        return Image.fromarray(array).convert("RGB")
+        return _deep_to_rgb(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _os_problem(file: Path, error: OSError) -> str:
+    """Why the OS would not stat or open file, in words a user can act on."""
+    if error.errno == errno.ENOENT and os.path.islink(file):
+        return "broken symbolic link"
+    return _OS_PROBLEMS.get(error.errno, error.strerror or type(error).__name__)
+
+
+def _os_call(call: Callable[..., Any], file: Path, name: str, *args: int) -> Any:
+    """call(file, *args), an OSError or a NUL byte in the name becoming one ImageError."""
+    try:
+        return call(file, *args)
+    except OSError as error:
+        raise ImageError(f"{name}: {_os_problem(file, error)}") from None
+    except ValueError as error:  # embedded null byte
+        raise ImageError(f"{name}: invalid file name ({error})") from None
+
+
+def _refuse_irregular(mode: int, name: str) -> None:
+    """Raise ImageError unless st_mode is a regular file's, saying what the file is."""
+    for test, kind in _FILE_KINDS:
+        if test(mode):
+            raise ImageError(f"{name}: is {kind}, not an image file")
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"{name}: is not a regular file, so not an image file")
+
+
+def _open_regular(file: Path, name: str) -> BinaryIO:
+    """Open a regular file for reading; anything else is refused before it is opened.
+
+    stat() decides before open(); opening with O_NONBLOCK and checking fstat() again
+    closes the race where the file is replaced by a FIFO in between.
+    """
+    _refuse_irregular(_os_call(os.stat, file, name).st_mode, name)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    descriptor = _os_call(os.open, file, name, flags)
+    try:
+        _refuse_irregular(os.fstat(descriptor).st_mode, name)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return os.fdopen(descriptor, "rb")
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says, in place (no copy when upright)."""
+    ImageOps.exif_transpose(image, in_place=True)
+    return image
 
 
 def load_image(path: str | Path) -> LoadedImage:
     """Open, fully decode and normalise one image file; raise ImageError on any problem."""
     name = str(path)
-    file = Path(path)
-    if not file.exists():
-        raise ImageError(f"{name}: no such file")
-    if file.is_dir():
-        raise ImageError(f"{name}: is a directory, not an image file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(file) as opened:
-                opened.seek(0)  # animated files: the first frame
-                opened.load()
-                image = ImageOps.exif_transpose(opened)
-                image = to_rgb(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"{name}: too many pixels to decode safely ({error})") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file PIL can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ImageError(f"{name}: truncated or corrupt image data ({one_line(error)})") from None
+    with _open_regular(Path(path), name) as file:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(file)
+                image.seek(0)  # animated files: the first frame
+                image.load()
+                image = to_rgb(_upright(image))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ImageError(f"{name}: too many pixels to decode safely ({error})") from None
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: not an image file PIL can read") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            problem = one_line(error)
+            raise ImageError(f"{name}: truncated or corrupt image data ({problem})") from None
     if image.width < 1 or image.height < 1:
         raise ImageError(f"{name}: empty image ({image.width}x{image.height})")
     return LoadedImage(name=name, image=image, digest=pixel_hash(image))
 
 
 def from_pil(image: Image.Image, name: str) -> LoadedImage:
-    """Wrap an in-memory PIL image (API use) the same way a file is loaded."""
+    """Wrap an in-memory PIL image (API use) the same way a file is loaded.
+
+    exif_transpose copies, so the caller's image stays theirs to change.
+    """
     rgb = to_rgb(ImageOps.exif_transpose(image))
     return LoadedImage(name=name, image=rgb, digest=pixel_hash(rgb))
