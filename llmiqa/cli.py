@@ -127,6 +127,16 @@ def add_dataset_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--include-training", action="store_true", help="livec: keep the 7 training images"
     )
+    group.add_argument(
+        "--subset",
+        action="store_true",
+        help="the label file lists a deliberate subset of an official release",
+    )
+    group.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept image names that lead outside --root (.., absolute paths)",
+    )
 
 
 def dataset_options(args: argparse.Namespace) -> dict:
@@ -134,7 +144,7 @@ def dataset_options(args: argparse.Namespace) -> dict:
     for name in ("labels", "image_col", "score_col"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
-    for name in ("lower_better", "include_training"):
+    for name in ("lower_better", "include_training", "subset", "allow_outside_root"):
         if getattr(args, name, False):
             options[name] = True
     return options

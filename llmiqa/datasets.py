@@ -43,8 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import openpyxl
-import scipy.io
 
 from llmiqa.errors import one_line
 
@@ -192,6 +190,8 @@ def _table(path: Path) -> tuple[list[str], list[tuple[str, list]]]:
 
 def _xlsx_rows(path: Path) -> list[tuple[str, list]]:
     """Non-empty rows of the first sheet, each with its row number."""
+    import openpyxl  # imported here: only SPAQ's labels need it
+
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
         try:
@@ -315,6 +315,8 @@ def _samples(
 
 def _mat_vector(path: Path, variable: str) -> np.ndarray:
     """One variable of a MATLAB file, flattened (LIVE's 1xN doubles and Nx1 cell arrays)."""
+    import scipy.io  # imported here: only LIVE Challenge's labels need it
+
     _check_label_file(path)
     try:
         content = scipy.io.loadmat(path)
