@@ -20,14 +20,13 @@ import torch
 
 from llmiqa import tiny
 from llmiqa.pipeline import Scorer
-from llmiqa.segment import MaskSettings
+from llmiqa.regions import RegionSettings
 
 DIBR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dibr"
 # A random SAM2 passes no default threshold: keep every candidate, as the tests do. Its
 # noise masks all have the whole image as box, which bbox mode rightly rates once as the
 # global view; mask mode rates every region, so that every stage does its full work.
-RANDOM_SAM2 = MaskSettings(pred_iou_thresh=0.0, stability_score_thresh=0.0, points_per_side=4)
-REGION_MODE = "mask"
+REGIONS = RegionSettings(mode="mask")
 
 
 class ForwardTimer:
@@ -47,29 +46,32 @@ class ForwardTimer:
 
 
 def run(images: list[Path], models: dict[str, Path], store: Path, batch_size: int) -> dict:
+    started = time.perf_counter()
     scorer = Scorer(
         [str(models["rater"])],
         segmenter=str(models["sam2"]),
-        mask_settings=RANDOM_SAM2,
-        region_mode=REGION_MODE,
+        mask_settings=tiny.PERMISSIVE_MASKS,
+        regions=REGIONS,
         batch_size=batch_size,
         store=store,
     )
     timers = {}
-    started = time.perf_counter()
     if scorer.store.counts()["ratings"] == 0:  # cold: load and time the models up front
-        timers["rater forward"] = ForwardTimer(scorer.rater(0).model)
-        sam2 = scorer.segmenter.model
+        timers["rater forward"] = ForwardTimer(scorer.raters[0].rater().model)
+        with scorer.usage.timed("load models"):
+            scorer.segmenter.loaded = scorer.segmenter_spec.load()
+        sam2 = scorer.segmenter.loaded.model
         timers["sam2 embed"] = ForwardTimer(sam2.vision_encoder)
         timers["sam2 decode"] = ForwardTimer(sam2.mask_decoder)
     results = scorer.score(images)
     total = time.perf_counter() - started
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    usage = scorer.usage.as_dict()
     return {
         "total": total,
-        "stages": dict(scorer.seconds),
+        "stages": usage.pop("seconds"),
         "forwards": {name: t.seconds for name, t in timers.items()},
-        "stats": dict(scorer.stats),
+        "stats": {k: v for k, v in usage.items() if k != "notes"},
         "regions": sum(len(r.regions) for r in results),
     }
 
