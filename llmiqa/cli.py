@@ -20,7 +20,7 @@ from llmiqa import options as knobs
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 
 
-class Usage(ValueError):
+class CommandLineError(ValueError):
     """A command line that cannot run: one line, exit code 2."""
 
 
@@ -37,7 +37,7 @@ def expand_inputs(paths: list[str], recursive: bool = False) -> list[str]:
         if not images:
             subfolders = sum(p.is_dir() for p in folder.iterdir())
             hint = f" ({subfolders} subfolder(s): add --recursive)" if subfolders else ""
-            raise Usage(f"{folder}: no image files in this folder{hint}")
+            raise CommandLineError(f"{folder}: no image files in this folder{hint}")
         expanded += images
     return expanded
 
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("llmiqa: interrupted; everything rated so far is in the store", file=sys.stderr)
         return 130
-    except (UsageError, Usage, DatasetError, ImageError, OSError) as error:
+    except (UsageError, CommandLineError, DatasetError, ImageError, OSError) as error:
         print(f"llmiqa: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # a bug: still one line, unless asked for the traceback
