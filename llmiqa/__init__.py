@@ -19,6 +19,7 @@ _EXPORTS = {
     "Standard": "llmiqa.standards",
     "RegionSettings": "llmiqa.regions",
     "MaskSettings": "llmiqa.masks",
+    "create_metric": "llmiqa.metric",
 }
 __all__ = ["__version__", *_EXPORTS]
 
