@@ -298,6 +298,10 @@ def parser() -> argparse.ArgumentParser:
     tiny = commands.add_parser("tiny", help="build tiny random models to try llmiqa offline")
     tiny.add_argument("folder", help="where to write them")
     tiny.set_defaults(handler=cmd_tiny)
+
+    from llmiqa import check  # registers its own command
+
+    check.add_command(commands)
     return top
 
 
