@@ -299,9 +299,10 @@ def parser() -> argparse.ArgumentParser:
     tiny.add_argument("folder", help="where to write them")
     tiny.set_defaults(handler=cmd_tiny)
 
-    from llmiqa import check  # registers its own command
+    from llmiqa import check, demo  # each registers its own command
 
     check.add_command(commands)
+    demo.add_command(commands)
     return top
 
 

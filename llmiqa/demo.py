@@ -1,0 +1,559 @@
+"""`llmiqa demo`: a web page to drop images on and look at their scores (Gradio).
+
+What a user sees: the score of each image; for the image selected, the probability of
+each level for the whole image and each region (a bar chart), the paper's Figure 6
+overlay (masks, boxes, region scores and areas) and the regions table. Changing the
+aggregation (readout, weighting, g, λ, c, normalising, complement) recomputes every score
+from the ratings already held, with no model call; changing K or the standard needs
+ratings under the new prompt, which the demo's store returns when it holds them (e.g.
+going back to a K seen before) and the model computes otherwise. The page says which.
+
+All model and store work runs on one worker thread (the SQLite store and the models
+belong to it), and Gradio's queue runs one event at a time: concurrent users wait in
+line and see their position. Gradio is an optional extra (`pip install 'llmiqa[demo]'`);
+nothing here imports it until the app is built.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmiqa import options as knobs
+from llmiqa.aggregate import READOUTS, WEIGHTINGS, Aggregation
+from llmiqa.errors import UsageError, one_line
+from llmiqa.images import ImageError, LoadedImage, load_image
+from llmiqa.regions import Region
+from llmiqa.results import ImageResult
+from llmiqa.standards import KINDS, LEVELS, Standard
+
+INSTALL_HINT = "llmiqa demo needs Gradio: pip install 'llmiqa[demo]'"
+MAX_FILE_MB = 50  # per upload; Gradio refuses larger files before they reach us
+MAX_IMAGES = 32  # per request
+OVERLAY_SIDE = 768  # the overlay is drawn at most this large
+CONCURRENCY = "llmiqa"  # every event shares one queue slot: the models run one at a time
+KEPT = 64  # decoded images and their regions kept for redrawing
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One uploaded file: its result, or why it has none."""
+
+    name: str  # the file's own name (never the server's temporary path)
+    path: str
+    result: ImageResult | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one request did: the files, and how many sub-images the model rated."""
+
+    items: tuple[Scored, ...]
+    rated: int
+    from_store: int
+
+
+class Engine:
+    """The Scorer (models, segmenter, store), used from one worker thread only."""
+
+    def __init__(
+        self, options: dict[str, Any], store: str | None = None, max_file_mb: float = MAX_FILE_MB
+    ) -> None:
+        self.options = options
+        self.max_file_mb = max_file_mb
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="llmiqa-demo")
+        self.base = self._run(knobs.make_scorer, options, store)
+        self._variants: dict[Standard, Any] = {self.base.standard: self.base}
+        self._decoded: OrderedDict[str, tuple[LoadedImage, list[Region]]] = OrderedDict()
+
+    @property
+    def usage(self):
+        return self.base.usage
+
+    def _run(self, fn, *args):
+        return self._pool.submit(fn, *args).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+    def standard(self, levels: int, kind: str) -> Standard:
+        """The standard for these controls (the wording stays the demo's)."""
+        try:
+            return Standard(kind, int(levels), self.base.standard.wording)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+
+    def _scorer(self, standard: Standard):
+        """A Scorer asking under `standard`: the same raters, segmenter and store (one
+        copy of each model in memory), only the prompt differs."""
+        if standard not in self._variants:
+            variant = copy.copy(self.base)
+            variant.standard = standard
+            self._variants[standard] = variant
+        return self._variants[standard]
+
+    def score(
+        self, files: Sequence[tuple[str, str]], standard: Standard, aggregation: Aggregation
+    ) -> Outcome:
+        """Score (name, path) pairs; bad files become items with an error."""
+        return self._run(self._score, files, standard, aggregation)
+
+    def _score(self, files, standard, aggregation) -> Outcome:
+        scorer = self._scorer(standard)
+        rated, stored = self.usage.rated, self.usage.from_store
+        items: list[Scored | None] = []
+        loaded: list[LoadedImage] = []
+        for name, path in files:
+            try:
+                image = self._load(path)
+            except ImageError as error:
+                message = str(error).replace(path, name)
+                items.append(Scored(name, path, error=message))
+                continue
+            items.append(None)
+            loaded.append(image)
+        results = iter(scorer.score(loaded) if loaded else [])
+        done = []
+        for (name, path), item in zip(files, items, strict=True):
+            if item is None:
+                result = next(results)
+                if result.ok:
+                    item = Scored(name, path, result.rescored(aggregation))
+                else:
+                    item = Scored(name, path, error=result.error.replace(path, name))
+            done.append(item)
+        return Outcome(tuple(done), self.usage.rated - rated, self.usage.from_store - stored)
+
+    def _load(self, path: str) -> LoadedImage:
+        size = Path(path).stat().st_size if Path(path).is_file() else 0
+        if size > self.max_file_mb * 2**20:
+            limit = f"{self.max_file_mb:g} MB"
+            raise ImageError(f"{path}: {size / 2**20:.1f} MB, over the {limit} limit per file")
+        return load_image(path)
+
+    def regions(self, item: Scored) -> tuple[LoadedImage, list[Region]]:
+        """The decoded image and its regions (from the store: no SAM2 call)."""
+        return self._run(self._regions, item)
+
+    def _regions(self, item: Scored) -> tuple[LoadedImage, list[Region]]:
+        key = item.result.digest
+        if key not in self._decoded:
+            image = load_image(item.path)
+            self._decoded[key] = (image, self.base.regions(image))
+            while len(self._decoded) > KEPT:
+                self._decoded.popitem(last=False)
+        self._decoded.move_to_end(key)
+        return self._decoded[key]
+
+
+# ---- what the page shows (plain data, no Gradio) -----------------------------------------------
+
+
+def aggregation_from(
+    readout: str, weighting: str, global_weight, lam, count_weight, normalize, complement
+) -> Aggregation:
+    try:
+        return Aggregation(
+            readout, weighting, float(global_weight), float(lam), float(count_weight),
+            bool(normalize), bool(complement),
+        )  # fmt: skip
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def summary_rows(items: Sequence[Scored]) -> list[list]:
+    """One row per file: name, score, s_global, s_local, regions, or its error."""
+    rows = []
+    for item in items:
+        if item.result is None:
+            rows.append([item.name, None, None, None, None, item.error])
+            continue
+        r = item.result
+        local = float(np.nanmean(r.s_local)) if not np.isnan(r.s_local).all() else None
+        rows.append([item.name, round(r.score, 4), round(float(r.s_global.mean()), 4),
+                     None if local is None else round(local, 4), len(r.regions), ""])  # fmt: skip
+    return rows
+
+
+SUMMARY_HEADERS = ["image", "score", "s_global", "s_local", "regions", "problem"]
+REGION_HEADERS = ["#", "kind", "box (x0,y0,x1,y1)", "area", "score", "most probable level"]
+
+
+def region_rows(result: ImageResult) -> list[list]:
+    """The whole image, then each region: what the CLI's --regions table shows."""
+    rows = [["whole", "image", "", "100.0%", round(float(result.s_global.mean()), 4),
+             int(np.argmax(result.probs)) + 1]]  # fmt: skip
+    for i, region in enumerate(result.regions):
+        probs = region.probs.mean(axis=0)
+        rows.append([str(i), region.kind, ",".join(map(str, region.box)),
+                     f"{region.area_fraction:.1%}", round(region.score, 4),
+                     int(np.argmax(probs)) + 1])  # fmt: skip
+    return rows
+
+
+def score_card(item: Scored | None, low_high: tuple[float, float]) -> str:
+    """The big number (4 decimals, as `llmiqa score` prints it) and what it is out of."""
+    if item is None:
+        return "<div id='score-card'><span class='score-value'>–</span></div>"
+    if item.result is None:
+        return f"<div id='score-card'><span class='score-error'>{_escape(item.error)}</span></div>"
+    r = item.result
+    low, high = low_high
+    top = "no fixed maximum" if np.isinf(high) else f"{high:g}"
+    mass = float(r.valid_mass[0].mean())
+    warn = (
+        f"<div class='score-note'>the model put only {mass:.1%} of its probability on the "
+        "digits: it ignores the answer format (random weights?)</div>"
+        if mass < 0.5
+        else ""
+    )
+    return (
+        f"<div id='score-card'><div class='score-name'>{_escape(item.name)}</div>"
+        f"<span class='score-value'>{r.score:.4f}</span>"
+        f"<span class='score-range'> on {low:g} .. {top}, higher is better</span>{warn}</div>"
+    )
+
+
+def _escape(text: str | None) -> str:
+    import html
+
+    return html.escape(text or "")
+
+
+def probability_figure(result: ImageResult):
+    """Grouped bars: P(level) for the whole image and each region (overlay colours)."""
+    from matplotlib.figure import Figure
+
+    from llmiqa.draw import PALETTE
+
+    views = [("whole image", result.probs, (0.25, 0.25, 0.25))]
+    for i, region in enumerate(result.regions):
+        color = tuple(c / 255 for c in PALETTE[i % len(PALETTE)])
+        views.append((f"region {i} ({region.area_fraction:.0%})", region.probs.mean(0), color))
+    levels = np.arange(1, len(result.probs) + 1)
+    width = 0.8 / len(views)
+    figure = Figure(figsize=(5.2, 3.8), layout="constrained")
+    axis = figure.add_subplot()
+    for i, (label, probs, color) in enumerate(views):
+        axis.bar(levels - 0.4 + width * (i + 0.5), probs, width, label=label, color=color)
+    axis.set_xticks(levels)
+    axis.set_xlabel("level")
+    axis.set_ylabel("probability")
+    axis.set_ylim(0, 1)
+    axis.legend(fontsize=8, ncols=min(3, len(views)), loc="lower center",
+                bbox_to_anchor=(0.5, 1.0), frameon=False)  # fmt: skip
+    axis.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def status_text(outcome: Outcome | None, what: str) -> str:
+    """One line on what the request cost, then one line per file that failed."""
+    lines = []
+    if outcome is not None:
+        ok = sum(item.result is not None for item in outcome.items)
+        if what == "aggregation":
+            lines.append(f"Recomputed {ok} score(s) from the ratings held: no model call.")
+        elif outcome.rated == 0:
+            lines.append(
+                f"{what}: {ok} image(s) scored; all {outcome.from_store} rating(s) came from "
+                "the store: no model call."
+            )
+        else:
+            lines.append(
+                f"{what}: {ok} image(s) scored; the model rated {outcome.rated} sub-image(s), "
+                f"{outcome.from_store} rating(s) came from the store."
+            )
+        lines += [f"⚠️ {item.error}" for item in outcome.items if item.error]
+    return "\n\n".join(lines)
+
+
+# ---- the Gradio app ---------------------------------------------------------------------------
+
+CSS = """
+#score-card {padding: 12px 4px;}
+#score-card .score-value {font-size: 2.6em; font-weight: 700;}
+#score-card .score-range, #score-card .score-name {color: #666;}
+#score-card .score-error, #llmiqa-status p:has(> .warn) {color: #b00020;}
+#score-card .score-note {color: #b26a00; font-size: 0.9em;}
+"""
+
+
+def build_app(engine: Engine, title: str = "llmiqa"):
+    """The page; its events call the engine. `app.launch(...)` serves it."""
+    try:
+        import gradio as gr
+    except ImportError:
+        raise UsageError(INSTALL_HINT) from None
+
+    options = engine.options
+    standard0 = engine.base.standard
+    models = ", ".join(engine.base.models)
+    segmenter = (
+        "no regions (whole image only)"
+        if engine.base.segmenter_spec is None
+        else f"regions by {options['segmenter']}"
+    )
+
+    with gr.Blocks(title=title, analytics_enabled=False) as app:
+        state = gr.State([])
+        gr.Markdown(
+            f"## llmiqa: image quality by an MLLM\n"
+            f"**Model:** `{models}` · {segmenter} · standard `{standard0}`. Drop one or more "
+            "images; the score is s = (g·s_global + λ·s_local + c·N) / (g + λ if "
+            "normalised). Aggregation changes need no model call."
+        )
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                files = gr.File(
+                    label="Images", file_count="multiple", file_types=["image"],
+                    elem_id="llmiqa-files", height=140,
+                )  # fmt: skip
+                with gr.Group():
+                    gr.Markdown("**Standard** (new ratings, unless the store holds them)")
+                    levels = gr.Dropdown(
+                        [str(k) for k in LEVELS] if standard0.kind != "number"
+                        else [str(k) for k in range(2, 10)],
+                        value=str(standard0.levels), label="K (number of levels)",
+                        elem_id="llmiqa-levels",
+                    )  # fmt: skip
+                    kind = gr.Radio(list(KINDS), value=standard0.kind, label="standard")
+                with gr.Group():
+                    gr.Markdown("**Aggregation** (recomputed, no model call)")
+                    readout = gr.Radio(list(READOUTS), value=options["readout"], label="readout",
+                                       elem_id="llmiqa-readout")  # fmt: skip
+                    weighting = gr.Radio(list(WEIGHTINGS), value=options["aggregate"],
+                                         label="region weights")  # fmt: skip
+                    lam = gr.Slider(0, 4, value=options["lam"], step=0.05, label="λ (s_local)",
+                                    elem_id="llmiqa-lam")  # fmt: skip
+                    global_weight = gr.Slider(0, 4, value=options["global_weight"], step=0.05,
+                                              label="g (s_global)")  # fmt: skip
+                    count_weight = gr.Slider(0, 1, value=options["count_weight"], step=0.01,
+                                             label="c (per region)")  # fmt: skip
+                    normalize = gr.Checkbox(value=options["normalize"], label="divide by g + λ")
+                    complement = gr.Checkbox(value=options["complement"],
+                                             label="count the complement region")  # fmt: skip
+            with gr.Column(scale=2):
+                status = gr.Markdown(elem_id="llmiqa-status")
+                card = gr.HTML(score_card(None, (1, 1)), elem_id="llmiqa-score")
+                chosen = gr.Dropdown([], label="Details for", elem_id="llmiqa-chosen")
+                summary = gr.Dataframe(headers=SUMMARY_HEADERS, label="Scores", interactive=False,
+                                       elem_id="llmiqa-summary")  # fmt: skip
+                with gr.Row(equal_height=False):
+                    with gr.Column(min_width=280):
+                        gr.Markdown("**Regions** (Figure 6): each mask tinted, its box, its "
+                                    "score (top left) and area (bottom right)")  # fmt: skip
+                        overlay = gr.Image(type="pil", height=380, show_label=False,
+                                           elem_id="llmiqa-overlay")  # fmt: skip
+                    with gr.Column(min_width=280):
+                        gr.Markdown("**P(level)** for the whole image and each region")
+                        chart = gr.Plot(format="png", show_label=False, elem_id="llmiqa-chart")
+                regions = gr.Dataframe(headers=REGION_HEADERS, label="Regions",
+                                       interactive=False, elem_id="llmiqa-regions")  # fmt: skip
+
+        aggregation_inputs = [readout, weighting, global_weight, lam, count_weight, normalize,
+                              complement]  # fmt: skip
+        detail_outputs = [card, overlay, chart, regions]
+
+        def details(items: list[Scored], name: str | None):
+            item = next((i for i in items if i.name == name), items[0] if items else None)
+            if item is None or item.result is None:
+                return score_card(item, (1, 1)), None, None, []
+            from llmiqa.draw import draw_regions
+            from llmiqa.metric import score_range
+
+            image, found = engine.regions(item)
+            drawing = draw_regions(image.image, found, item.result, max_side=OVERLAY_SIDE)
+            low_high = score_range(item.result.aggregation, len(item.result.probs))
+            return (score_card(item, low_high), drawing, probability_figure(item.result),
+                    region_rows(item.result))  # fmt: skip
+
+        def page(outcome: Outcome, what: str, name: str | None):
+            items = list(outcome.items)
+            names = [item.name for item in items]
+            name = name if name in names else (names[0] if names else None)
+            return (items, status_text(outcome, what), summary_rows(items),
+                    gr.update(choices=names, value=name), *details(items, name))  # fmt: skip
+
+        page_outputs = [state, status, summary, chosen, *detail_outputs]
+
+        def on_files(paths, k, standard_kind, *aggregation):
+            if not paths:
+                return [], "", [], gr.update(choices=[], value=None), *details([], None)
+            try:
+                files_named = _named(paths)
+                outcome = engine.score(files_named, engine.standard(k, standard_kind),
+                                       aggregation_from(*aggregation))  # fmt: skip
+            except UsageError as error:
+                return _failed(gr, str(error))
+            return page(outcome, "Scored", None)
+
+        def on_standard(items, name, k, standard_kind, *aggregation):
+            if not items:
+                return _failed(gr, "", keep=True)
+            try:
+                standard = engine.standard(k, standard_kind)
+                files_named = [(item.name, item.path) for item in items]
+                outcome = engine.score(files_named, standard, aggregation_from(*aggregation))
+            except UsageError as error:
+                return _failed(gr, str(error), keep=True)
+            return page(outcome, f"K = {k}, {standard_kind} standard", name)
+
+        def on_aggregation(items, name, *aggregation):
+            if not items:
+                return _failed(gr, "", keep=True)
+            try:
+                chosen_aggregation = aggregation_from(*aggregation)
+            except UsageError as error:
+                return _failed(gr, str(error), keep=True)
+            rescored = [
+                replace(i, result=i.result.rescored(chosen_aggregation)) if i.result else i
+                for i in items
+            ]
+            return page(Outcome(tuple(rescored), 0, 0), "aggregation", name)
+
+        common = dict(concurrency_limit=1, concurrency_id=CONCURRENCY)
+        files.change(on_files, [files, levels, kind, *aggregation_inputs], page_outputs,
+                     api_visibility="private", **common)  # fmt: skip
+        for control in (levels, kind):
+            control.change(on_standard, [state, chosen, levels, kind, *aggregation_inputs],
+                           page_outputs, api_visibility="private", **common)  # fmt: skip
+        for control in aggregation_inputs:
+            control.change(on_aggregation, [state, chosen, *aggregation_inputs], page_outputs,
+                           api_visibility="private", trigger_mode="always_last",
+                           **common)  # fmt: skip
+        chosen.change(lambda items, name: details(items, name), [state, chosen],
+                      detail_outputs, api_visibility="private", **common)  # fmt: skip
+
+        # The HTTP API for data pipelines: files in, one JSON record per file out.
+        with gr.Column(visible=False):
+            api_files = gr.File(label="images", file_count="multiple")
+            api_levels = gr.Number(standard0.levels, label="levels", precision=0)
+            api_kind = gr.Textbox(standard0.kind, label="standard")
+            api_aggregation = [
+                gr.Textbox(options["readout"], label="readout"),
+                gr.Textbox(options["aggregate"], label="weighting"),
+                gr.Number(options["global_weight"], label="global_weight"),
+                gr.Number(options["lam"], label="lam"),
+                gr.Number(options["count_weight"], label="count_weight"),
+                gr.Checkbox(options["normalize"], label="normalize"),
+                gr.Checkbox(options["complement"], label="complement"),
+            ]
+            api_out = gr.JSON(label="results")
+
+        def api_score(
+            images, levels, standard, readout, weighting, global_weight, lam, count_weight,
+            normalize, complement,
+        ) -> list[dict]:  # fmt: skip
+            """Score images; one record per file: its score, probabilities, regions and
+            ratings (as `llmiqa score --json`), or {"name", "error"}."""
+            if not images:
+                raise gr.Error("no images given")
+            try:
+                chosen_standard = engine.standard(levels, standard)
+                aggregation = aggregation_from(
+                    readout, weighting, global_weight, lam, count_weight, normalize, complement
+                )
+                outcome = engine.score(_named(images), chosen_standard, aggregation)
+            except UsageError as error:
+                raise gr.Error(str(error)) from None
+            return [
+                {**item.result.to_dict(), "name": item.name, "standard": str(chosen_standard)}
+                if item.result
+                else {"name": item.name, "error": item.error}
+                for item in outcome.items
+            ]
+
+        hidden = gr.Button(visible=False)
+        hidden.click(api_score, [api_files, api_levels, api_kind, *api_aggregation], api_out,
+                     api_name="score", **common)  # fmt: skip
+    return app
+
+
+def _named(paths: Sequence[Any]) -> list[tuple[str, str]]:
+    """(display name, server path) for uploaded files; refuses too many at once."""
+    paths = [getattr(p, "name", None) or getattr(p, "path", None) or str(p) for p in paths]
+    if len(paths) > MAX_IMAGES:
+        raise UsageError(f"{len(paths)} images: at most {MAX_IMAGES} per request")
+    return [(Path(p).name, str(p)) for p in paths]
+
+
+def _failed(gr, message: str, keep: bool = False):
+    """A visible message and nothing else changed (keep: the state as it is)."""
+    state = gr.update() if keep else []
+    text = f"⚠️ {message}" if message else gr.update()
+    return state, text, gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+
+
+def theme():
+    """Gradio's default look with local fonts: the page fetches nothing from elsewhere."""
+    import gradio as gr
+
+    system = ["ui-sans-serif", "system-ui", "sans-serif"]
+    return gr.themes.Default(font=system, font_mono=["ui-monospace", "monospace"])
+
+
+def launch(
+    app,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    block: bool = True,
+    max_file_mb: float = MAX_FILE_MB,
+):
+    """Serve the app; every event goes through Gradio's queue, one at a time."""
+    app.queue(default_concurrency_limit=1, max_size=64)
+    return app.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=not block,
+        max_file_size=int(max_file_mb * 2**20),
+        show_error=True,
+        quiet=not block,
+        theme=theme(),
+        css=CSS,
+        footer_links=["api"],
+        run_history=False,
+        enable_monitoring=False,
+    )
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+
+def add_command(commands) -> None:
+    """`llmiqa demo`: registered by cli.parser()."""
+    demo = commands.add_parser("demo", help="a web page to drop images on and see their scores")
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: all)")
+    demo.add_argument("--port", type=int, default=7860, help="port to serve on")
+    demo.add_argument("--store", help="SQLite file caching masks and ratings (default: memory)")
+    demo.add_argument(
+        "--max-file-mb", type=float, default=MAX_FILE_MB, help="largest upload accepted (MB)"
+    )
+    knobs.add_arguments(demo)
+    demo.set_defaults(handler=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        print(INSTALL_HINT, file=sys.stderr)
+        return 2
+    engine = Engine(knobs.from_arguments(args), args.store, args.max_file_mb)
+    try:
+        app = build_app(engine)
+        print(f"llmiqa demo on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+        launch(app, args.host, args.port, block=True, max_file_mb=args.max_file_mb)
+    except OSError as error:
+        raise UsageError(f"cannot serve on {args.host}:{args.port} ({one_line(error)})") from None
+    finally:
+        engine.close()
+    return 0
