@@ -3,6 +3,8 @@
 #   make test
 # Both create .venv and install llmiqa into it on first use.
 # `make try IMAGES=photo.jpg` scores offline with tiny random models (scores mean nothing).
+# `make demo [ARGS="--model ... --port 7860"]`: the web page (installs the demo extra).
+# `make test-face`: the tests that need the extras (pyiqa, Gradio, headless Chromium).
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -31,4 +33,29 @@ test: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest -q
 
-.PHONY: install score try test
+# The optional extras (see pyproject.toml), each installed once into the same .venv.
+FACE_EXTRAS ?= demo,pyiqa,browser
+
+$(VENV)/.demo: $(VENV)/.installed
+	$(VENV)/bin/pip install -q -e '.[test,demo]'
+	touch $@
+
+$(VENV)/.face: $(VENV)/.installed
+	$(VENV)/bin/pip install -q -e '.[test,$(FACE_EXTRAS)]'
+	touch $@
+
+# Debian's Chromium for the browser test (Playwright never downloads a browser here).
+/usr/bin/chromium:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation
+
+demo: $(VENV)/.demo
+	$(VENV)/bin/llmiqa demo $(ARGS)
+
+# The tests that need the extras (make test runs the rest and skips these): a missing
+# extra named in FACE_EXTRAS fails instead of skipping.
+test-face: $(VENV)/.face /usr/bin/chromium
+	LLMIQA_REQUIRE_FACE=$(FACE_EXTRAS) $(VENV)/bin/pytest -q tests/test_demo.py \
+		tests/test_metric.py -k "demo or pyiqa"
+
+.PHONY: install score try test demo test-face
