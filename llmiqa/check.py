@@ -1,13 +1,12 @@
 """A labels-free self-check: does a model's score fall as an image gets visibly worse?
 
 Each reference image is distorted at five increasing levels of several distortions
-(`DISTORTIONS`: deterministic, seeded, parameters below); every version is scored, and
-per distortion Kendall's tau-b between level (0 = the reference, 1..5) and score is
-computed for each reference and averaged. A model that sees quality gives tau near -1
-(scores fall as the distortion grows). One that cannot tell level 1 from level 5 (the
-mean score drop from level 1 to level 5 is below 2% of the score scale, 1..K when
-normalised) or whose scores
-rise with the distortion is flagged.
+(deterministic, seeded; parameters below); every version is scored, and per distortion
+Kendall's tau-b between level (0 = the reference, 1..5) and score is computed for each
+reference and averaged. A model that sees quality gives tau near -1 (scores fall as the
+distortion grows). A distortion is flagged when the model cannot tell level 1 from level
+5 (the mean score drop from level 1 to level 5 is below 2% of the score scale, 1..K when
+normalised) or when its scores rise with the distortion. Exit code 1 when any is flagged.
 
 This is a smoke test for a model, not a benchmark: five synthetic distortions of a few
 images say whether the model responds to quality at all; only MOS-labelled data
@@ -16,6 +15,7 @@ images say whether the model responds to quality at all; only MOS-labelled data
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import zlib
@@ -342,13 +342,26 @@ def run_check(
 # ---- the command line ------------------------------------------------------------------------
 
 
+def distortion_table() -> str:
+    """The distortions and their parameters per level, as `llmiqa check --help` lists them."""
+    lines = [
+        f"distortions (levels 1..5; pixels of references scaled to --max-side, default "
+        f"{MAX_SIDE}; noise from numpy's default_rng seeded by (--seed, CRC-32 of the file "
+        "name, level)):"
+    ]
+    for d in DISTORTIONS.values():
+        lines.append(f"  {d.name:<11} {d.parameter}: {', '.join(f'{v:g}' for v in d.values)}")
+    return "\n".join(lines)
+
+
 def add_command(commands) -> None:
     """`llmiqa check`: registered by cli.parser()."""
     from llmiqa import options as knobs
 
     check = commands.add_parser(
         "check", help="labels-free self-check: do scores fall as distortions grow?",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__ + "\n" + distortion_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     check.add_argument("--images", help="folder of reference images (default: 3 shipped ones)")
     check.add_argument("--out", default="llmiqa-check", help="folder for check.json, check.png")

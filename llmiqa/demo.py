@@ -71,7 +71,11 @@ class Engine:
         self.options = options
         self.max_file_mb = max_file_mb
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="llmiqa-demo")
-        self.base = self._run(knobs.make_scorer, options, store)
+        try:
+            self.base = self._run(knobs.make_scorer, options, store)
+        except BaseException:
+            self.close()
+            raise
         self._variants: dict[Standard, Any] = {self.base.standard: self.base}
         self._decoded: OrderedDict[str, tuple[LoadedImage, list[Region]]] = OrderedDict()
 
@@ -303,7 +307,8 @@ def build_app(engine: Engine, title: str = "llmiqa"):
         else f"regions by {options['segmenter']}"
     )
 
-    with gr.Blocks(title=title, analytics_enabled=False) as app:
+    # Uploads older than a day are deleted from Gradio's cache, checked every hour.
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         state = gr.State([])
         gr.Markdown(
             f"## llmiqa: image quality by an MLLM\n"
@@ -370,7 +375,11 @@ def build_app(engine: Engine, title: str = "llmiqa"):
             from llmiqa.draw import draw_regions
             from llmiqa.metric import score_range
 
-            image, found = engine.regions(item)
+            try:
+                image, found = engine.regions(item)
+            except ImageError as error:  # e.g. Gradio's cache deleted the upload meanwhile
+                gone = Scored(item.name, item.path, error=f"{item.name}: {error}; upload it again")
+                return score_card(gone, (1, 1)), None, None, []
             drawing = draw_regions(image.image, found, item.result, max_side=OVERLAY_SIDE)
             low_high = score_range(item.result.aggregation, len(item.result.probs))
             return (score_card(item, low_high), drawing, probability_figure(item.result),

@@ -180,8 +180,11 @@ def register_pyiqa() -> list[str]:
     `LLMIQA(**options)`, the network pyiqa wraps: the same options as llmiqa.create_metric.
     Returns the names registered; calling it twice is harmless.
     """
-    from pyiqa.default_model_configs import DEFAULT_CONFIGS
-    from pyiqa.utils.registry import ARCH_REGISTRY
+    try:
+        from pyiqa.default_model_configs import DEFAULT_CONFIGS
+        from pyiqa.utils.registry import ARCH_REGISTRY
+    except ImportError:
+        raise UsageError("pyiqa is not installed: pip install 'llmiqa[pyiqa]'") from None
 
     net = _pyiqa_net()
     if net.__name__ not in ARCH_REGISTRY:

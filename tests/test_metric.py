@@ -115,6 +115,15 @@ def test_score_range_follows_k_and_the_aggregation():
     assert score_range(Aggregation(count_weight=-0.1), 7) == (-math.inf, 7.0)
 
 
+def test_without_pyiqa_registering_says_how_to_install_it():
+    code = (
+        "import sys\nsys.modules['pyiqa'] = None  # as if not installed\n"
+        "from llmiqa.metric import register_pyiqa\nregister_pyiqa()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "pyiqa is not installed: pip install 'llmiqa[pyiqa]'" in done.stderr
+
+
 def test_import_llmiqa_stays_light():
     code = "import sys, llmiqa\nassert 'torch' not in sys.modules\nllmiqa.create_metric\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
