@@ -189,7 +189,8 @@ class CheckReport:
         spread = float(scores.max() - scores.min())
         blind = None
         if spread <= MIN_DROP * self.span:
-            blind = f"the scores barely move (all within {spread:.3g}, over {scores.size} images)"
+            images = len(self.references) * (1 + SEVERITIES * len(self.rows))
+            blind = f"the scores barely move (all within {spread:.3g}, over {images} images)"
         elif all(abs(row.tau) < RANDOM_TAU for row in self.rows):
             blind = f"no distortion moves the score consistently (|tau| < {RANDOM_TAU} everywhere)"
         elif all(row.flags(self.span) for row in self.rows):
