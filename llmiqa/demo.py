@@ -16,7 +16,6 @@ nothing here imports it until the app is built.
 
 from __future__ import annotations
 
-import copy
 import sys
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -100,9 +99,7 @@ class Engine:
         """A Scorer asking under `standard`: the same raters, segmenter and store (one
         copy of each model in memory), only the prompt differs."""
         if standard not in self._variants:
-            variant = copy.copy(self.base)
-            variant.standard = standard
-            self._variants[standard] = variant
+            self._variants[standard] = self.base.with_standard(standard)
         return self._variants[standard]
 
     def score(

@@ -12,6 +12,7 @@ background thread.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -94,6 +95,13 @@ class Scorer:
             else None
         )
         self.progress = progress
+
+    def with_standard(self, standard: Standard) -> Scorer:
+        """This Scorer asking under another standard: the same raters, segmenter, store and
+        usage counters (no second copy of any model), only the prompt differs."""
+        variant = copy.copy(self)
+        variant.standard = standard
+        return variant
 
     # ---- the pipeline ---------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ def python_blocks() -> list[str]:
 def test_the_python_example_runs_as_written(
     qwen2_vl_dir, sam2_dir, photos, tmp_path, monkeypatch, capsys
 ):
-    (example,) = python_blocks()
+    example = python_blocks()[0]
     for name, photo in zip(("a.jpg", "b.png"), photos, strict=False):
         shutil.copy(photo, tmp_path / name)
     monkeypatch.chdir(tmp_path)
@@ -32,6 +32,15 @@ def test_the_python_example_runs_as_written(
     printed = capsys.readouterr().out
     assert printed.startswith("a.jpg ") and "\nb.png " in printed
     assert (tmp_path / "cache.sqlite").is_file()
+
+
+def test_the_metric_example_runs_as_written(qwen2_vl_dir, capsys):
+    example = python_blocks()[1]
+    offline = example.replace('"Qwen/Qwen2.5-VL-7B-Instruct"', f'"{qwen2_vl_dir}"')
+    assert offline != example
+    exec(offline, {})
+    scores, properties = capsys.readouterr().out.strip().splitlines()
+    assert scores.startswith("tensor([") and properties == "False (1.0, 7.0) Scorer"
 
 
 @pytest.mark.parametrize(
