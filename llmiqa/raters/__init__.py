@@ -41,6 +41,8 @@ class RaterSpec:
         if self.server:
             from llmiqa.raters.server import ServerRater
 
+            if self.revision:
+                raise ModelLoadError("--revision names a checkpoint's; a server serves its own")
             return ServerRater
         if self.engine not in ENGINES:
             raise ModelLoadError(f"unknown engine {self.engine!r}; choose one of {ENGINES}")
