@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -185,6 +186,7 @@ class VllmRater(LocalRater):
 
 def load_engine(spec: RaterSpec, source: str, revision: str | None, max_in_flight: int):
     """vLLM's LLM for this spec, or one line saying why not (vLLM missing, wrong device)."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines drown ours
     try:
         from vllm import LLM
         from vllm.platforms import current_platform
@@ -200,6 +202,10 @@ def load_engine(spec: RaterSpec, source: str, revision: str | None, max_in_fligh
         )
     dtype = str(spec.torch_dtype).removeprefix("torch.")
     try:
-        return LLM(**engine_arguments(source, revision, dtype, max_in_flight))
+        llm = LLM(**engine_arguments(source, revision, dtype, max_in_flight))
     except Exception as error:
         raise ModelLoadError(f"{spec.model}: vLLM cannot load it ({one_line(error)})") from None
+    # In this process, vLLM's CPU worker warns at every torch.set_num_threads call that
+    # its image processing makes: once per request.
+    logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
+    return llm
