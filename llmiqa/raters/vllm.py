@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 DEFAULT_IN_FLIGHT = 64
 # Extra LLM(...) keyword arguments as JSON, e.g. '{"gpu_memory_utilization": 0.8}'.
 ARGS_ENV = "LLMIQA_VLLM_ARGS"
-_ids = itertools.count()
 
 
 def engine_arguments(source: str, revision: str | None, dtype: str, max_in_flight: int) -> dict:
@@ -114,29 +113,34 @@ class VllmRater(LocalRater):
             self.digit_ids(request.prompt, request.levels)
         engine = self.llm.llm_engine
         waiting = iter(range(len(requests)))
-        running: dict[str, int] = {}
+        running: dict[str, tuple[str, int]] = {}  # external request id: (internal id, index)
         try:
             while True:
                 for index in itertools.islice(waiting, self.max_in_flight - len(running)):
-                    request_id = f"llmiqa-{next(_ids)}"
-                    failure = self._submit(engine, request_id, requests[index])
-                    if failure is None:
-                        running[request_id] = index
+                    submitted = self._submit(requests[index])
+                    if isinstance(submitted, RatingFailure):
+                        yield index, submitted
                     else:
-                        yield index, failure
+                        # vLLM's own id is the external one plus "-" and 8 random
+                        # characters (InputProcessor.assign_request_id); outputs carry the
+                        # external one.
+                        running[submitted.rsplit("-", 1)[0]] = (submitted, index)
                 if not running:
                     return
                 for output in self._step(engine):
-                    if output.finished and output.request_id in running:
-                        index = running.pop(output.request_id)
+                    if output.finished:
+                        if output.request_id not in running:
+                            raise ModelLoadError(f"vLLM finished an unknown request {output}")
+                        index = running.pop(output.request_id)[1]
                         yield index, self._rating(output, requests[index])
         finally:
             if running:  # the caller stopped early or the engine failed: drop the rest
                 with contextlib.suppress(Exception):
-                    engine.abort_request(list(running), internal=False)
+                    engine.abort_request([i for i, _ in running.values()], internal=True)
 
-    def _submit(self, engine, request_id: str, request: RatingRequest) -> RatingFailure | None:
-        """Hand one request to the engine; a request its processor refuses fails alone."""
+    def _submit(self, request: RatingRequest) -> str | RatingFailure:
+        """Hand one request to the engine (its id); a request its processor refuses fails
+        alone."""
         from vllm import SamplingParams
 
         image = request.image.convert("RGB")
@@ -153,10 +157,10 @@ class VllmRater(LocalRater):
         )
         prompt = {"prompt": self.render(request.prompt), "multi_modal_data": {"image": image}}
         try:
-            engine.add_request(request_id, prompt, params)
+            (request_id,) = self.llm.enqueue(prompt, params, use_tqdm=False)
         except Exception as error:
             return RatingFailure(f"rating failed ({one_line(error)})")
-        return None
+        return request_id
 
     def _step(self, engine) -> list:
         try:
@@ -201,11 +205,10 @@ def load_engine(spec: RaterSpec, source: str, revision: str | None, max_in_fligh
             f"not on {wanted} (pass --device {current_platform.device_type})"
         )
     dtype = str(spec.torch_dtype).removeprefix("torch.")
+    # In this process, vLLM's CPU worker warns at every torch.set_num_threads call that
+    # image processing makes: once per request.
+    logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
     try:
-        llm = LLM(**engine_arguments(source, revision, dtype, max_in_flight))
+        return LLM(**engine_arguments(source, revision, dtype, max_in_flight))
     except Exception as error:
         raise ModelLoadError(f"{spec.model}: vLLM cannot load it ({one_line(error)})") from None
-    # In this process, vLLM's CPU worker warns at every torch.set_num_threads call that
-    # its image processing makes: once per request.
-    logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
-    return llm
