@@ -149,7 +149,9 @@ def main() -> None:
             out = Path(folder) / f"{backend}.json"
             command = [sys.executable, __file__, "--worker", backend, "--checkpoint", checkpoint]
             command += ["--images", str(args.images), "--in-flight", str(args.in_flight)]
-            subprocess.run(command + ["--out", str(out)], check=True, capture_output=True)
+            done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"the {backend} worker failed:\n{done.stderr[-3000:]}")
             results[backend] = json.loads(out.read_text())
     report(results, args)
 
@@ -159,17 +161,20 @@ def report(results: dict, args) -> None:
 
     base = results.get("transformers")
     print(f"{args.images} DIBR images x {1 + len(BOXES)} views, in flight {args.in_flight}")
-    print(f"{'backend':<14}{'load s':>8}{'rate s':>8}{'ratings/s':>11}{'peak MB':>9}", end="")
-    print(f"{'ratio':>7}{'max |Δp|':>10}")
+    print(f"{'backend':<14}{'load s':>8}{'rate s':>8}{'images/s':>10}{'ratings/s':>11}", end="")
+    print(f"{'peak MB':>9}{'ratio':>7}{'max |Δp|':>10}")
     for name, r in results.items():
         speed = r["ratings"] / r["rate_s"]
         ratio = speed / (base["ratings"] / base["rate_s"]) if base else float("nan")
+        images = speed / (1 + len(BOXES))
         gap = float("nan")
         if base:
             gap = max(
                 float(np.abs(np.subtract(p, base["probs"][k])).max()) for k, p in r["probs"].items()
             )
-        print(f"{name:<14}{r['load_s']:>8.1f}{r['rate_s']:>8.1f}{speed:>11.2f}", end="")
+        print(
+            f"{name:<14}{r['load_s']:>8.1f}{r['rate_s']:>8.1f}{images:>10.3f}{speed:>11.2f}", end=""
+        )
         print(f"{r['peak_mb']:>9.0f}{ratio:>7.2f}{gap:>10.1e}")
 
 
