@@ -60,8 +60,9 @@ def engine_arguments(source: str, revision: str | None, dtype: str, max_in_fligh
     }
     if current_platform.is_cpu():
         # Measured on 2 cores: a compiled engine in its own processes took 180 s to start,
-        # an eager one in this process 9 s, and serves as fast. 1 GiB of KV cache holds
-        # hundreds of prompts of a few hundred tokens.
+        # an eager one in this process 9 s. 1 GiB of KV cache holds hundreds of prompts
+        # of a few hundred tokens. A set OMP_NUM_THREADS keeps vLLM from cutting torch to
+        # one thread in this process.
         arguments |= {"enforce_eager": True, "distributed_executor_backend": "uni"}
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
