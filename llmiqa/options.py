@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from llmiqa.aggregate import Aggregation
 from llmiqa.errors import UsageError
 from llmiqa.masks import MaskSettings
-from llmiqa.raters import registry
+from llmiqa.raters import ENGINES, registry
 from llmiqa.regions import RegionSettings
 from llmiqa.settings import declared, default_of
 from llmiqa.standards import Standard
@@ -55,6 +55,12 @@ def _knobs() -> tuple[Knob, ...]:
              "folder of an MLLM; repeat for an ensemble"),
         Knob("segmenter", DEFAULT_SEGMENTER, str, "SAM2 hub id[@revision], local folder or "
              "original .pt file"),
+        Knob("backend", "transformers", str, "what runs a local checkpoint: transformers, or "
+             "vLLM's engine in this process (needs vllm installed)", ENGINES),
+        Knob("server", None, str, "URL of an OpenAI-compatible server to rate with; --model "
+             "then names its model (API key from LLMIQA_API_KEY or OPENAI_API_KEY)"),
+        Knob("max_in_flight", None, int, "requests a vLLM engine (default 64) or a server "
+             "(default 16) holds at once"),
     )  # fmt: skip
     fields = tuple(
         Knob(
@@ -179,6 +185,9 @@ def make_scorer(options: dict[str, object], store=None, progress: bool = False) 
         dtype=options["dtype"],
         batch_size=options["batch_size"],
         rater_options=tuple((name, options[name]) for name in registry.OPTIONS),
+        engine=options["backend"],
+        server=options["server"],
+        max_in_flight=options["max_in_flight"],
         store=store,
         progress=progress,
     )

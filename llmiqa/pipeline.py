@@ -63,6 +63,9 @@ class Scorer:
         dtype: str | None = None,
         batch_size: int | None = None,
         rater_options: Sequence[tuple[str, object]] = (),
+        engine: str = "transformers",
+        server: str | None = None,
+        max_in_flight: int | None = None,
         store: Store | str | Path | None = None,
         progress: bool = False,
     ) -> None:
@@ -75,9 +78,10 @@ class Scorer:
         self.models = tuple(models)
         self.standard, self.aggregation, self.region_settings = standard, aggregation, regions
         self.specs = [
-            RaterSpec(name, device, dtype, revision, batch_size, tuple(rater_options))
+            RaterSpec(name, device, dtype, revision, batch_size, tuple(rater_options), engine,
+                      server, max_in_flight)
             for name, revision in map(split_revision, models)
-        ]
+        ]  # fmt: skip
         for spec in self.specs:
             spec.check()  # resolves checkpoint, backend, device: fail before any work
         self.segmenter_spec = None

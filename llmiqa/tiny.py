@@ -72,10 +72,31 @@ def _special_ids(tokenizer: PreTrainedTokenizerFast, names: tuple[str, ...]) -> 
     return {name: tokenizer.convert_tokens_to_ids(name) for name in names}
 
 
+# Qwen2-VL dimensions by size. "tiny" (~0.2 M parameters) is the quickest; vLLM's CPU
+# attention needs head sizes of 64 and up, which "vllm" (~2 M) has, text and vision
+# alike; "bench" (~40 M) is big enough that the forward pass dominates a rating.
+QWEN2_VL_SIZES: dict[str, dict[str, object]] = {
+    "tiny": dict(hidden=64, intermediate=128, layers=2, heads=4, mrope=[2, 3, 3],
+                 embed=32, vision_heads=2, depth=2, max_side=112),
+    "vllm": dict(hidden=256, intermediate=512, layers=2, heads=4, mrope=[8, 12, 12],
+                 embed=128, vision_heads=2, depth=2, max_side=112),
+    "bench": dict(hidden=512, intermediate=2048, layers=9, heads=8, mrope=[8, 12, 12],
+                  embed=256, vision_heads=4, depth=8, max_side=448),
+}  # fmt: skip
+
+
 def build_qwen2_vl(
-    folder: str | Path, seed: int = 0, version: str = "2", drop_digits: bool = False
+    folder: str | Path,
+    seed: int = 0,
+    version: str = "2",
+    drop_digits: bool = False,
+    size: str = "tiny",
 ) -> Path:
-    """A ~0.2 M-parameter Qwen2-VL (version "2") or Qwen2.5-VL (version "2.5")."""
+    """A random Qwen2-VL (version "2") or Qwen2.5-VL (version "2.5") of a QWEN2_VL_SIZES size.
+
+    Images are capped at max_side² pixels by the saved processor, so the tiny sizes stay fast.
+    """
+    dims = QWEN2_VL_SIZES[size]
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
@@ -90,21 +111,25 @@ def build_qwen2_vl(
     ids = _special_ids(tokenizer, QWEN_SPECIALS)
     text = dict(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
+        hidden_size=dims["hidden"],
+        intermediate_size=dims["intermediate"],
+        num_hidden_layers=dims["layers"],
+        num_attention_heads=dims["heads"],
         num_key_value_heads=2,
         max_position_embeddings=4096,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": dims["mrope"],
+        },
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
     )
     vision = dict(
-        depth=2,
-        hidden_size=64,
-        num_heads=2,
+        depth=dims["depth"],
+        hidden_size=dims["hidden"],
+        num_heads=dims["vision_heads"],
         patch_size=14,
         spatial_merge_size=2,
         temporal_patch_size=2,
@@ -117,11 +142,18 @@ def build_qwen2_vl(
     )
     if version == "2":
         config = Qwen2VLConfig(
-            text_config=text, vision_config={**vision, "embed_dim": 32, "mlp_ratio": 2}, **tokens
+            text_config=text,
+            vision_config={**vision, "embed_dim": dims["embed"], "mlp_ratio": 2},
+            **tokens,
         )
         model_class = Qwen2VLForConditionalGeneration
     elif version == "2.5":
-        vision = {**vision, "intermediate_size": 64, "out_hidden_size": 64, "window_size": 56}
+        vision = {
+            **vision,
+            "intermediate_size": dims["hidden"],
+            "out_hidden_size": dims["hidden"],
+            "window_size": 56,
+        }
         config = Qwen2_5_VLConfig(
             text_config=text, vision_config={**vision, "fullatt_block_indexes": [1]}, **tokens
         )
@@ -131,7 +163,8 @@ def build_qwen2_vl(
     torch.manual_seed(seed)
     model = model_class(config).eval()
     # Small images keep the tiny model fast; the processor still takes any size.
-    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112)
+    side = dims["max_side"]
+    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=side * side)
     processor = Qwen2VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,

@@ -9,6 +9,8 @@ from llmiqa.checkpoints import Checkpoint, resolve
 from llmiqa.errors import ModelLoadError
 from llmiqa.raters.base import Rater, Rating, RatingFailure, RatingRequest
 
+ENGINES = ("transformers", "vllm")
+
 
 @dataclass(frozen=True)
 class RaterSpec:
@@ -22,14 +24,27 @@ class RaterSpec:
     revision: str | None = None
     batch_size: int | None = None
     options: tuple[tuple[str, object], ...] = ()  # backend options that change outputs
+    engine: str = "transformers"  # who runs a local checkpoint: "transformers" or "vllm"
+    server: str | None = None  # an OpenAI-compatible server's URL; `model` is its name there
+    max_in_flight: int | None = None  # requests a vllm engine or a server holds at once
 
     @cached_property
     def checkpoint(self) -> Checkpoint:
+        if self.server:
+            raise ModelLoadError(f"{self.model}: served by {self.server}, not a checkpoint here")
         return resolve(self.model, self.revision)
 
     @cached_property
     def backend(self) -> type:
-        """The rater class for this checkpoint, chosen from config.json alone."""
+        """The rater class: a server's, or the engine's for this checkpoint's config.json."""
+        if self.server:
+            from llmiqa.raters.server import ServerRater
+
+            if self.revision:
+                raise ModelLoadError("--revision names a checkpoint's; a server serves its own")
+            return ServerRater
+        if self.engine not in ENGINES:
+            raise ModelLoadError(f"unknown engine {self.engine!r}; choose one of {ENGINES}")
         config = self.checkpoint.config
         model_type = config.get("model_type")
         if model_type is None:
@@ -38,8 +53,14 @@ class RaterSpec:
             from llmiqa.models.mplug_owl3 import check_supported
             from llmiqa.raters.mplug_owl3 import MplugOwl3Rater
 
+            if self.engine != "transformers":
+                raise ModelLoadError(f"{self.model}: mPLUG-Owl3 runs on transformers only")
             check_supported(config, self.model)  # before any weights are downloaded
             return MplugOwl3Rater
+        if self.engine == "vllm":
+            from llmiqa.raters.vllm import VllmRater
+
+            return VllmRater
         from llmiqa.raters.hf import TransformersRater
 
         return TransformersRater
@@ -71,7 +92,13 @@ class RaterSpec:
 
     @cached_property
     def identity(self) -> str:
+        """Checkpoint, dtype, engine (other than transformers) and output-changing options;
+        a server's is what the server reports about itself (see ServerRater.identify)."""
+        if self.server:
+            return self.backend.identify(self)
         parts = [self.checkpoint.identity, str(self.torch_dtype).removeprefix("torch.")]
+        if self.engine != "transformers":
+            parts.append(f"engine={self.engine}")
         parts += [f"{key}={value}" for key, value in sorted(self.backend_options.items())]
         return "|".join(parts)
 
@@ -82,7 +109,9 @@ class RaterSpec:
 
     def check(self) -> None:
         """Resolve everything that can be wrong without loading weights; raise if any is."""
-        _ = self.identity, self.batch
+        _ = self.identity
+        if not self.server:
+            _ = self.batch
 
     def load(self) -> Rater:
         return self.backend(self)

@@ -23,7 +23,7 @@ OPTIONS: dict[str, BackendOption] = {
         int,
         "transformers models: downscale sub-images above this many pixels first (a cost "
         "cap; changes what the model sees)",
-        ("transformers",),
+        ("transformers", "vllm"),
     ),
     "cut": BackendOption(
         True,
