@@ -85,6 +85,8 @@ def _knobs() -> tuple[Knob, ...]:
              group="runtime"),
         Knob("dtype", None, str, "float32, bfloat16, float16 (default: bfloat16 on a GPU, "
              "else float32)", ("auto", "float32", "bfloat16", "float16"), "runtime"),
+        Knob("segmenter_dtype", None, str, "SAM2's dtype (default: as --dtype)",
+             ("auto", "float32", "bfloat16", "float16"), "runtime"),
         Knob("batch_size", None, int, "sub-images per forward pass (default: 1 on CPU, 8 on "
              "GPU)", group="runtime"),
     )  # fmt: skip
@@ -119,7 +121,10 @@ PRESETS: dict[str, dict[str, object]] = {
     # s = s_local + 0.1 N + 0.5 s_global, in fp16.
     "dogiqa": {
         "model": ["mPLUG/mPLUG-Owl3-7B-240728"],
-        "segmenter": "facebook/sam2-hiera-large",
+        # the authors' exact file (sam2_hiera_large.pt, built with sam2_hiera_l.yaml), in
+        # float32 as build_sam2 loads it, while mPLUG-Owl3 runs in float16
+        "segmenter": "facebook/sam2-hiera-large/sam2_hiera_large.pt",
+        "segmenter_dtype": "float32",
         "levels": 7,
         "standard": "word",
         "wording": "dogiqa",
@@ -140,6 +145,9 @@ PRESETS: dict[str, dict[str, object]] = {
         "stability_score_thresh": 0.8,
         "stability_score_offset": 0.7,
         "box_nms_thresh": 0.9,
+        # sam2 1.1.0 gives this to its predictor: holes and islands up to 1000 px of the
+        # 256x256 low-res masks, cleaned when its CUDA extension is built (see README)
+        "min_mask_region_area": 1000,
     },
 }
 
@@ -183,6 +191,7 @@ def make_scorer(options: dict[str, object], store=None, progress: bool = False) 
         mask_settings=build(MaskSettings, options),
         device=options["device"],
         dtype=options["dtype"],
+        segmenter_dtype=options["segmenter_dtype"],
         batch_size=options["batch_size"],
         rater_options=tuple((name, options[name]) for name in registry.OPTIONS),
         engine=options["backend"],

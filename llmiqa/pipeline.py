@@ -61,6 +61,7 @@ class Scorer:
         mask_settings: MaskSettings = MaskSettings(),
         device: str | None = None,
         dtype: str | None = None,
+        segmenter_dtype: str | None = None,
         batch_size: int | None = None,
         rater_options: Sequence[tuple[str, object]] = (),
         engine: str = "transformers",
@@ -87,7 +88,9 @@ class Scorer:
         self.segmenter_spec = None
         if regions.mode != "whole-only":
             name, revision = split_revision(segmenter)
-            self.segmenter_spec = SegmenterSpec(name, mask_settings, device, dtype, revision)
+            self.segmenter_spec = SegmenterSpec(
+                name, mask_settings, device, segmenter_dtype or dtype, revision
+            )
             _ = self.segmenter_spec.identity
         self.store = store if isinstance(store, Store) else Store(store or ":memory:")
         self.store.check_writable()

@@ -1,122 +1,75 @@
 """SAM2 automatic mask generation: the raw masks Algorithm 1 (`regions.select_regions`) filters.
 
-As in SAM2's own generator, a grid of one-point prompts is decoded against ONE image
-embedding, each point giving three nested candidate masks; candidates the model itself
-doubts (predicted IoU, stability) are dropped and overlapping ones removed by box NMS.
-The model calls live in one method (`Segmenter._predict`); the bookkeeping is pure functions.
+`Segmenter.generate` is SAM2's own `SAM2AutomaticMaskGenerator.generate` (sam2 1.1.0) for one
+crop layer without mask-to-mask refinement, the configuration the Dog-IQA authors ran, on
+transformers' Sam2Model: a grid of one-point prompts is decoded against ONE image embedding,
+each point giving three nested candidates; candidates whose predicted IoU is not above its
+threshold go, the `min_mask_region_area` clean-up runs on the low-res logits, the rest are
+resized to the image, their stability measured there, and box NMS keeps the best of
+overlapping ones. tests/golden/sam2 holds the original code's outputs it is checked against.
 
-Unlike SAM2, candidates are scored and de-duplicated on the decoder's 256x256 logits and
-only the survivors are resized to the image. Stability and box IoU are ratios of areas,
-which the bilinear resize keeps up to the size of one low-res pixel (on synthetic masks
-over a tenth of the image, stability moved by at most 0.0025), and time and memory no
-longer grow with the photo: SAM2 resizes every candidate first, 9 GB of float logits per
-batch of 64 points for a 12-megapixel photo.
+Unlike SAM2 it never holds a whole batch of candidates at full resolution: candidates are
+filtered by predicted IoU on the cheap outputs first, the survivors are resized a few at a
+time (`amg.FULL_RES_BYTES`), and only the low-res logits are kept until NMS has chosen.
+
+The model calls live in two methods (`_embed`, `_decode`); the bookkeeping is in `llmiqa.amg`.
+Checkpoints: a transformers folder or hub id, or an original SAM2 `.pt` (`sam2_original`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from llmiqa import amg
 from llmiqa.checkpoints import Checkpoint, resolve
 from llmiqa.devices import resolve_device, resolve_dtype
 from llmiqa.errors import ModelLoadError, one_line
 from llmiqa.masks import MaskSettings
+from llmiqa.regions import Box
+from llmiqa.sam2_original import (
+    hub_has_config,
+    is_original_checkpoint,
+    load_original,
+    resolve_hub_checkpoint,
+)
 
 # The facebook/sam2.1-hiera-* repos are "sam2_video" (one checkpoint serves images and
 # videos); Sam2Model loads both kinds.
 SAM2_MODEL_TYPES = ("sam2", "sam2_video")
 
-
-def point_grid(points_per_side: int) -> torch.Tensor:
-    """(n*n, 2) prompt points (x, y) in [0, 1]: the cell centres of an n x n grid, row by row.
-
-    Centres rather than corners, so no prompt sits on the image border.
-    """
-    centres = (torch.arange(points_per_side, dtype=torch.float32) + 0.5) / points_per_side
-    y, x = torch.meshgrid(centres, centres, indexing="ij")
-    return torch.stack([x.flatten(), y.flatten()], dim=1)
+# SAM2's input normalisation (sam2.utils.transforms.SAM2Transforms): ImageNet statistics.
+PIXEL_MEAN = (0.485, 0.456, 0.406)
+PIXEL_STD = (0.229, 0.224, 0.225)
 
 
-def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
-    """IoU of each (..., H, W) logit map cut at threshold + offset and at threshold - offset.
+@dataclass(frozen=True)
+class GeneratedMask:
+    """One output of the generator, with SAM2's per-mask record."""
 
-    A mask whose outline barely moves when the cut moves is one the model is sure of. The
-    high cut lies inside the low one, so the IoU is a ratio of areas; 0 when both are empty.
-    """
-    inner = (logits > threshold + offset).sum(dim=(-2, -1))
-    outer = (logits > threshold - offset).sum(dim=(-2, -1))
-    return inner / outer.clamp(min=1)
-
-
-def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(N, 4) tight boxes (x0, y0, x1, y1), x1 and y1 exclusive as in `regions.Box`, of
-    (N, H, W) boolean masks; (0, 0, 0, 0) for an empty mask."""
-    x0, x1 = _span(masks.any(dim=-2))
-    y0, y1 = _span(masks.any(dim=-1))
-    return torch.stack([x0, y0, x1, y1], dim=-1)
+    mask: np.ndarray = field(repr=False, compare=False)  # bool (H, W), the image's size
+    predicted_iou: float
+    stability_score: float  # NaN for an empty mask (only when the stability filter is off)
+    area: int  # pixels of `mask`
+    box: Box  # x0, y0, x1, y1 with x1, y1 exclusive; (0, 0, 0, 0) for an empty mask
+    point: tuple[float, float]  # the prompt (x, y) in image pixels
 
 
-def _span(hits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """First index and last index + 1 of the True entries of each row; (0, 0) for none."""
-    size = hits.shape[-1]
-    index = torch.arange(size, device=hits.device)
-    first = torch.where(hits, index, size).amin(dim=-1)
-    end = torch.where(hits, index + 1, 0).amax(dim=-1)
-    return first.masked_fill(end == 0, 0), end
+@dataclass(frozen=True)
+class Candidates:
+    """Every candidate of the prompt grid before any filter, in SAM2's order (point by point,
+    three masks each), measured as SAM2 measures them: for stage-by-stage checks."""
 
-
-def box_iou(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
-    """(N, M) IoU of integer pixel boxes (x0, y0, x1, y1 exclusive); 0 where both are empty."""
-    low = torch.maximum(boxes[:, None, :2], others[None, :, :2])
-    high = torch.minimum(boxes[:, None, 2:], others[None, :, 2:])
-    inter = (high - low).clamp(min=0).prod(dim=-1)
-    union = _area(boxes)[:, None] + _area(others)[None, :] - inter
-    return inter / union.clamp(min=1)
-
-
-def _area(boxes: torch.Tensor) -> torch.Tensor:
-    return (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(dim=-1)
-
-
-def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float) -> torch.Tensor:
-    """Greedy non-maximum suppression: indices of the boxes kept, best score first.
-
-    A box goes when its IoU with a better kept box exceeds `iou_thresh`; of equal scores the
-    earlier box counts as better, so the result never depends on sorting noise.
-    """
-    order = torch.sort(scores, descending=True, stable=True).indices
-    overlaps = (box_iou(boxes[order], boxes[order]) > iou_thresh).cpu().numpy()
-    suppressed = np.zeros(len(order), dtype=bool)
-    kept = []
-    for rank in range(len(order)):
-        if not suppressed[rank]:
-            kept.append(rank)
-            suppressed |= overlaps[rank]
-    return order[kept]
-
-
-def keep_candidates(
-    logits: torch.Tensor, iou_scores: torch.Tensor, settings: MaskSettings
-) -> torch.Tensor:
-    """Which of N candidate (N, H, W) logit maps to keep: predicted IoU and stability at or
-    above their thresholds, and not empty."""
-    stable = stability_score(logits, settings.mask_threshold, settings.stability_score_offset)
-    filled = (logits > settings.mask_threshold).flatten(1).any(dim=1)
-    confident = iou_scores >= settings.pred_iou_thresh
-    return confident & (stable >= settings.stability_score_thresh) & filled
-
-
-def upscale_mask(logits: torch.Tensor, size: tuple[int, int], threshold: float) -> np.ndarray:
-    """A low-res (h, w) logit map resized bilinearly to (H, W) and cut, as SAM2 does."""
-    resized = F.interpolate(logits[None, None], size=size, mode="bilinear", align_corners=False)
-    return (resized[0, 0] > threshold).cpu().numpy()
+    points: torch.Tensor  # (N, 2) prompt (x, y) in image pixels
+    predicted_iou: torch.Tensor  # (N,)
+    stability_score: torch.Tensor  # (N,) after the min_mask_region_area clean-up
+    boxes: torch.Tensor  # (N, 4) x0, y0, x1, y1, SAM2's inclusive convention
+    areas: torch.Tensor  # (N,)
 
 
 def segmenter_identity(checkpoint: str, dtype: torch.dtype, settings: MaskSettings) -> str:
@@ -127,13 +80,19 @@ def segmenter_identity(checkpoint: str, dtype: torch.dtype, settings: MaskSettin
         for name, value in asdict(settings).items()
         if name != "points_per_batch"  # speed and memory only (float rounding aside)
     )
-    return f"{checkpoint}|{str(dtype).removeprefix('torch.')}|sam2-amg:{knobs}"
+    return f"{checkpoint}|{str(dtype).removeprefix('torch.')}|sam2-amg-1.1.0:{knobs}"
 
 
 @dataclass(frozen=True)
 class SegmenterSpec:
     """A segmenter named before loading: stored masks are keyed by `identity`, so masks
-    already in the store need no SAM2 at all; resolving it raises every problem early."""
+    already in the store need no SAM2 at all; resolving it raises every problem early.
+
+    `model`: a transformers folder or hub id (`facebook/sam2.1-hiera-large`), an original
+    `.pt` file (`sam2_hiera_large.pt`), or a hub file `owner/name/file.pt`. A hub repo that
+    holds no transformers config but an original checkpoint (the facebook/sam2-hiera-* repos
+    as first released) loads through its `.pt`.
+    """
 
     model: str
     settings: MaskSettings = MaskSettings()
@@ -142,88 +101,186 @@ class SegmenterSpec:
     revision: str | None = None
 
     @cached_property
-    def checkpoint(self) -> Checkpoint:
-        checkpoint = resolve(self.model, self.revision)
-        model_type = checkpoint.config.get("model_type")
-        if model_type not in SAM2_MODEL_TYPES:
-            raise ModelLoadError(
-                f"{self.model}: not a SAM2 checkpoint (model_type {model_type!r}, "
-                f"expected one of {', '.join(SAM2_MODEL_TYPES)})"
-            )
-        return checkpoint
+    def source(self) -> tuple[str, Path | Checkpoint, str]:
+        """(kind, what to load, checkpoint identity): kind "pt" (an original checkpoint file)
+        or "transformers" (a resolved transformers checkpoint)."""
+        return _resolve(self.model, self.revision)
+
+    @cached_property
+    def torch_device(self) -> torch.device:
+        return resolve_device(self.device)
 
     @cached_property
     def torch_dtype(self) -> torch.dtype:
-        return resolve_dtype(self.dtype, resolve_device(self.device))
+        return resolve_dtype(self.dtype, self.torch_device)
 
     @cached_property
     def identity(self) -> str:
-        return segmenter_identity(self.checkpoint.identity, self.torch_dtype, self.settings)
+        return segmenter_identity(self.source[2], self.torch_dtype, self.settings)
 
     def load(self) -> Segmenter:
         return Segmenter(self)
 
 
 class Segmenter:
-    """A SAM2 checkpoint as a coarse automatic mask generator."""
+    """A SAM2 checkpoint as an automatic mask generator (see SegmenterSpec for sources)."""
 
     def __init__(self, spec: SegmenterSpec) -> None:
-        from transformers import Sam2ImageProcessor, Sam2Model
-
-        checkpoint = spec.checkpoint
-        source = str(checkpoint.path) if checkpoint.path else checkpoint.source
-        self.device = resolve_device(spec.device)
-        self.dtype = spec.torch_dtype
-        try:
-            self.processor = Sam2ImageProcessor.from_pretrained(source, revision=checkpoint.commit)
-            self.model = Sam2Model.from_pretrained(
-                source, revision=checkpoint.commit, dtype=self.dtype
-            )
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ModelLoadError(f"{spec.model}: cannot load as SAM2 ({one_line(error)})") from None
-        self.model.to(self.device).eval()
+        self.device, self.dtype = spec.torch_device, spec.torch_dtype
         self.settings = spec.settings
+        self.model = _load(spec).to(self.device).eval()
         self.identity = spec.identity
 
     @torch.inference_mode()
-    def masks(self, image: Image.Image) -> list[np.ndarray]:
-        """Boolean (H, W) masks at the image's own resolution, largest first.
+    def generate(self, image: Image.Image) -> list[GeneratedMask]:
+        """SAM2's automatic masks of an image, in SAM2's output order: the order box NMS keeps
+        them, i.e. by predicted IoU, highest first.
 
-        No image is too small: SAM2 stretches every image to its square input, so even a
-        1-pixel-high strip is segmented; a mask left with no pixel at the image's resolution
-        is dropped, so tiny images may get none. An image with no pixels gets none.
+        No image is too small: SAM2 stretches every image to its square input. An image with no
+        pixels gets no mask.
         """
         if image.width == 0 or image.height == 0:
             return []
         settings = self.settings
-        logits, scores = [], []
-        for batch_logits, batch_scores in self._predict(image):
-            keep = keep_candidates(batch_logits, batch_scores, settings)
-            logits.append(batch_logits[keep])
-            scores.append(batch_scores[keep])
-        candidates = torch.cat(logits)
-        boxes = mask_boxes(candidates > settings.mask_threshold)
-        kept = box_nms(boxes, torch.cat(scores), settings.box_nms_thresh)
         size = (image.height, image.width)
-        masks = [upscale_mask(candidates[i], size, settings.mask_threshold) for i in kept]
-        return sorted((m for m in masks if m.any()), key=np.count_nonzero, reverse=True)
-
-    def _predict(self, image: Image.Image) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The model calls: embed the image once, then decode the point grid batch by batch.
-
-        Yields float32 low-res logits (N, h, w), 256x256 for real checkpoints, and predicted
-        IoUs (N,): three nested candidates per point.
-        """
-        pixels = self.processor(images=image, return_tensors="pt")["pixel_values"]
-        embeddings = self.model.get_image_embeddings(pixels.to(self.device, self.dtype))
-        side = self.model.config.prompt_encoder_config.image_size  # the prompts' frame
-        points = point_grid(self.settings.points_per_side).to(self.device) * side
-        for batch in points.split(self.settings.points_per_batch):
-            labels = torch.ones(1, len(batch), 1, dtype=torch.long, device=self.device)
-            output = self.model(
-                image_embeddings=embeddings,
-                input_points=batch[None, :, None, :],
-                input_labels=labels,
-                multimask_output=True,
+        kept = []
+        for points, logits, iou in self._candidates(image):
+            if settings.pred_iou_thresh > 0:
+                keep = iou > settings.pred_iou_thresh
+                points, logits, iou = points[keep], logits[keep], iou[keep]
+            logits = amg.remove_small_regions(
+                logits, settings.min_mask_region_area, settings.mask_threshold
             )
-            yield output.pred_masks[0].flatten(0, 1).float(), output.iou_scores[0].flatten().float()
+            stability, boxes, areas = amg.measure(
+                logits, size, settings.mask_threshold, settings.stability_score_offset
+            )
+            if settings.stability_score_thresh > 0:
+                keep = stability >= settings.stability_score_thresh
+                points, logits, iou = points[keep], logits[keep], iou[keep]
+                stability, boxes, areas = stability[keep], boxes[keep], areas[keep]
+            kept.append((points, logits, iou, stability, boxes, areas))
+        points, logits, iou, stability, boxes, areas = (
+            torch.cat(part) for part in zip(*kept, strict=True)
+        )
+        order = amg.nms(boxes, iou, settings.box_nms_thresh).tolist()
+        out = []
+        for part in amg.chunks(len(order), size):
+            chosen = order[part]
+            masks = amg.upscale(logits[chosen], size) > settings.mask_threshold
+            for i, mask in zip(chosen, masks.cpu().numpy(), strict=True):
+                x0, y0, x1, y1 = (int(v) for v in boxes[i].tolist())
+                out.append(
+                    GeneratedMask(
+                        mask=mask,
+                        predicted_iou=float(iou[i]),
+                        stability_score=float(stability[i]),
+                        area=int(areas[i]),
+                        box=(x0, y0, x1 + 1, y1 + 1) if areas[i] > 0 else (0, 0, 0, 0),
+                        point=(float(points[i, 0]), float(points[i, 1])),
+                    )
+                )
+        return out
+
+    def masks(self, image: Image.Image) -> list[np.ndarray]:
+        """The boolean (H, W) masks of `generate`, in its order (predicted IoU, highest first)."""
+        return [generated.mask for generated in self.generate(image)]
+
+    @torch.inference_mode()
+    def candidates(self, image: Image.Image) -> Candidates:
+        """Every candidate of the grid, unfiltered, with SAM2's measures (see Candidates)."""
+        settings = self.settings
+        size = (image.height, image.width)
+        parts = []
+        for points, logits, iou in self._candidates(image):
+            logits = amg.remove_small_regions(
+                logits, settings.min_mask_region_area, settings.mask_threshold
+            )
+            measured = amg.measure(
+                logits, size, settings.mask_threshold, settings.stability_score_offset
+            )
+            parts.append((points, iou, *measured))
+        return Candidates(*(torch.cat(values) for values in zip(*parts, strict=True)))
+
+    def _candidates(self, image: Image.Image):
+        """Per batch of prompts: their points in image pixels, low-res logits and predicted
+        IoUs, three candidates per point, all float32 (N, ...)."""
+        embeddings = self._embed(image)
+        side = self.model.config.prompt_encoder_config.image_size
+        pixels, frame = amg.prompt_points(
+            self.settings.points_per_side, image.width, image.height, side
+        )
+        for start in range(0, len(frame), self.settings.points_per_batch):
+            batch = frame[start : start + self.settings.points_per_batch].to(self.device)
+            logits, iou = self._decode(embeddings, batch)
+            points = pixels[start : start + len(batch)].repeat_interleave(3, dim=0)
+            yield points.to(self.device), logits, iou
+
+    def _embed(self, image: Image.Image) -> list[torch.Tensor]:
+        """The image embedding, preprocessed as SAM2's predictor does: RGB in [0, 1], resized
+        to the square input bilinearly with antialiasing, ImageNet-normalised."""
+        from torchvision.transforms import functional as TF
+
+        side = self.model.config.prompt_encoder_config.image_size
+        rgb = np.asarray(image.convert("RGB"))
+        pixels = torch.from_numpy(rgb.transpose(2, 0, 1).copy()).float().div(255)
+        pixels = TF.resize(pixels, [side, side], antialias=True)
+        pixels = TF.normalize(pixels, PIXEL_MEAN, PIXEL_STD)[None]
+        return self.model.get_image_embeddings(pixels.to(self.device, self.dtype))
+
+    def _decode(
+        self, embeddings: list[torch.Tensor], points: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits (3B, h, w), 256x256 for real checkpoints, and predicted IoUs (3B,) of
+        B one-point prompts (in the model's input frame): three candidates per point."""
+        labels = torch.ones(1, len(points), 1, dtype=torch.long, device=self.device)
+        output = self.model(  # float32 points, as SAM2's; the model casts after normalising
+            image_embeddings=embeddings,
+            input_points=points[None, :, None, :],
+            input_labels=labels,
+            multimask_output=True,
+        )
+        return output.pred_masks[0].flatten(0, 1).float(), output.iou_scores[0].flatten().float()
+
+
+def sam2_checkpoint_identity(source: str, revision: str | None = None) -> str:
+    """The checkpoint part of `segmenter_identity` for any source `Segmenter` takes, without
+    loading the model (an original .pt on the hub is downloaded, as loading would)."""
+    return _resolve(source, revision)[2]
+
+
+def _resolve(source: str, revision: str | None) -> tuple[str, Path | Checkpoint, str]:
+    """(kind, what, identity) of a segmenter source: see SegmenterSpec.source."""
+    if is_original_checkpoint(source):
+        if Path(source).is_file():
+            checkpoint = resolve(source, revision, config=False)
+            return "pt", checkpoint.path, checkpoint.identity
+        path, commit, name = resolve_hub_checkpoint(source, revision)
+        return "pt", path, f"{name}@{commit}"
+    hub_id = not Path(source).exists() and source.count("/") == 1
+    if hub_id and not hub_has_config(source, revision):
+        # A hub repo without a transformers config: its original .pt, if it has one.
+        path, commit, name = resolve_hub_checkpoint(source, revision)
+        return "pt", path, f"{name}@{commit}"
+    checkpoint = resolve(source, revision)
+    model_type = checkpoint.config.get("model_type")
+    if model_type not in SAM2_MODEL_TYPES:
+        raise ModelLoadError(
+            f"{source}: not a SAM2 checkpoint (model_type {model_type!r}, "
+            f"expected one of {', '.join(SAM2_MODEL_TYPES)})"
+        )
+    return "transformers", checkpoint, checkpoint.identity
+
+
+def _load(spec: SegmenterSpec):
+    """The Sam2Model of any supported source, in the spec's dtype."""
+    kind, what, _ = spec.source
+    if kind == "pt":
+        model, _ = load_original(what, spec.torch_dtype)
+        return model
+    from transformers import Sam2Model
+
+    source = str(what.path) if what.path else what.source
+    try:
+        return Sam2Model.from_pretrained(source, revision=what.commit, dtype=spec.torch_dtype)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelLoadError(f"{spec.model}: cannot load as SAM2 ({one_line(error)})") from None

@@ -58,7 +58,8 @@ def llava_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def sam2_dir(tmp_path_factory) -> Path:
-    return tiny.build_sam2(tmp_path_factory.mktemp("sam2"))
+    """A tiny random SAM2 with a 256-px input (the pipeline's tests need no real geometry)."""
+    return tiny.build_sam2(tmp_path_factory.mktemp("sam2"), image_size=256)
 
 
 @pytest.fixture(scope="session")

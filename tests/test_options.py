@@ -4,7 +4,7 @@ import pytest
 
 from llmiqa.aggregate import Aggregation
 from llmiqa.errors import UsageError
-from llmiqa.masks import MaskSettings
+from llmiqa.masks import DOGIQA_MASKS, MaskSettings
 from llmiqa.options import DEFAULTS, KNOBS, build, make_scorer, resolve
 from llmiqa.regions import RegionSettings
 from llmiqa.standards import Standard
@@ -31,12 +31,9 @@ def test_the_dogiqa_preset_is_the_released_code():
     assert build(Standard, dogiqa) == Standard("word", 7, "dogiqa")
     assert build(Aggregation, dogiqa) == Aggregation("greedy", "area", 0.5, 1.0, 0.1, False)
     assert build(RegionSettings, dogiqa) == RegionSettings("bbox", 1000.0, "remainder")
-    masks = build(MaskSettings, dogiqa)
-    assert (masks.points_per_side, masks.pred_iou_thresh, masks.stability_score_thresh) == (
-        8, 0.9, 0.8,
-    )  # fmt: skip
-    assert (masks.stability_score_offset, masks.box_nms_thresh) == (0.7, 0.9)
-    assert dogiqa["segmenter"] == "facebook/sam2-hiera-large" and dogiqa["dtype"] == "float16"
+    assert build(MaskSettings, dogiqa) == DOGIQA_MASKS
+    assert dogiqa["segmenter"] == "facebook/sam2-hiera-large/sam2_hiera_large.pt"
+    assert (dogiqa["dtype"], dogiqa["segmenter_dtype"]) == ("float16", "float32")
 
 
 def test_explicit_values_win_over_the_preset():
