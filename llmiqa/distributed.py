@@ -386,14 +386,12 @@ class RayCluster:
         ray = self.ray
         debug = bool(os.environ.get("LLMIQA_DEBUG"))
         if not ray.is_initialized():
-            local = self.options.address is None and not os.environ.get("RAY_ADDRESS")
-            extra = {"include_dashboard": False} if local else {}
             try:
                 ray.init(
                     address=self.options.address,
                     logging_level=logging.DEBUG if debug else logging.WARNING,
-                    log_to_driver=debug,
-                    **extra,
+                    log_to_driver=debug,  # workers' own output stays in Ray's log files
+                    include_dashboard=False,  # when Ray starts here; a cluster keeps its own
                 )
             except Exception as error:
                 where = self.options.address or os.environ.get("RAY_ADDRESS") or "local"
@@ -404,6 +402,9 @@ class RayCluster:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver draws its own bars
         context.max_errored_blocks = 0
+        # an actor that dies while loading its model (its node lost) is replaced, as one
+        # that dies later is restarted, `retries` times in a row before Ray gives up
+        context.max_consecutive_actor_init_deaths = self.options.retries
         # Ray Data logs every execution, and a traceback when it gives up: we say it in one line
         logging.getLogger("ray.data").setLevel(logging.DEBUG if debug else logging.CRITICAL)
         return self
@@ -444,9 +445,12 @@ class RayCluster:
         probe = self.ray.remote(_runtime).options(
             num_cpus=self.options.cpus, num_gpus=gpus, max_retries=self.options.retries
         )
-        found = self.ray.get(
-            probe.remote(scoring["device"], scoring["dtype"], scoring["batch_size"])
-        )
+        try:
+            found = self.ray.get(
+                probe.remote(scoring["device"], scoring["dtype"], scoring["batch_size"])
+            )
+        except self.ray.exceptions.RayError as error:
+            raise UsageError(f"Ray could not run llmiqa on a worker ({_reason(error)})") from None
         if "problem" in found:
             raise UsageError(found["problem"])
         if found["version"] != __version__:
@@ -637,7 +641,10 @@ class RayCluster:
             data,
             worker,
             batch_size=1,
-            compute=self.ray.data.ActorPoolStrategy(size=pool.actors),
+            # one job at a time: jobs are big, and none waits behind a busy actor
+            compute=self.ray.data.ActorPoolStrategy(
+                size=pool.actors, max_tasks_in_flight_per_actor=1
+            ),
             num_cpus=self.options.cpus,
             num_gpus=pool.gpus_per_actor or None,
             fn_constructor_kwargs=kwargs,
