@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine (see README.md):
 #   make score IMAGES="photo.jpg folder/" [ARGS="--model ... --json"]
 #   make test
-# Both create .venv and install llmiqa into it on first use.
+# Both create .venv and install llmiqa into it on first use. `make test-ray` adds the
+# llmiqa[ray] extra and runs the tests that start a real two-node Ray cluster.
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -14,6 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
+$(VENV)/.ray: $(VENV)/.installed
+	$(VENV)/bin/pip install -q -e '.[ray,test]'
+	touch $@
+
 install: $(VENV)/.installed
 
 score: $(VENV)/.installed
@@ -22,6 +27,9 @@ score: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -m "not ray"
 
-.PHONY: install score test
+test-ray: $(VENV)/.ray
+	$(VENV)/bin/pytest -q -m ray tests/test_distributed.py
+
+.PHONY: install score test test-ray

@@ -132,6 +132,8 @@ class Done:
     outcomes: tuple[tuple[str, Rating | RatingFailure], ...] = ()  # (key digest, outcome)
     problem: str | None = None
     worker: tuple[str, int] = ("", 0)  # (node id, pid)
+    busy: float = 0.0  # seconds on this job: decoding its images and the model
+    load: float = 0.0  # seconds the actor took to load its model
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,7 @@ class _Loaded:
         self.worker = _where()
         self.problem: str | None = None
         self.model = None
+        started = time.perf_counter()
         try:
             if spec.identity != identity:
                 self.problem = (
@@ -237,6 +240,7 @@ class _Loaded:
                 self.model = spec.load()
         except Exception as error:  # one line to the driver, which stops the run
             self.problem = f"{spec.model} on Ray node {_node_ip()}: {one_line(error)}"
+        self.load = time.perf_counter() - started
 
 
 class SegmentWorker(_Loaded):
@@ -244,10 +248,11 @@ class SegmentWorker(_Loaded):
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         out: dict[str, list] = {k: [] for k in ("digest", "shape", "masks", "count", "error")}
-        out["problem"], out["node"], out["pid"] = [], [], []
+        out.update(problem=[], node=[], pid=[], busy=[], load=[])
         for path, digest in zip(batch["path"], batch["digest"], strict=True):
             problem, error, blob, count, shape = self.problem, "", b"", 0, (0, 0)
             image = None
+            started = time.perf_counter()
             if problem is None:
                 image, problem = _image(str(path), str(digest))
             if image is not None:
@@ -259,7 +264,9 @@ class SegmentWorker(_Loaded):
                     problem = f"on Ray node {_node_ip()}: {one_line(stop)}"
                 except Exception as failure:  # this image only, as in Scorer
                     error = one_line(failure)
-            row = (str(digest), list(shape), blob, count, error, problem or "", *self.worker)
+            busy = time.perf_counter() - started
+            row = (str(digest), list(shape), blob, count, error, problem or "", *self.worker,
+                   busy, self.load)  # fmt: skip
             for name, value in zip(out, row, strict=True):
                 out[name].append(value)
         return out
@@ -274,6 +281,7 @@ class RateWorker(_Loaded):
     def rate(self, job: Job) -> Done:
         if self.problem:
             return Done(problem=self.problem, worker=self.worker)
+        started = time.perf_counter()
         images = []
         for path, digest in job.images:
             image, problem = _image(path, digest)
@@ -285,7 +293,8 @@ class RateWorker(_Loaded):
             outcomes = tuple((requests[i].key, o) for i, o in self.model.rate(requests))
         except Exception as error:  # a whole-model problem (ModelLoadError) or a bug
             return Done(problem=f"on Ray node {_node_ip()}: {one_line(error)}", worker=self.worker)
-        return Done(outcomes, worker=self.worker)
+        busy = time.perf_counter() - started
+        return Done(outcomes, worker=self.worker, busy=busy, load=self.load)
 
 
 def _request(wanted: Wanted, image) -> RatingRequest:
@@ -363,7 +372,13 @@ class Pool:
     actors: int
     gpus_per_actor: float
     units: int = 0
-    workers: set[tuple[str, int]] = field(default_factory=set)  # (node, pid) that answered
+    loads: dict[tuple[str, int], float] = field(default_factory=dict)  # (node, pid) answering
+    busy: float = 0.0  # seconds the actors spent on units (decoding and the model)
+
+    def answered(self, worker: tuple[str, int], load: float, busy: float) -> None:
+        self.loads[worker] = load
+        self.busy += busy
+        self.units += 1
 
 
 class RayCluster:
@@ -535,7 +550,7 @@ class RayCluster:
         data = self._actors(data, SegmentWorker, pool, {"spec": spec, "identity": identity})
         with self._phase("segment", len(todo), "img") as bar:
             for row in self._stream(data, "segmentation"):
-                pool.workers.add((row["node"], int(row["pid"])))
+                pool.answered((row["node"], int(row["pid"])), row["load"], row["busy"])
                 if row["problem"]:
                     raise UsageError(row["problem"])
                 digest = row["digest"]
@@ -547,7 +562,6 @@ class RayCluster:
                     scorer.store.put_masks(digest, identity, (height, width), masks)
                     scorer.usage.segmented += 1
                     stored.add(digest)
-                pool.units += 1
                 bar.update(1)
         return failures
 
@@ -557,7 +571,9 @@ class RayCluster:
         """Phase 3: every missing rating, model by model. Returns the requests the workers
         could not rate (by key digest), the images they belong to, and the images whose
         regions could not be planned (the collect pass reports both as the Scorer does)."""
+        started = time.perf_counter()
         jobs, unplanned = self._plan(scorer, decoded, masks_failed)
+        self.seconds["plan"] += time.perf_counter() - started
         failures: dict[str, RatingFailure] = {}
         failed_images: set[str] = set()
         gpus = self.gpus("rater")
@@ -577,7 +593,7 @@ class RayCluster:
             with self._phase(name, total, "view") as bar:
                 for row in self._stream(data, name):
                     done: Done = pickle.loads(row["done"])
-                    pool.workers.add(done.worker)
+                    pool.answered(done.worker, done.load, done.busy)
                     if done.problem:
                         raise UsageError(done.problem)
                     for digest, outcome in done.outcomes:
@@ -588,7 +604,6 @@ class RayCluster:
                             scorer.store.put_rating(keys[digest], outcome)
                             scorer.usage.rated += 1
                             committed.add(digest)
-                    pool.units += 1
                     bar.update(len(done.outcomes))
                     bar.set_postfix(committed=len(committed), failed=len(failures))
         return failures, failed_images, unplanned
@@ -685,7 +700,8 @@ class RayCluster:
         gpus, nodes = self.resources()
         pools = {
             name: {"actors": p.actors, "gpus_per_actor": p.gpus_per_actor, "units": p.units,
-                   "workers": len(p.workers), "nodes": len({w[0] for w in p.workers})}
+                   "workers": len(p.loads), "nodes": len({node for node, _ in p.loads}),
+                   "load_seconds": sum(p.loads.values()), "busy_seconds": p.busy}
             for name, p in self.pools.items()
         }  # fmt: skip
         return {"nodes": nodes, "gpus": gpus, "pools": pools, "seconds": dict(self.seconds)}
