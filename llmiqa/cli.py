@@ -286,7 +286,10 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True, help="run folder (resumable)")
     evaluate.add_argument("--limit", type=int, help="only the first N images")
     evaluate.add_argument(
-        "--shard", type=parse_shard, help="i/n: score every n-th image from i (one per GPU)"
+        "--shard",
+        type=parse_shard,
+        help="i/n: score every n-th image from i (one process "
+        "per GPU of this machine, without Ray)",
     )
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="resamples for the CIs")
     evaluate.add_argument("--store", help="SQLite store (default: OUT/store.sqlite)")

@@ -394,6 +394,7 @@ class RayCluster:
         self.seconds: dict[str, float] = defaultdict(float)
         self.filled = (0, 0)  # (rated, segmented) by the workers in `fill`
         self.show = True  # progress bars
+        self.log_level = logging.NOTSET  # Ray Data's, restored on exit
 
     # -- connection --
 
@@ -421,10 +422,13 @@ class RayCluster:
         # that dies later is restarted, `retries` times in a row before Ray gives up
         context.max_consecutive_actor_init_deaths = self.options.retries
         # Ray Data logs every execution, and a traceback when it gives up: we say it in one line
-        logging.getLogger("ray.data").setLevel(logging.DEBUG if debug else logging.CRITICAL)
+        logger = logging.getLogger("ray.data")
+        self.log_level = logger.level
+        logger.setLevel(logging.DEBUG if debug else logging.CRITICAL)
         return self
 
     def __exit__(self, *_) -> None:
+        logging.getLogger("ray.data").setLevel(self.log_level)
         if self.started:
             self.ray.shutdown()
 
