@@ -464,10 +464,12 @@ class RayCluster:
         probe = self.ray.remote(_runtime).options(
             num_cpus=self.options.cpus, num_gpus=gpus, max_retries=self.options.retries
         )
+        started = time.perf_counter()
         try:
             found = self.ray.get(
                 probe.remote(scoring["device"], scoring["dtype"], scoring["batch_size"])
             )
+            self.seconds["probe"] += time.perf_counter() - started
         except self.ray.exceptions.RayError as error:
             raise UsageError(f"Ray could not run llmiqa on a worker ({_reason(error)})") from None
         if "problem" in found:

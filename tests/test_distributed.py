@@ -17,12 +17,14 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llmiqa.cli import main
 from llmiqa.errors import UsageError
 from llmiqa.options import resolve
 from llmiqa.runs import RunConfig, evaluate_run
+from llmiqa.store import Store
 from llmiqa.tiny import PERMISSIVE_MASKS
 
 WHOLE = 24  # images in the fault tests: 3 rating jobs of 8 images (batch 1 on a CPU)
@@ -301,3 +303,11 @@ def test_the_collect_pass_never_decodes_what_only_workers_decoded():
     assert image.size == (4, 3) and (image.width, image.height) == (4, 3)
     with pytest.raises(UsageError, match=r"a\.png: its pixels were needed after the Ray phases"):
         image.crop((0, 0, 1, 1))
+
+
+def test_the_store_says_which_images_are_segmented_without_unpacking_masks(tmp_path):
+    store = Store(tmp_path / "store.sqlite")
+    store.put_masks("a", "sam2|x", (2, 3), [np.ones((2, 3), dtype=bool)])
+    store.put_masks("b", "sam2|y", (2, 3), [])
+    assert store.segmented(["a", "b", "c"], "sam2|x") == {"a"}
+    assert store.segmented([f"n{i}" for i in range(1200)] + ["b"], "sam2|y") == {"b"}
