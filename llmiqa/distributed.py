@@ -17,6 +17,11 @@ it, in four phases:
    model, so results, metrics and report come from the same code as without Ray, and
    results.csv is byte-identical to a single-process run by construction.
 
+Ray restarts what dies (actors, tasks, a node's share of the work) and retries their units;
+a ledger counts how often each unit was started, so a unit that keeps killing its worker
+(an image that crashes the decoder or the model) stops the run with one line naming its
+images after `retries` restarts, instead of being retried forever.
+
 Dedupe, resume, ablations and the report are unchanged: a run killed anywhere keeps what
 the driver committed, and a rerun (with or without Ray) sends out only what is missing.
 Workers read the images, and local checkpoint folders, at the driver's paths: a shared
@@ -31,7 +36,6 @@ import os
 import pickle
 import sys
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -54,6 +58,7 @@ if TYPE_CHECKING:  # torch, which the decode tasks never import
     from llmiqa.pipeline import Scorer
 
 INSTALL = "pip install 'llmiqa[ray]'"
+LEDGER = "llmiqa-ledger"  # the name of a run's Ledger actor: `ray list actors` shows it
 DECODE_BATCH = 8  # images per decode task: enough to amortise scheduling, small to balance
 
 
@@ -69,7 +74,7 @@ class RayOptions:
     gpus_per_rater: float | None = None  # None: 1 when the cluster has GPUs, else 0
     gpus_per_segmenter: float | None = None  # None: 1 when the cluster has GPUs, else 0
     cpus: float = 1.0  # per actor and per decode task (fractions share a core)
-    retries: int = 3  # attempts of a unit whose worker died, before Ray gives up
+    retries: int = 3  # restarts of a unit whose worker died on it, before the run gives up
 
     def __post_init__(self) -> None:
         gpus = (self.gpus_per_rater, self.gpus_per_segmenter)
@@ -123,6 +128,7 @@ class Job:
 
     images: tuple[tuple[str, str], ...]  # (path, digest)
     wanted: tuple[Wanted, ...]
+    unit: str = ""  # names it in the ledger
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,38 @@ class Undecoded:
 # ---- the workers ------------------------------------------------------------------------
 
 
+class Ledger:
+    """How many times each unit was started (a Ray actor beside the driver): Ray retries a
+    unit whose worker died without limit, which a unit that kills every worker it meets
+    would turn into an endless loop."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, int] = defaultdict(int)
+
+    def start(self, unit: str) -> int:
+        self.started[unit] += 1
+        return self.started[unit]
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.started)
+
+
+def _give_up(ledger, unit: str, retries: int, images: Sequence[str]) -> str | None:
+    """Count a start of `unit`; the line that stops the run once it has been restarted
+    more than `retries` times."""
+    import ray
+
+    starts = ray.get(ledger.start.remote(unit))
+    if starts <= retries + 1:
+        return None
+    shown = ", ".join(images[:3]) + (f" and {len(images) - 3} more" if len(images) > 3 else "")
+    deaths = f"{starts - 1} time{'s' if starts > 2 else ''}"
+    return (
+        f"Ray gave up on {unit}: its worker died {deaths} on it (images {shown}); "
+        "everything finished before is in the store: rerun the same command to go on"
+    )
+
+
 def _where() -> tuple[str, int]:
     import ray
 
@@ -190,18 +228,22 @@ def _runtime(device: str | None, dtype: str | None, batch: int | None) -> dict:
     }
 
 
-def _decode(batch: dict[str, np.ndarray]) -> dict[str, list]:
+def _decode(batch: dict[str, np.ndarray], ledger, retries: int) -> dict[str, list]:
     """Phase 1 (a Ray task): decode each image, keep only its digest and size."""
     out: dict[str, list] = {k: [] for k in ("index", "digest", "width", "height", "error")}
-    out["node"] = []
+    out.update(node=[], problem=[])
     node = _node_ip()
-    for index, path in zip(batch["index"], batch["path"], strict=True):
-        try:
-            image = load_image(str(path))
-            digest, (width, height), error = image.digest, image.image.size, ""
-        except ImageError as problem:
-            digest, width, height, error = "", 0, 0, str(problem)
-        row = (int(index), digest, width, height, error, node)
+    paths = [str(p) for p in batch["path"]]
+    problem = _give_up(ledger, f"decoding image {int(batch['index'][0])}", retries, paths)
+    for index, path in zip(batch["index"], paths, strict=True):
+        digest, width, height, error = "", 0, 0, ""
+        if problem is None:
+            try:
+                image = load_image(path)
+                digest, (width, height) = image.digest, image.image.size
+            except ImageError as failure:
+                error = str(failure)
+        row = (int(index), digest, width, height, error, node, problem or "")
         for name, value in zip(out, row, strict=True):
             out[name].append(value)
     return out
@@ -224,7 +266,8 @@ def _image(path: str, digest: str) -> tuple[LoadedImage | None, str | None]:
 class _Loaded:
     """What a pool's actors share: load once, after checking the model is the driver's."""
 
-    def __init__(self, spec, identity: str) -> None:
+    def __init__(self, spec, identity: str, ledger, retries: int) -> None:
+        self.ledger, self.retries = ledger, retries
         self.worker = _where()
         self.problem: str | None = None
         self.model = None
@@ -254,6 +297,9 @@ class SegmentWorker(_Loaded):
             image = None
             started = time.perf_counter()
             if problem is None:
+                unit = f"segmenting {path}"
+                problem = _give_up(self.ledger, unit, self.retries, [str(path)])
+            if problem is None:
                 image, problem = _image(str(path), str(digest))
             if image is not None:
                 try:
@@ -282,6 +328,10 @@ class RateWorker(_Loaded):
         if self.problem:
             return Done(problem=self.problem, worker=self.worker)
         started = time.perf_counter()
+        paths = [path for path, _ in job.images]
+        problem = _give_up(self.ledger, job.unit, self.retries, paths)
+        if problem:
+            return Done(problem=problem, worker=self.worker)
         images = []
         for path, digest in job.images:
             image, problem = _image(path, digest)
@@ -395,6 +445,7 @@ class RayCluster:
         self.filled = (0, 0)  # (rated, segmented) by the workers in `fill`
         self.show = True  # progress bars
         self.log_level = logging.NOTSET  # Ray Data's, restored on exit
+        self.ledger = None  # the Ledger actor of this run
 
     # -- connection --
 
@@ -418,8 +469,8 @@ class RayCluster:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver draws its own bars
         context.max_errored_blocks = 0
-        # an actor that dies while loading its model (its node lost) is replaced, as one
-        # that dies later is restarted, `retries` times in a row before Ray gives up
+        # an actor that dies while it loads its model is replaced, `retries` times in a row
+        # before Ray gives up (one that dies later is restarted, its unit counted in the ledger)
         context.max_consecutive_actor_init_deaths = self.options.retries
         # Ray Data logs every execution, and a traceback when it gives up: we say it in one line
         logger = logging.getLogger("ray.data")
@@ -429,6 +480,8 @@ class RayCluster:
 
     def __exit__(self, *_) -> None:
         logging.getLogger("ray.data").setLevel(self.log_level)
+        if self.ledger is not None:
+            self.ray.kill(self.ledger)
         if self.started:
             self.ray.shutdown()
 
@@ -461,9 +514,7 @@ class RayCluster:
                 f"{self.resources()[0]:g}; an autoscaler may add one)",
                 file=sys.stderr,
             )
-        probe = self.ray.remote(_runtime).options(
-            num_cpus=self.options.cpus, num_gpus=gpus, max_retries=self.options.retries
-        )
+        probe = self.ray.remote(_runtime).options(num_cpus=self.options.cpus, num_gpus=gpus)
         started = time.perf_counter()
         try:
             found = self.ray.get(
@@ -491,6 +542,13 @@ class RayCluster:
         """
         paths = [str(p) for p in paths]
         self.show = scorer.progress
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = self.ray.get_runtime_context().get_node_id()
+        beside = NodeAffinitySchedulingStrategy(here, soft=False)  # lost only with the driver
+        name = f"{LEDGER}-{os.getpid()}-{time.time_ns()}"
+        ledger = self.ray.remote(Ledger).options(name=name, num_cpus=0, scheduling_strategy=beside)
+        self.ledger = ledger.remote()
         decoded = self._decode(paths)
         masks_failed = self._segment(scorer, decoded) if scorer.segmenter else {}
         rating_failed, failed_images, unplanned = self._rate(scorer, decoded, masks_failed)
@@ -523,13 +581,15 @@ class RayCluster:
         items = [{"index": i, "path": p} for i, p in enumerate(paths)]
         blocks = max(1, -(-len(items) // DECODE_BATCH))
         data = ray.data.from_items(items, override_num_blocks=blocks)
-        data = _map(
-            data, _decode, batch_size=DECODE_BATCH, num_cpus=self.options.cpus,
-            max_retries=self.options.retries,
+        data = data.map_batches(
+            _decode, batch_size=DECODE_BATCH, num_cpus=self.options.cpus,
+            fn_kwargs={"ledger": self.ledger, "retries": self.options.retries},
         )  # fmt: skip
         found: list[Decoded | None] = [None] * len(paths)
         with self._phase("decode", len(paths), "img") as bar:
             for row in self._stream(data, "decoding"):
+                if row["problem"]:
+                    raise UsageError(row["problem"])
                 index = int(row["index"])
                 size = (int(row["width"]), int(row["height"]))
                 found[index] = Decoded(paths[index], row["digest"], size, row["error"], row["node"])
@@ -649,17 +709,18 @@ class RayCluster:
                 missing = [p for k, p in wanted.items() if k not in found and k.key not in sent]
                 missing.sort(key=Pending.cost)
                 if missing:
-                    jobs[m].append(_job(missing))
+                    unit = f"rating job {len(jobs[m]) + 1} of {scorer.specs[m].model}"
+                    jobs[m].append(_job(missing, unit))
                     sent.update(p.key.key for p in missing)
         return jobs, unplanned
 
     # -- Ray Data plumbing --
 
     def _actors(self, data, worker: type, pool: Pool, kwargs: dict):
-        """An actor pool over `data`: actors restart when they die (a node lost, a crash),
-        and each unit is retried `retries` times before Ray gives up."""
-        return _map(
-            data,
+        """An actor pool over `data`. Ray Data's defaults restart an actor that dies (a
+        crash, a lost node) and retry its unit, without limit: the ledger sets the limit."""
+        kwargs = {**kwargs, "ledger": self.ledger, "retries": self.options.retries}
+        return data.map_batches(
             worker,
             batch_size=1,
             # one job at a time: jobs are big, and none waits behind a busy actor
@@ -669,13 +730,11 @@ class RayCluster:
             num_cpus=self.options.cpus,
             num_gpus=pool.gpus_per_actor or None,
             fn_constructor_kwargs=kwargs,
-            max_restarts=-1,
-            max_task_retries=self.options.retries,
         )
 
     def _stream(self, data, stage: str) -> Iterator[dict]:
-        """Rows as the workers finish them; Ray's own failure, once its retries are spent,
-        as one line."""
+        """Rows as the workers finish them; a failure Ray gives up on (an actor that keeps
+        dying while it loads its model, say) as one line."""
         rows = iter(data.iter_rows())
         while True:
             try:
@@ -684,9 +743,8 @@ class RayCluster:
                 return
             except Exception as error:
                 raise UsageError(
-                    f"Ray gave up on {stage} after {self.options.retries} retries "
-                    f"({_reason(error)}); everything finished before is in the store: rerun "
-                    "the same command to go on"
+                    f"Ray gave up on {stage} ({_reason(error)}); everything finished before "
+                    "is in the store: rerun the same command to go on"
                 ) from None
             yield row
 
@@ -713,13 +771,6 @@ class RayCluster:
         return {"nodes": nodes, "gpus": gpus, "pools": pools, "seconds": dict(self.seconds)}
 
 
-def _map(data, fn, **kwargs):
-    """map_batches; Ray 2.60 warns that retry limits passed this way will move (to 2.64)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        return data.map_batches(fn, **kwargs)
-
-
 def _regions(scorer: Scorer, item: Decoded) -> list:
     """Algorithm 1 on the stored masks, as Scorer.regions computes it (no pixels)."""
     if scorer.segmenter is None:
@@ -730,7 +781,7 @@ def _regions(scorer: Scorer, item: Decoded) -> list:
     return select_regions(masks, (item.size[1], item.size[0]), scorer.region_settings)
 
 
-def _job(missing: list[Pending]) -> Job:
+def _job(missing: list[Pending], unit: str) -> Job:
     images: dict[str, int] = {}
     order = []
     for pending in missing:
@@ -738,7 +789,7 @@ def _job(missing: list[Pending]) -> Job:
         if image.path not in images:
             images[image.path] = len(order)
             order.append((image.path, pending.key.image))
-    return Job(tuple(order), tuple(_wanted(p, images[p.image.path]) for p in missing))
+    return Job(tuple(order), tuple(_wanted(p, images[p.image.path]) for p in missing), unit)
 
 
 def _check_unreadable_here(item: Decoded) -> None:

@@ -27,7 +27,7 @@ from llmiqa.runs import RunConfig, evaluate_run
 from llmiqa.store import Store
 from llmiqa.tiny import PERMISSIVE_MASKS
 
-WHOLE = 24  # images in the fault tests: 3 rating jobs of 8 images (batch 1 on a CPU)
+WHOLE = 48  # images in the fault tests: 6 rating jobs of 8 images (batch 1 on a CPU)
 REGIONS = 6  # images in the SAM2 test
 CPUS = 0.5  # per actor and decode task: 2 cores hold a task and the actors of both pools
 
@@ -119,21 +119,30 @@ def actor_pids(cluster, title: str) -> list[int]:
     return found
 
 
-def keep_killing(cluster, title: str, stop: threading.Event) -> threading.Thread:
-    """Kill every worker process of this cluster running `title`, as soon as it appears."""
+def kill_rater(cluster) -> int:
+    """SIGKILL the one rating actor as soon as it starts a job after the first (the run's
+    ledger, a named actor, says when), so that it dies in the middle of that job."""
+    import ray
 
-    def kill() -> None:
-        while not stop.wait(0.1):
-            for pid in actor_pids(cluster, title):
-                os.kill(pid, signal.SIGKILL)
+    from llmiqa.distributed import LEDGER
 
-    thread = threading.Thread(target=kill, daemon=True)
-    thread.start()
-    return thread
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        named = ray.util.list_named_actors(all_namespaces=True)
+        ledgers = [ray.get_actor(a["name"], a["namespace"]) for a in named
+                   if a["name"].startswith(LEDGER)]  # fmt: skip
+        counts = ray.get(ledgers[0].counts.remote()) if ledgers else {}
+        if sum(unit.startswith("rating job ") for unit in counts) >= 2:
+            (pid,) = actor_pids(cluster, "MapBatches(RateWorker)")
+            os.kill(pid, signal.SIGKILL)
+            return pid
+        time.sleep(0.02)
+    raise AssertionError("no second rating job started")
 
 
 def when_stored(out: Path, count: int, action) -> tuple[threading.Thread, dict]:
-    """Run `action()` in a thread once `count` ratings are committed; report what it saw."""
+    """Run `action()` in a thread once `count` ratings are committed; report how many were
+    committed before and right after it (both below the total: it happened mid-run)."""
     seen: dict = {}
 
     def watch() -> None:
@@ -142,6 +151,7 @@ def when_stored(out: Path, count: int, action) -> tuple[threading.Thread, dict]:
             time.sleep(0.05)
         seen["before"] = stored(out)
         seen["result"] = action()
+        seen["after"] = stored(out)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -184,16 +194,11 @@ def test_regions_and_ratings_on_two_nodes_equal_a_single_process_run(
 def test_a_killed_rating_actor_is_restarted_and_nothing_is_lost_or_duplicated(
     cluster, tmp_path, whole_config, whole_single
 ):
-    def kill_one() -> int:
-        (pid, *_) = actor_pids(cluster, "MapBatches(RateWorker)")
-        os.kill(pid, signal.SIGKILL)
-        return pid
-
     out = tmp_path / "run"
-    thread, seen = when_stored(out, 1, kill_one)  # the one actor, busy with the next job
+    thread, seen = when_stored(out, 1, lambda: kill_rater(cluster))
     summary = evaluate_run(whole_config, out, resamples=0, ray=on(cluster, actors=1))
     thread.join(60)
-    assert seen["result"] and seen["before"] < WHOLE  # killed mid-run
+    assert seen["result"] and seen["after"] < WHOLE  # killed mid-run
     pool = summary["usage"]["ray"]["pools"][f"rate {whole_config.scoring['model'][0]}"]
     assert pool["workers"] == 2 and pool["actors"] == 1  # it came back and went on
     assert summary["usage"]["rated"] == WHOLE == len(ratings(out))  # each committed once
@@ -205,14 +210,10 @@ def test_when_ray_gives_up_one_line_says_so_and_a_rerun_finishes_the_rest(
     cluster, tmp_path, whole_config, whole_single
 ):
     out = tmp_path / "run"
-    stop = threading.Event()
-    thread, _ = when_stored(out, 1, lambda: keep_killing(cluster, "RateWorker", stop))
-    try:
-        with pytest.raises(UsageError, match=r"Ray gave up on rate .* after 0 retries") as error:
-            evaluate_run(whole_config, out, resamples=0, ray=on(cluster, retries=0))
-    finally:
-        stop.set()
-    thread.join(60)
+    thread, _ = when_stored(out, 1, lambda: kill_rater(cluster))  # a job dies once...
+    with pytest.raises(UsageError, match=r"^Ray gave up on rating job \d of ") as error:
+        evaluate_run(whole_config, out, resamples=0, ray=on(cluster, actors=1, retries=0))
+    thread.join(60)  # ...and with no retries allowed, its restart stops the run
     assert "\n" not in str(error.value) and "rerun the same command" in str(error.value)
     kept = len(ratings(out))
     assert 1 <= kept < WHOLE and not (out / "results.csv").exists()
@@ -253,13 +254,14 @@ def test_a_driver_killed_with_sigkill_is_resumed_with_only_what_is_missing(
 def test_a_node_removed_mid_run_loses_nothing(cluster, tmp_path, whole_config, whole_single):
     (node,) = cluster.worker_nodes
     out = tmp_path / "run"
-    thread, seen = when_stored(out, 1, lambda: cluster.remove_node(node) or True)
+    lost = lambda: cluster.remove_node(node, allow_graceful=False) or True  # noqa: E731
+    thread, seen = when_stored(out, 1, lost)  # as a machine that dies
     try:
         summary = evaluate_run(whole_config, out, resamples=0, ray=on(cluster, actors=2))
         thread.join(60)
     finally:
         cluster.add_node(num_cpus=2)  # the next test gets two nodes again
-    assert seen["result"] and seen["before"] < WHOLE
+    assert seen["result"] and seen["after"] < WHOLE
     assert summary["usage"]["rated"] == WHOLE == len(ratings(out))
     same_results(out, whole_single)
 
