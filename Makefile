@@ -1,11 +1,12 @@
 # Two commands do everything on a fresh machine (see README.md):
 #   make score IMAGES="photo.jpg folder/" [ARGS="--model ... --json"]
 #   make test
-# Both create .venv and install llmiqa into it on first use.
-# `make try IMAGES=photo.jpg` scores offline with tiny random models (scores mean nothing).
-# `make demo [ARGS="--model ... --port 7860"]`: the web page (installs the demo extra).
-# `make test-face`: the tests that need the extras (pyiqa, Gradio, headless Chromium).
-#   make test-vllm   the vLLM engine and server backends, in their own venv (.venv-vllm)
+# Both create .venv and install llmiqa into it on first use. The other targets:
+#   make try IMAGES=photo.jpg   score offline with tiny random models (scores mean nothing)
+#   make demo [ARGS=...]        the web page (installs the demo extra)
+#   make test-face              the tests that need the extras (pyiqa, Gradio, Chromium)
+#   make test-vllm              the vLLM engine and server backends, in .venv-vllm
+#   make test-ray               a real two-node Ray cluster on this machine (llmiqa[ray])
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -32,7 +33,7 @@ try: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -m "not ray"
 
 # The optional extras (see pyproject.toml), each installed once into the same .venv.
 FACE_EXTRAS ?= demo,pyiqa,browser
@@ -83,4 +84,12 @@ venv-vllm: $(VLLM_VENV)/.installed
 test-vllm: $(VLLM_VENV)/.installed
 	$(VLLM_VENV)/bin/pytest -q tests/vllm tests/raters/test_server_http.py
 
-.PHONY: install score try test demo test-face venv-vllm test-vllm
+# Ray Data on a real local two-node cluster (llmiqa[ray], into .venv).
+$(VENV)/.ray: $(VENV)/.installed
+	$(VENV)/bin/pip install -q -e '.[ray,test]'
+	touch $@
+
+test-ray: $(VENV)/.ray
+	$(VENV)/bin/pytest -q -m ray tests/test_distributed.py
+
+.PHONY: install score try test demo test-face venv-vllm test-vllm test-ray

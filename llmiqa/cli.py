@@ -166,6 +166,40 @@ def parse_shard(text: str) -> tuple[int, int]:
     return shard
 
 
+def add_ray_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Ray (llmiqa[ray]: many GPUs and nodes)")
+    group.add_argument(
+        "--ray", nargs="?", const="", metavar="ADDRESS",
+        help="fill the store on a Ray cluster: no ADDRESS starts Ray here (or joins "
+        "$RAY_ADDRESS), 'auto' joins this machine's cluster, HOST:6379 or ray://HOST:10001 "
+        "a remote one; images and local checkpoints must be at the same paths on every node",
+    )  # fmt: skip
+    group.add_argument("--ray-actors", type=int, help="actors per pool (default: one per GPU "
+                       "share; without GPUs one per node)")  # fmt: skip
+    group.add_argument("--gpus-per-rater", type=float, help="GPUs per MLLM actor (default: "
+                       "1 when the cluster has GPUs, else 0; 0.5 puts two on a GPU)")  # fmt: skip
+    group.add_argument("--gpus-per-segmenter", type=float, help="GPUs per SAM2 actor "
+                       "(default as --gpus-per-rater)")  # fmt: skip
+    group.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs per actor and per "
+                       "decode task (default: 1)")  # fmt: skip
+    group.add_argument("--ray-retries", type=int, default=3, help="retries of a unit whose "
+                       "worker died before Ray gives up (default: 3)")  # fmt: skip
+
+
+def ray_options(args: argparse.Namespace):
+    """RayOptions from the command line, or None without --ray."""
+    given = [f"--{n.replace('_', '-')}" for n in ("ray_actors", "gpus_per_rater",
+             "gpus_per_segmenter") if getattr(args, n) is not None]  # fmt: skip
+    if args.ray is None:
+        if given:
+            raise Usage(f"{given[0]} needs --ray")
+        return None
+    from llmiqa.distributed import RayOptions
+
+    return RayOptions(args.ray or None, args.ray_actors, args.gpus_per_rater,
+                      args.gpus_per_segmenter, args.ray_cpus, args.ray_retries)  # fmt: skip
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from llmiqa.runs import RunConfig, evaluate_run
 
@@ -173,7 +207,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config = RunConfig.create(
         dataset_options(args), knobs.from_arguments(args), args.preset, args.limit, args.store
     )
-    summary = evaluate_run(config, out, args.shard, args.bootstrap)
+    summary = evaluate_run(config, out, args.shard, args.bootstrap, ray=ray_options(args))
     if summary is None:
         print(f"shard {args.shard[0]}/{args.shard[1]} stored; run without --shard to collect")
         return 0
@@ -267,10 +301,14 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True, help="run folder (resumable)")
     evaluate.add_argument("--limit", type=int, help="only the first N images")
     evaluate.add_argument(
-        "--shard", type=parse_shard, help="i/n: score every n-th image from i (one per GPU)"
+        "--shard",
+        type=parse_shard,
+        help="i/n: score every n-th image from i (one process "
+        "per GPU of this machine, without Ray)",
     )
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="resamples for the CIs")
     evaluate.add_argument("--store", help="SQLite store (default: OUT/store.sqlite)")
+    add_ray_options(evaluate)
     knobs.add_arguments(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 

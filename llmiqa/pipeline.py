@@ -30,10 +30,10 @@ from llmiqa.masks import MaskSettings
 from llmiqa.options import DEFAULT_MODEL, DEFAULT_SEGMENTER
 from llmiqa.raters import RaterSpec
 from llmiqa.raters.base import Rating, RatingFailure
-from llmiqa.regions import Region, RegionSettings, region_crop, select_regions
+from llmiqa.regions import Crop, Region, RegionSettings, region_crop, select_regions
 from llmiqa.results import ImageResult
 from llmiqa.segment import SegmenterSpec
-from llmiqa.standards import Standard
+from llmiqa.standards import Prompt, Standard
 from llmiqa.store import RatingKey, Store
 
 ImageInput = str | Path | Image.Image | LoadedImage
@@ -122,7 +122,7 @@ class Scorer:
     ) -> Iterator[ImageResult]:
         """Yield results in input order, one chunk of images at a time (for long runs); the
         next chunk is decoded while this one is scored."""
-        chunk = chunk or max(4 * self.specs[0].batch, 8)
+        chunk = chunk or self.chunk_size
         numbered = list(enumerate(images))
         parts = [numbered[i : i + chunk] for i in range(0, len(numbered), chunk)]
         bar = tqdm(total=len(numbered), unit="img", disable=not self.progress, dynamic_ncols=True)
@@ -133,6 +133,11 @@ class Scorer:
                 rated=self.usage.rated, stored=self.usage.from_store, failed=self.usage.failed
             )
         bar.close()
+
+    @property
+    def chunk_size(self) -> int:
+        """Images scored together: their missing ratings form the raters' batches."""
+        return max(4 * self.specs[0].batch, 8)
 
     def regions(self, image: LoadedImage) -> list[Region]:
         """Algorithm 1 on this image's SAM2 masks (from the store when already segmented)."""
@@ -179,21 +184,31 @@ class Scorer:
 
     def _views(self, image: LoadedImage, regions: list[Region]) -> list[list[Pending]]:
         """Per model: the whole image, then each region's crop, as requests to obtain."""
-        size, levels = image.image.size, self.standard.levels
+        planned = self.views(image.digest, image.image.size, regions)
+        return [[Pending(key, image.image, crop, prompt) for key, crop, prompt in model]
+                for model in planned]  # fmt: skip
+
+    def views(
+        self, digest: str, size: tuple[int, int], regions: list[Region]
+    ) -> list[list[tuple[RatingKey, Crop | None, Prompt]]]:
+        """Per model: (key, crop, prompt) of the whole image, then of each region's crop.
+
+        Needs no pixels (the image's digest and (width, height) only), so a driver can plan
+        the ratings of images that only its workers decode (llmiqa.distributed)."""
+        levels = self.standard.levels
         whole = self.standard.prompt("whole")
         region = self.standard.prompt("region")
         per_model = []
         for spec, rater in zip(self.specs, self.raters, strict=True):
 
             def key(geometry: str, prompt, identity=rater.identity) -> RatingKey:
-                return RatingKey(identity, prompt_text(prompt), levels, image.digest, geometry)
+                return RatingKey(identity, prompt_text(prompt), levels, digest, geometry)
 
-            pending = [Pending(key("whole", whole), image.image, None, whole)]
+            planned = [(key("whole", whole), None, whole)]
             for r in regions:
                 crop = region_crop(r, size, self.region_settings.mode, spec.min_crop_side)
-                geometry = crop_geometry(crop, size)
-                pending.append(Pending(key(geometry, region), image.image, crop, region))
-            per_model.append(pending)
+                planned.append((key(crop_geometry(crop, size), region), crop, region))
+            per_model.append(planned)
         return per_model
 
     def _assemble(

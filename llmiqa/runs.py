@@ -35,9 +35,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -51,6 +52,9 @@ from llmiqa.results import ImageResult, stack
 from llmiqa.standards import KINDS, LEVELS, Standard
 
 CONFIG, RESULTS, TABLE, METRICS = "config.json", "results.jsonl", "results.csv", "metrics.json"
+if TYPE_CHECKING:
+    from llmiqa.distributed import RayOptions
+
 ARRAYS, INVOCATIONS, LOCK = "ratings.npz", "invocations.jsonl", ".lock"
 
 
@@ -309,26 +313,43 @@ def peak_memory_mb() -> float:
 
 
 def evaluate_run(
-    config: RunConfig, out: Path, shard: tuple[int, int] | None = None, resamples: int = 1000
+    config: RunConfig,
+    out: Path,
+    shard: tuple[int, int] | None = None,
+    resamples: int = 1000,
+    ray: RayOptions | None = None,
 ) -> dict | None:
     """`llmiqa eval`: score, then replace the results, metrics and report of `out`.
 
     A shard only fills the store; the run without --shard then finds every rating stored.
+    With `ray`, a Ray cluster fills the store first (llmiqa.distributed), then the same
+    single-process code collects the results from it without calling a model.
     """
+    if ray is not None and shard is not None:
+        raise RunError("--ray and --shard do not go together: Ray spreads the work itself")
     started = time.perf_counter()
-    with locked(out, shared=shard is not None):
+    with locked(out, shared=shard is not None), ExitStack() as cleanup:
         dataset = config.load_dataset()
         dataset.check_images()
         samples = shard_of(config.samples(dataset), shard)
-        scorer = config.scorer(out, progress=True)  # every model and the store checked here
+        cluster = None
+        if ray is not None:
+            from llmiqa.distributed import RayCluster
+
+            cluster = cleanup.enter_context(RayCluster(ray))
+        overrides = cluster.overrides(config.scoring) if cluster else {}
+        scorer = config.scorer(out, progress=True, **overrides)  # models and store checked
         invocation = {"run": config.run_id, "started": time.time(), "shard": shard}
         finished = False
         try:
             paths = [dataset.path(s) for s in samples]
+            inputs = cluster.fill(scorer, paths) if cluster else paths
             results = [
                 replace(result, name=sample.image)
-                for sample, result in zip(samples, scorer.iter_score(paths), strict=True)
+                for sample, result in zip(samples, scorer.iter_score(inputs), strict=True)
             ]
+            if cluster is not None:
+                cluster.account(scorer.usage)
             finished = True
         finally:
             invocation.update(
@@ -340,6 +361,8 @@ def evaluate_run(
             return None
         mos = [s.mos for s in samples]
         usage = {**scorer.usage.as_dict(), "seconds_this_invocation": time.perf_counter() - started}
+        if cluster is not None:
+            usage["ray"] = cluster.summary()
         usage["seconds_all_invocations"] = sum(
             entry["seconds"] for entry in invocations(out) if entry["run"] == config.run_id
         )

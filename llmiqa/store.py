@@ -247,6 +247,17 @@ class Store:
         except (zlib.error, ValueError):
             return None  # a damaged row is recomputed
 
+    def segmented(self, images: Iterable[str], segmenter: str) -> set[str]:
+        """Which of these image digests have stored masks (nothing unpacked: a cheap check)."""
+        by_key = {segmentation_key(image, segmenter): image for image in images}
+        keys, found = list(by_key), set()
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            query = f"SELECT key FROM segmentations WHERE key IN ({','.join('?' * len(chunk))})"
+            with self._errors("read"):
+                found.update(by_key[row[0]] for row in self.db.execute(query, chunk))
+        return found
+
     def put_masks(
         self, image: str, segmenter: str, shape: tuple[int, int], masks: Sequence[np.ndarray]
     ) -> None:
