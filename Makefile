@@ -33,7 +33,7 @@ try: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pytest -q -m "not ray"
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile -m "not ray"
 
 # The optional extras (see pyproject.toml), each installed once into the same .venv.
 FACE_EXTRAS ?= demo,pyiqa,browser

@@ -192,7 +192,7 @@ def ray_options(args: argparse.Namespace):
              "gpus_per_segmenter") if getattr(args, n) is not None]  # fmt: skip
     if args.ray is None:
         if given:
-            raise Usage(f"{given[0]} needs --ray")
+            raise CommandLineError(f"{given[0]} needs --ray")
         return None
     from llmiqa.distributed import RayOptions
 

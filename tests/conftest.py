@@ -7,6 +7,9 @@ import os
 
 # Tests never reach a model hub: set before transformers / huggingface_hub are imported.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# `make test` runs two pytest workers on two cores: one torch thread each, not two
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from pathlib import Path
 

@@ -18,6 +18,7 @@ import pytest
 
 from llmiqa import metrics
 from llmiqa.caching import CachingSegmenter
+from llmiqa.cli import main
 from llmiqa.options import resolve
 from llmiqa.pipeline import Scorer
 from llmiqa.raters import RaterSpec
@@ -265,7 +266,7 @@ def test_resume_after_sigkill_finishes_only_what_is_missing(tmp_path, dibr, qwen
     assert 2 <= stored < limit
     assert not (killed / "results.csv").exists()  # nothing half-written
 
-    subprocess.run([*args, "--out", str(killed)], env=env, check=True, capture_output=True)
+    assert main([*args[3:], "--out", str(killed)]) == 0  # the same command, in-process
     resumed = json.loads((killed / "metrics.json").read_text())
     assert resumed["usage"]["rated"] == limit - stored
     assert _ratings(store) == limit  # nothing lost, nothing duplicated
