@@ -3,7 +3,9 @@ the next batch, while the current one is used.
 
 A daemon thread, so that Ctrl-C stops the process at once: the interpreter does not wait
 for a decode or a processor call in progress (a ThreadPoolExecutor would be joined at
-exit).
+exit). The interpreter's own exit can abort while that thread is inside torch's C++ code
+("terminate called without an active exception", exit status 134), so the command line
+leaves with os._exit after Ctrl-C while one is `working`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+THREAD = "llmiqa-ahead"
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -34,7 +37,7 @@ def one_ahead(work: Callable[[Item], Result], items: Iterable[Item]) -> Iterator
                 return
         handoff.put((done, None))
 
-    threading.Thread(target=produce, daemon=True, name="llmiqa-ahead").start()
+    threading.Thread(target=produce, daemon=True, name=THREAD).start()
     while True:
         result, error = handoff.get()
         if error is not None:
@@ -42,3 +45,8 @@ def one_ahead(work: Callable[[Item], Result], items: Iterable[Item]) -> Iterator
         if result is done:
             return
         yield result
+
+
+def working() -> bool:
+    """Whether a thread of `one_ahead` is still alive (abandoned by an interrupted caller)."""
+    return any(thread.name == THREAD and thread.is_alive() for thread in threading.enumerate())

@@ -359,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except KeyboardInterrupt:
         print("llmiqa: interrupted; everything rated so far is in the store", file=sys.stderr)
+        from llmiqa.background import working
+
+        if working():  # a normal exit could abort inside torch (see llmiqa.background)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     except (UsageError, CommandLineError, DatasetError, ImageError, OSError) as error:
         print(f"llmiqa: {error}", file=sys.stderr)

@@ -244,23 +244,41 @@ def test_the_dogiqa_preset_scores_failures_as_1_beside_the_default(tmp_path, dib
     assert summary["scored"] == 3 and "metrics_failures_as_1" not in summary
 
 
-def test_resume_after_sigkill_finishes_only_what_is_missing(tmp_path, dibr, qwen2_vl_dir):
-    limit = 8
-    args = [
+def eval_command(dibr, model, limit: int) -> list[str]:
+    """`llmiqa eval` of the first `limit` DIBR images, one rating per batch."""
+    return [
         sys.executable, "-m", "llmiqa.cli", "eval", "--dataset", "csv", "--root", dibr["root"],
-        "--labels", dibr["labels"], "--limit", str(limit), "--model", str(qwen2_vl_dir),
+        "--labels", dibr["labels"], "--limit", str(limit), "--model", str(model),
         "--region-mode", "whole-only", "--batch-size", "1", "--bootstrap", "0",
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    killed = tmp_path / "killed"
-    victim = subprocess.Popen([*args, "--out", str(killed)], env=env, stderr=subprocess.DEVNULL)
-    store = killed / "store.sqlite"
+
+
+def signal_once_rated(command: list[str], store, sig: int, **popen) -> subprocess.Popen:
+    """Start `command`, send it `sig` once two ratings are stored."""
+    victim = subprocess.Popen(
+        command,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        # Ctrl-C as in a terminal, even where this test runs with SIGINT ignored (a job
+        # started in the background by a shell)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **popen,
+    )
     deadline = time.monotonic() + 300
     while _ratings(store) < 2:
-        assert victim.poll() is None, "the run ended before it could be killed"
+        assert victim.poll() is None, "the run ended before the signal"
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
+    victim.send_signal(sig)
+    return victim
+
+
+def test_resume_after_sigkill_finishes_only_what_is_missing(tmp_path, dibr, qwen2_vl_dir):
+    limit = 8
+    args = eval_command(dibr, qwen2_vl_dir, limit)
+    killed = tmp_path / "killed"
+    store = killed / "store.sqlite"
+    victim = signal_once_rated([*args, "--out", str(killed)], store, signal.SIGKILL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
     victim.wait()
     stored = _ratings(store)
     assert 2 <= stored < limit
@@ -275,6 +293,22 @@ def test_resume_after_sigkill_finishes_only_what_is_missing(tmp_path, dibr, qwen
     config = RunConfig.read(killed)
     evaluate_run(replace(config, store=None), clean, resamples=0)
     assert (killed / "results.csv").read_text() == (clean / "results.csv").read_text()
+
+
+def test_ctrl_c_stops_a_run_within_a_second_in_one_line(tmp_path, dibr, qwen2_vl_dir):
+    out = tmp_path / "run"
+    command = [*eval_command(dibr, qwen2_vl_dir, 48), "--out", str(out)]
+    run = signal_once_rated(command, out / "store.sqlite", signal.SIGINT,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    sent = time.monotonic()
+    _, err = run.communicate(timeout=60)
+    stopped = time.monotonic() - sent
+    assert run.returncode == 130 and stopped < 1.0, (run.returncode, stopped)
+    assert err.strip().splitlines()[-1] == (
+        "llmiqa: interrupted; everything rated so far is in the store"
+    )
+    assert "Traceback" not in err and not (out / "results.csv").exists()
+    assert 2 <= _ratings(out / "store.sqlite") < 48
 
 
 def _ratings(store) -> int:
