@@ -38,7 +38,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -481,7 +481,8 @@ class RayCluster:
     def __exit__(self, *_) -> None:
         logging.getLogger("ray.data").setLevel(self.log_level)
         if self.ledger is not None:
-            self.ray.kill(self.ledger)
+            with suppress(Exception):  # the cluster may be gone: its actors went with it
+                self.ray.kill(self.ledger)
         if self.started:
             self.ray.shutdown()
 
