@@ -469,8 +469,9 @@ class RayCluster:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver draws its own bars
         context.max_errored_blocks = 0
-        # an actor that dies while it loads its model is replaced, `retries` times in a row
-        # before Ray gives up (one that dies later is restarted, its unit counted in the ledger)
+        # an actor whose constructor raises is replaced `retries` times in a row before Ray
+        # gives up; one killed (while loading too) is restarted without limit, and its
+        # unit, if it had one, counted in the ledger
         context.max_consecutive_actor_init_deaths = self.options.retries
         # Ray Data logs every execution, and a traceback when it gives up: we say it in one line
         logger = logging.getLogger("ray.data")
