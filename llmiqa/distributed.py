@@ -20,7 +20,9 @@ it, in four phases:
 Ray restarts what dies (actors, tasks, a node's share of the work) and retries their units;
 a ledger counts how often each unit was started, so a unit that keeps killing its worker
 (an image that crashes the decoder or the model) stops the run with one line naming its
-images after `retries` restarts, instead of being retried forever.
+images after `retries` restarts, instead of being retried forever; and the loads that
+began and never ended, so that actors that keep dying while they load their model (out of
+memory) stop it too.
 
 Dedupe, resume, ablations and the report are unchanged: a run killed anywhere keeps what
 the driver committed, and a rerun (with or without Ray) sends out only what is missing.
@@ -168,19 +170,32 @@ class Undecoded:
 
 
 class Ledger:
-    """How many times each unit was started (a Ray actor beside the driver): Ray retries a
-    unit whose worker died without limit, which a unit that kills every worker it meets
-    would turn into an endless loop."""
+    """How many times each unit was started, and which actors began loading their model
+    and never finished (a Ray actor beside the driver). Ray restarts a dead worker and
+    retries its unit without limit, which a unit that kills every worker it meets, or a
+    model too big for a node's memory, would turn into an endless loop."""
 
     def __init__(self) -> None:
         self.started: dict[str, int] = defaultdict(int)
+        self.loading: dict[str, set[tuple[str, int]]] = defaultdict(set)  # by pool
 
     def start(self, unit: str) -> int:
         self.started[unit] += 1
         return self.started[unit]
 
-    def counts(self) -> dict[str, int]:
-        return dict(self.started)
+    def load(self, pool: str, worker: tuple[str, int]) -> int:
+        """Count a load beginning; how many of this pool's loads began and never ended."""
+        self.loading[pool].add(worker)
+        return len(self.loading[pool])
+
+    def loaded(self, pool: str, worker: tuple[str, int]) -> None:
+        self.loading[pool].discard(worker)
+
+    def counts(self) -> dict:
+        return {
+            "units": dict(self.started),
+            "loading": {k: sorted(v) for k, v in self.loading.items()},
+        }
 
 
 def _give_up(ledger, unit: str, retries: int, images: Sequence[str]) -> str | None:
@@ -266,14 +281,24 @@ def _image(path: str, digest: str) -> tuple[LoadedImage | None, str | None]:
 class _Loaded:
     """What a pool's actors share: load once, after checking the model is the driver's."""
 
-    def __init__(self, spec, identity: str, ledger, retries: int) -> None:
+    def __init__(self, spec, identity: str, ledger, retries: int, pool: str, actors: int) -> None:
+        import ray
+
         self.ledger, self.retries = ledger, retries
         self.worker = _where()
         self.problem: str | None = None
         self.model = None
         started = time.perf_counter()
+        # loads begun and never ended, beyond one per actor: actors that died loading
+        dead = ray.get(ledger.load.remote(pool, self.worker)) - actors
         try:
-            if spec.identity != identity:
+            if dead > retries:
+                self.problem = (
+                    f"Ray gave up on loading {spec.model}: its actors keep dying while they "
+                    "load it (out of memory?); everything finished before is in the store: "
+                    "rerun the same command to go on"
+                )
+            elif spec.identity != identity:
                 self.problem = (
                     f"{spec.model} on Ray node {_node_ip()} is {spec.identity}, not "
                     f"{identity} as on the driver (other files at that path, or another "
@@ -283,6 +308,7 @@ class _Loaded:
                 self.model = spec.load()
         except Exception as error:  # one line to the driver, which stops the run
             self.problem = f"{spec.model} on Ray node {_node_ip()}: {one_line(error)}"
+        ledger.loaded.remote(pool, self.worker)
         self.load = time.perf_counter() - started
 
 
@@ -470,8 +496,8 @@ class RayCluster:
         context.enable_progress_bars = False  # the driver draws its own bars
         context.max_errored_blocks = 0
         # an actor whose constructor raises is replaced `retries` times in a row before Ray
-        # gives up; one killed (while loading too) is restarted without limit, and its
-        # unit, if it had one, counted in the ledger
+        # gives up; one killed is restarted without limit, its load and unit counted in the
+        # ledger
         context.max_consecutive_actor_init_deaths = self.options.retries
         # Ray Data logs every execution, and a traceback when it gives up: we say it in one line
         logger = logging.getLogger("ray.data")
@@ -615,7 +641,7 @@ class RayCluster:
         pool = self.pools["segment"] = Pool(self.pool_size(gpus, len(todo)), gpus)
         spec = replace(scorer.segmenter_spec, device=self.user_device)
         data = self.ray.data.from_items(todo, override_num_blocks=len(todo))
-        data = self._actors(data, SegmentWorker, pool, {"spec": spec, "identity": identity})
+        data = self._actors(data, SegmentWorker, "segment", {"spec": spec, "identity": identity})
         with self._phase("segment", len(todo), "img") as bar:
             for row in self._stream(data, "segmentation"):
                 pool.answered((row["node"], int(row["pid"])), row["load"], row["busy"])
@@ -654,7 +680,7 @@ class RayCluster:
             kwargs = {"spec": worker_spec, "identity": rater.identity}
             items = [{"job": pickle.dumps(job)} for job in model_jobs]
             data = self.ray.data.from_items(items, override_num_blocks=len(items))
-            data = self._actors(data, RateWorker, pool, kwargs)
+            data = self._actors(data, RateWorker, name, kwargs)
             keys = {w.key.key: w.key for job in model_jobs for w in job.wanted}
             committed: set[str] = set()
             total = sum(len(job.wanted) for job in model_jobs)
@@ -718,10 +744,12 @@ class RayCluster:
 
     # -- Ray Data plumbing --
 
-    def _actors(self, data, worker: type, pool: Pool, kwargs: dict):
-        """An actor pool over `data`. Ray Data's defaults restart an actor that dies (a
-        crash, a lost node) and retry its unit, without limit: the ledger sets the limit."""
-        kwargs = {**kwargs, "ledger": self.ledger, "retries": self.options.retries}
+    def _actors(self, data, worker: type, name: str, kwargs: dict):
+        """The actor pool `name` over `data`. Ray Data's defaults restart an actor that dies
+        (a crash, a lost node) and retry its unit, without limit: the ledger sets the limit."""
+        pool = self.pools[name]
+        kwargs = {**kwargs, "ledger": self.ledger, "retries": self.options.retries,
+                  "pool": name, "actors": pool.actors}  # fmt: skip
         return data.map_batches(
             worker,
             batch_size=1,

@@ -119,25 +119,55 @@ def actor_pids(cluster, title: str) -> list[int]:
     return found
 
 
-def kill_rater(cluster) -> int:
-    """SIGKILL the one rating actor as soon as it starts a job after the first (the run's
-    ledger, a named actor, says when), so that it dies in the middle of that job."""
+def ledger_counts() -> dict:
+    """What the newest run's ledger (a named actor) counted so far; {} before one exists."""
     import ray
 
     from llmiqa.distributed import LEDGER
 
+    named = [a for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["name"].startswith(LEDGER)]  # fmt: skip
+    if not named:
+        return {}
+    newest = max(named, key=lambda a: int(a["name"].rsplit("-", 1)[1]))  # ...-<time_ns>
+    return ray.get(ray.get_actor(newest["name"], newest["namespace"]).counts.remote())
+
+
+def until(found, what: str):
+    """Poll `found()` until it returns something."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        named = ray.util.list_named_actors(all_namespaces=True)
-        ledgers = [ray.get_actor(a["name"], a["namespace"]) for a in named
-                   if a["name"].startswith(LEDGER)]  # fmt: skip
-        counts = ray.get(ledgers[0].counts.remote()) if ledgers else {}
-        if sum(unit.startswith("rating job ") for unit in counts) >= 2:
-            (pid,) = actor_pids(cluster, "MapBatches(RateWorker)")
-            os.kill(pid, signal.SIGKILL)
-            return pid
+        if value := found():
+            return value
         time.sleep(0.02)
-    raise AssertionError("no second rating job started")
+    raise AssertionError(f"never saw {what}")
+
+
+def kill_rater(cluster) -> int:
+    """SIGKILL the one rating actor as soon as it starts a job after the first, so that it
+    dies in the middle of that job."""
+
+    def second_job() -> bool:
+        units = ledger_counts().get("units", {})
+        return sum(unit.startswith("rating job ") for unit in units) >= 2
+
+    until(second_job, "a second rating job")
+    (pid,) = actor_pids(cluster, "MapBatches(RateWorker)")
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def kill_loading_rater() -> int:
+    """SIGKILL the first rating actor while it loads its model."""
+
+    def loading() -> list:
+        pools = ledger_counts().get("loading", {})
+        return [pid for pool, workers in pools.items() if pool.startswith("rate ")
+                for _, pid in workers]  # fmt: skip
+
+    (pid,) = until(loading, "a rating actor loading its model")
+    os.kill(pid, signal.SIGKILL)
+    return pid
 
 
 def when_stored(out: Path, count: int, action) -> tuple[threading.Thread, dict]:
@@ -219,6 +249,23 @@ def test_when_ray_gives_up_one_line_says_so_and_a_rerun_finishes_the_rest(
     assert 1 <= kept < WHOLE and not (out / "results.csv").exists()
     summary = evaluate_run(whole_config, out, resamples=0)  # resumed without Ray
     assert summary["usage"]["rated"] == WHOLE - kept
+    same_results(out, whole_single)
+
+
+@pytest.mark.ray
+def test_actors_that_keep_dying_while_they_load_stop_the_run_in_one_line(
+    cluster, tmp_path, whole_config, whole_single
+):
+    out = tmp_path / "run"
+    killer = threading.Thread(target=kill_loading_rater, daemon=True)
+    killer.start()  # one death while loading, and no retries allowed: the next load gives up
+    with pytest.raises(UsageError, match=r"^Ray gave up on loading .*keep dying") as error:
+        evaluate_run(whole_config, out, resamples=0, ray=on(cluster, actors=1, retries=0))
+    killer.join(60)
+    assert "\n" not in str(error.value) and "rerun the same command" in str(error.value)
+    assert ratings(out) == [] and not (out / "results.csv").exists()
+    summary = evaluate_run(whole_config, out, resamples=0)  # resumed without Ray
+    assert summary["usage"]["rated"] == WHOLE
     same_results(out, whole_single)
 
 
