@@ -182,8 +182,9 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
                        "(default as --gpus-per-rater)")  # fmt: skip
     group.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs per actor and per "
                        "decode task (default: 1)")  # fmt: skip
-    group.add_argument("--ray-retries", type=int, default=3, help="retries of a unit whose "
-                       "worker died before Ray gives up (default: 3)")  # fmt: skip
+    group.add_argument("--ray-retries", type=int, default=3, help="restarts of a unit whose "
+                       "worker died on it, and of a pool's actors that died loading their "
+                       "model, before the run stops (default: 3)")  # fmt: skip
 
 
 def ray_options(args: argparse.Namespace):

@@ -76,7 +76,7 @@ class RayOptions:
     gpus_per_rater: float | None = None  # None: 1 when the cluster has GPUs, else 0
     gpus_per_segmenter: float | None = None  # None: 1 when the cluster has GPUs, else 0
     cpus: float = 1.0  # per actor and per decode task (fractions share a core)
-    retries: int = 3  # restarts of a unit whose worker died on it, before the run gives up
+    retries: int = 3  # restarts of a unit (or a pool's loads) that died, before the run stops
 
     def __post_init__(self) -> None:
         gpus = (self.gpus_per_rater, self.gpus_per_segmenter)
