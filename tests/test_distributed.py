@@ -1,6 +1,7 @@
 """`llmiqa eval --ray` on a real two-node Ray cluster on 127.0.0.1: tiny random models, the
 real DIBR images. Results must be byte-identical to a single-process run, and no fault (a
-rating actor killed, the driver killed, a node removed) may lose or duplicate a rating.
+rating actor killed, the driver killed, a node removed) may lose or duplicate a rating;
+workers that keep dying (on a job, or while they load their model) stop the run in one line.
 
 Marked `ray` (run with `make test-ray`, which installs the llmiqa[ray] extra); the test of
 the message without Ray needs no cluster and runs everywhere.
