@@ -67,6 +67,9 @@ import yaml
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # llmiqa.environment only: the original code is what runs here
+from llmiqa.environment import machine, versions  # noqa: E402
+
 OUT = ROOT / "tests" / "golden" / "sam2"
 DATA = Path("..") / "shared" / "data"  # relative to ROOT
 IMAGES = [
@@ -113,6 +116,8 @@ SETTINGS = {
     ),
 }
 MIN_AREA = 1000  # Algorithm 1's t in the authors' eval.py
+VERSIONED = ("sam2", "torch", "torchvision", "opencv-python-headless", "pycocotools",
+             "scikit-image", "scipy", "numpy")  # fmt: skip
 
 
 def tiny_yaml() -> str:
@@ -600,29 +605,12 @@ def main() -> None:
             meta["runs"][run] = summary
             print(run, {k: v for k, v in summary.items() if not k.startswith(("areas", "authors"))})
     meta["cv2_scipy_components_checked"] = CC_CHECKED[0]
-    meta["versions"] = versions()
+    meta["versions"] = versions(VERSIONED)
+    meta["machine"] = machine()  # float kernels differ between CPUs: tests print both
     (OUT / "golden.json").write_text(json.dumps(meta, indent=1) + "\n")
     np.savez_compressed(OUT / "golden.npz", **arrays)
     size = sum(f.stat().st_size for f in OUT.iterdir() if f.is_file())
     print(f"wrote {OUT} ({size / 1e6:.2f} MB); {CC_CHECKED[0]} component labellings checked")
-
-
-def versions() -> dict:
-    from importlib.metadata import version
-
-    return {
-        name: version(name)
-        for name in (
-            "sam2",
-            "torch",
-            "torchvision",
-            "opencv-python-headless",
-            "pycocotools",
-            "scikit-image",
-            "scipy",
-            "numpy",
-        )
-    }
 
 
 if __name__ == "__main__":
