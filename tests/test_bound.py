@@ -98,11 +98,14 @@ def test_refuses_what_has_no_bound(mos, k, message):
 def test_the_released_formula_reproduces_every_cell_of_table_1(mos, livec_all, name, k):
     """All 16 printed cells of SPAQ, KonIQ-10k, LIVEC (all 1,169 images) and KADID-10k."""
     labels = livec_all if name == "livec" else mos[name]
-    assert round(upper_bound(labels, k).mean, 3) == PAPER[name][KS.index(k)]
+    mean = upper_bound(labels, k).mean
+    # float64 correlations differ between machines by ~1e-15: far from a rounding boundary
+    assert abs(mean * 1000 % 1 - 0.5) > 1e-9
+    assert round(mean, 3) == PAPER[name][KS.index(k)]
 
 
 def test_no_formula_reproduces_agiqa_3k(mos):
-    got = [round(upper_bound(mos["agiqa3k"], k).mean, 3) for k in KS]
+    got = [round(upper_bound(mos["agiqa3k"], k).mean, 3) for k in KS]  # not near a x.xxx5
     assert got == list(CODE_AGIQA) and got[0] != PAPER["agiqa3k"][0]
 
 
@@ -110,7 +113,7 @@ def test_no_formula_reproduces_agiqa_3k(mos):
 @pytest.mark.parametrize("formula", ["printed", "strict"])
 def test_real_labels_give_the_recorded_bounds(mos, name, formula):
     got = [upper_bound(mos[name], k, formula=formula).mean for k in KS]
-    assert got == pytest.approx(OURS[name][formula == "strict"], abs=5e-4)
+    assert got == pytest.approx(OURS[name][formula == "strict"], abs=5e-4)  # OURS: 3 decimals
 
 
 def test_koniq_table_1_is_on_the_1_to_5_mos_not_the_zscore(data_dir):

@@ -27,7 +27,10 @@ from llmiqa.raters.base import RatingRequest
 from llmiqa.standards import Standard
 
 SERVED_NAME = "tiny-qwen"
-TOLERANCE = 1e-4  # the issue's bound on |Δp| between backends
+# |Δp| between two backends run on the same machine (no golden file): their float32 kernels
+# differ by rounding, seen at most 1.1e-7 (engine) and 9.8e-7 (vllm serve) on 2-core x86
+# CPUs; the bound is 100x that.
+TOLERANCE = 1e-4
 # Region boxes as fractions of the image (left, top, right, bottom): a centre crop and a
 # corner crop, as Algorithm 1's regions are bounding boxes of the original image.
 BOXES = ((0.25, 0.25, 0.75, 0.75), (0.0, 0.5, 0.4, 1.0))

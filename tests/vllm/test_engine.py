@@ -12,7 +12,7 @@ from llmiqa.raters import RaterSpec, RatingFailure, RatingRequest
 from llmiqa.raters.vllm import VllmRater
 from llmiqa.standards import Standard
 
-TOLERANCE = 1e-4
+TOLERANCE = 1e-4  # see tests/vllm/conftest.py
 
 
 @pytest.fixture(scope="module")

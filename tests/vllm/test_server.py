@@ -18,7 +18,7 @@ pytest.importorskip("vllm")
 from llmiqa.raters import ModelLoadError, RaterSpec
 from llmiqa.raters import server as server_module
 
-TOLERANCE = 1e-4
+TOLERANCE = 1e-4  # see tests/vllm/conftest.py
 SERVED_NAME = "tiny-qwen"
 
 # A client as a user's run is one: it rates what the store lacks and commits each rating
