@@ -90,6 +90,6 @@ $(VENV)/.ray: $(VENV)/.installed
 	touch $@
 
 test-ray: $(VENV)/.ray
-	$(VENV)/bin/pytest -q -m ray tests/test_distributed.py
+	$(VENV)/bin/pytest -q -m ray tests/distributed
 
 .PHONY: install score try test demo test-face venv-vllm test-vllm test-ray

@@ -22,7 +22,7 @@ import numpy as np
 from llmiqa.aggregate import Aggregation
 from llmiqa.options import resolve
 from llmiqa.results import ImageResult
-from llmiqa.runs import ARRAYS, CONFIG, RESULTS, RunConfig, arrays_npz, results_jsonl
+from llmiqa.runs.folder import ARRAYS, CONFIG, RESULTS, RunConfig, arrays_npz, results_jsonl
 
 PROBE = """
 import resource, sys, time

@@ -26,7 +26,7 @@ DIBR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dibr"
 # A random SAM2 passes no default threshold: keep every candidate, as the tests do. Its
 # noise masks all have the whole image as box, which bbox mode rightly rates once as the
 # global view; mask mode rates every region, so that every stage does its full work.
-REGIONS = RegionSettings(mode="mask")
+REGIONS = RegionSettings(region_mode="mask")
 
 
 class ForwardTimer:

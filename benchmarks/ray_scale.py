@@ -25,9 +25,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from llmiqa import tiny
-from llmiqa.distributed import RayOptions, require_ray
+from llmiqa.distributed.cluster import RayOptions, require_ray
 from llmiqa.options import resolve
-from llmiqa.runs import RunConfig, evaluate_run
+from llmiqa.runs.evaluate import evaluate_run
+from llmiqa.runs.folder import RunConfig
 
 DIBR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dibr"
 

@@ -18,7 +18,7 @@ _EXPORTS = {
     "Aggregation": "llmiqa.aggregate",
     "Standard": "llmiqa.standards",
     "RegionSettings": "llmiqa.regions",
-    "MaskSettings": "llmiqa.masks",
+    "MaskSettings": "llmiqa.segmenters.masks",
     "create_metric": "llmiqa.metric",
 }
 __all__ = ["__version__", *_EXPORTS]

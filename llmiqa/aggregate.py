@@ -41,7 +41,6 @@ class Aggregation:
         metadata=option(
             "region weights: mask area (the paper) or plain mean",
             choices=WEIGHTINGS,
-            flag="--aggregate",
         ),
     )
     global_weight: float = field(default=1.0, metadata=option("weight g of s_global"))

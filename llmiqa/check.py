@@ -28,7 +28,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from llmiqa import metrics
 from llmiqa.errors import UsageError
-from llmiqa.images import LoadedImage, from_pil, load_image
+from llmiqa.images import LoadedImage, expand_inputs, from_pil, load_image
 from llmiqa.metric import score_range
 
 REFERENCES = Path(__file__).parent / "data" / "references"
@@ -111,8 +111,6 @@ def load_references(
 ) -> list[LoadedImage]:
     """The user's images (a folder or files), or the three shipped ones; scaled down to
     `max_side` so that every distortion parameter means the same thing on each."""
-    from llmiqa.cli import expand_inputs
-
     paths = expand_inputs([str(folder)]) if folder else sorted(map(str, REFERENCES.glob("*.png")))
     if not paths:
         raise UsageError(f"no reference images in {folder or REFERENCES}")
@@ -374,7 +372,7 @@ def add_command(commands) -> None:
     check.add_argument(
         "--max-side", type=int, default=MAX_SIDE, help="scale references down to this first"
     )
-    check.add_argument("--store", help="SQLite file caching masks and ratings across runs")
+    knobs.add_store(check)
     check.add_argument("--json", action="store_true", help="print the JSON report instead")
     knobs.add_arguments(check)
     check.set_defaults(handler=cmd_check)
@@ -385,10 +383,11 @@ def cmd_check(args) -> int:
     import sys
 
     from llmiqa import options as knobs
+    from llmiqa.pipeline import Scorer
 
     references = load_references(args.images, args.max_side)
     options = knobs.from_arguments(args)
-    scorer = knobs.make_scorer(options, args.store, progress=sys.stderr.isatty())
+    scorer = Scorer.from_options(options, args.store, progress=sys.stderr.isatty())
     report = run_check(scorer, references, args.distortions, args.seed)
     json_path, png_path = report.save(args.out)
     if args.json:

@@ -46,14 +46,10 @@ class Checkpoint:
     commit: str | None = None  # hub commit; None for local files
     path: Path | None = None  # the local folder or file; None for a hub id
 
-    @property
-    def is_hub(self) -> bool:
-        return self.path is None
-
     @cached_property
     def identity(self) -> str:
         """Computed once: the name of the files as they were when first asked."""
-        if self.path is None:
+        if self.commit is not None:  # a hub commit's files never change
             return f"{self.source}@{self.commit}"
         return f"{self.path}#{content_hash(self.path)}"
 
@@ -71,23 +67,73 @@ class Checkpoint:
         return Path(folder)
 
 
+def split_revision(source: str) -> tuple[str, str | None]:
+    """ "owner/name@revision" -> (owner/name, revision); an existing path is taken whole."""
+    name, at, revision = source.rpartition("@")
+    if not at or Path(source).exists() or not name:
+        return source, None
+    return name, revision
+
+
 def resolve(source: str, revision: str | None = None, *, config: bool = True) -> Checkpoint:
     """A checkpoint by local path (folder or file) or hub id; one line on any problem.
 
     A path that exists is always taken as a path. One that does not exist is tried on the
     hub only if it reads as a hub id (owner/name); the message then names both readings.
     `config=False` accepts checkpoints without config.json (single files such as SAM2's
-    original .pt).
+    original .pt), a file of a hub repo among them (owner/name/path/file, downloaded).
     """
     if not source:
         raise ModelLoadError("an empty model name was given")
     path = Path(source).expanduser()
     if path.exists():
         return _local(source, path.resolve(), revision, config)
-    if source.startswith((".", "/", "~")) or source.count("/") != 1:
+    slashes = source.count("/")
+    if source.startswith((".", "/", "~")) or slashes < 1 or (slashes > 1 and config):
         raise ModelLoadError(f"{source}: no such file or folder (and not a hub id owner/name)")
+    if slashes > 1:
+        repo, filename = source.split("/", 2)[:2], source.split("/", 2)[2]
+        file, commit = hub_file("/".join(repo), filename, revision)
+        return Checkpoint(source, {}, commit, file)
     commit, data = _hub(source, revision, config)
     return Checkpoint(source, data, commit)
+
+
+def hub_file(repo: str, filename: str, revision: str | None = None) -> tuple[Path, str]:
+    """One file of a hub repo, downloaded and cached as transformers does: (path, commit)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        file = Path(hf_hub_download(repo, filename, revision=revision))
+    except Exception as error:  # offline, unknown repo or file, gated, ...
+        raise ModelLoadError(hub_problem(f"{repo}/{filename}", error, filename)) from None
+    snapshot = file.parents[len(Path(filename).parts) - 1]  # .../snapshots/<commit>/<filename>
+    return file, snapshot.name
+
+
+def hub_listing(repo: str, revision: str | None = None) -> list[str]:
+    """The files of a hub repo at a revision."""
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi().list_repo_files(repo, revision=revision)
+    except Exception as error:
+        raise ModelLoadError(hub_problem(repo, error)) from None
+
+
+def hub_has_config(repo: str, revision: str | None = None) -> bool:
+    """False when the hub (or, offline, its cache) says `repo` has no config.json, as the
+    original SAM2 repos first released; True otherwise (other errors are reported later)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        hf_hub_download(repo, "config.json", revision=revision)
+    except EntryNotFoundError:
+        return False
+    except Exception:
+        return True
+    return True
 
 
 def _local(source: str, path: Path, revision: str | None, config: bool) -> Checkpoint:
@@ -121,7 +167,7 @@ def _hub(source: str, revision: str | None, config: bool) -> tuple[str, dict]:
         raise ModelLoadError(hub_problem(source, error)) from None
 
 
-def hub_problem(source: str, error: Exception) -> str:
+def hub_problem(source: str, error: Exception, file: str = "config.json") -> str:
     """One line saying why the hub could not provide `source`, and what to do instead."""
     name = type(error).__name__
     if os.environ.get("HF_HUB_OFFLINE") == "1":
@@ -130,8 +176,10 @@ def hub_problem(source: str, error: Exception) -> str:
         why = "no such model on the hub, or it is gated or private (log in with `hf auth login`)"
     elif name == "RevisionNotFoundError":
         why = "the hub has no such revision of it"
-    elif name == "EntryNotFoundError":
+    elif name == "EntryNotFoundError" and file == "config.json":
         why = "the hub repository has no config.json: not a transformers checkpoint"
+    elif name == "EntryNotFoundError":
+        why = f"the hub repository has no {file}"
     elif name in ("LocalEntryNotFoundError", "ConnectionError", "Timeout", "OfflineModeIsEnabled"):
         why = "the hub cannot be reached and it is not in the local cache (check the network)"
     else:

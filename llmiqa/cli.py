@@ -17,33 +17,15 @@ from pathlib import Path
 
 from llmiqa import options as knobs
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-
 
 class CommandLineError(ValueError):
     """A command line that cannot run: one line, exit code 2."""
 
 
-def expand_inputs(paths: list[str], recursive: bool = False) -> list[str]:
-    """Folders stand for the image files inside them (sorted; subfolders with --recursive)."""
-    expanded = []
-    for path in paths:
-        folder = Path(path)
-        if not folder.is_dir():
-            expanded.append(path)
-            continue
-        found = folder.rglob("*") if recursive else folder.iterdir()
-        images = sorted(str(p) for p in found if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            subfolders = sum(p.is_dir() for p in folder.iterdir())
-            hint = f" ({subfolders} subfolder(s): add --recursive)" if subfolders else ""
-            raise CommandLineError(f"{folder}: no image files in this folder{hint}")
-        expanded += images
-    return expanded
-
-
 def build_scorer(args: argparse.Namespace, progress: bool = False):
-    return knobs.make_scorer(knobs.from_arguments(args), args.store, progress)
+    from llmiqa.pipeline import Scorer
+
+    return Scorer.from_options(knobs.from_arguments(args), args.store, progress)
 
 
 def print_notes(notes: list[str]) -> None:
@@ -62,6 +44,8 @@ def region_table(result) -> str:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from llmiqa.images import expand_inputs
+
     images = expand_inputs(args.images, args.recursive)
     scorer = build_scorer(args, progress=not args.json and len(images) > 1 and sys.stderr.isatty())
     failed = 0
@@ -100,21 +84,22 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_prompt(args: argparse.Namespace) -> int:
-    from llmiqa.raters import RaterSpec
+    from llmiqa.raters.spec import RaterSpec
 
     options = knobs.from_arguments(args)
     standard = knobs.build(knobs.Standard, options)
+    runtime = knobs.build(knobs.Runtime, options)
     for model in options["model"]:
-        spec = RaterSpec(model, options["device"], options["dtype"], server=options["server"])
-        render = getattr(spec.backend, "render_for", None)
+        spec = RaterSpec.create(model, runtime, knobs.backend_options(options))
         for view in ("whole", "region") if args.view == "both" else (args.view,):
             prompt = standard.prompt(view)
             print(f"# {model}, {standard}, {view} view: what the model reads before its answer")
-            if render is None:  # a server applies its own chat template to these turns
+            rendered = spec.render(prompt)
+            if rendered is None:  # a server applies its chat template to these turns
                 print(f"# (the server applies its chat template)\nsystem: {prompt.system}")
                 print(f"user: {prompt.user}")
             else:
-                print(render(spec, prompt))
+                print(rendered)
     return 0
 
 
@@ -195,14 +180,15 @@ def ray_options(args: argparse.Namespace):
         if given:
             raise CommandLineError(f"{given[0]} needs --ray")
         return None
-    from llmiqa.distributed import RayOptions
+    from llmiqa.distributed.cluster import RayOptions
 
     return RayOptions(args.ray or None, args.ray_actors, args.gpus_per_rater,
                       args.gpus_per_segmenter, args.ray_cpus, args.ray_retries)  # fmt: skip
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from llmiqa.runs import RunConfig, evaluate_run
+    from llmiqa.runs.evaluate import evaluate_run
+    from llmiqa.runs.folder import RunConfig
 
     out = Path(args.out)
     config = RunConfig.create(
@@ -246,7 +232,8 @@ def cmd_bound(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from llmiqa.runs import ablate, rows_markdown, strict_json
+    from llmiqa.runs.ablate import ablate, rows_markdown
+    from llmiqa.runs.folder import strict_json
 
     rows = ablate(Path(args.run), args.axes)
     if args.json:
@@ -281,20 +268,20 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--json", action="store_true", help="one JSON object per image")
     score.add_argument("--regions", action="store_true", help="show each region's score")
     score.add_argument("--recursive", action="store_true", help="also images in subfolders")
-    score.add_argument("--store", help="SQLite file caching masks and ratings across runs")
+    knobs.add_store(score)
     knobs.add_arguments(score)
     score.set_defaults(handler=cmd_score)
 
     segment = commands.add_parser("segment", help="draw the regions, their scores and areas")
     segment.add_argument("image", help="one image file")
     segment.add_argument("-o", "--output", required=True, help="PNG file to write")
-    segment.add_argument("--store", help="SQLite file caching masks and ratings across runs")
+    knobs.add_store(segment)
     knobs.add_arguments(segment, restrict={"region_mode": ("bbox", "mask")})
     segment.set_defaults(handler=cmd_segment)
 
     prompt = commands.add_parser("prompt", help="print the exact text a model reads")
     prompt.add_argument("--view", choices=("whole", "region", "both"), default="both")
-    knobs.add_arguments(prompt, only=("model", "standard", "levels", "wording", "server"))
+    knobs.add_arguments(prompt, only=("model", "kind", "levels", "wording", "backend", "server"))
     prompt.set_defaults(handler=cmd_prompt)
 
     evaluate = commands.add_parser("eval", help="score a benchmark and report its metrics")
@@ -308,7 +295,7 @@ def parser() -> argparse.ArgumentParser:
         "per GPU of this machine, without Ray)",
     )
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="resamples for the CIs")
-    evaluate.add_argument("--store", help="SQLite store (default: OUT/store.sqlite)")
+    knobs.add_store(evaluate, "SQLite store (default: OUT/store.sqlite)")
     add_ray_options(evaluate)
     knobs.add_arguments(evaluate)
     evaluate.set_defaults(handler=cmd_eval)

@@ -70,8 +70,10 @@ class Engine:
         self.options = options
         self.max_file_mb = max_file_mb
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="llmiqa-demo")
+        from llmiqa.pipeline import Scorer
+
         try:
-            self.base = self._run(knobs.make_scorer, options, store)
+            self.base = self._run(Scorer.from_options, options, store)
         except BaseException:
             self.close()
             raise
@@ -539,7 +541,7 @@ def add_command(commands) -> None:
     demo = commands.add_parser("demo", help="a web page to drop images on and see their scores")
     demo.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: all)")
     demo.add_argument("--port", type=int, default=7860, help="port to serve on")
-    demo.add_argument("--store", help="SQLite file caching masks and ratings (default: memory)")
+    knobs.add_store(demo)
     demo.add_argument(
         "--max-file-mb", type=float, default=MAX_FILE_MB, help="largest upload accepted (MB)"
     )

@@ -22,8 +22,9 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from llmiqa.errors import one_line
+from llmiqa.errors import UsageError, one_line
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 # PIL's decompression-bomb guard (about 89.5 megapixels): larger files are refused unread.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 HASH_STRIP_BYTES = 1 << 20  # pixels hashed 1 MiB at a time, not as one full copy
@@ -186,3 +187,21 @@ def from_pil(image: Image.Image, name: str) -> LoadedImage:
     """
     rgb = to_rgb(ImageOps.exif_transpose(image))
     return LoadedImage(name=name, image=rgb, digest=pixel_hash(rgb))
+
+
+def expand_inputs(paths: list[str], recursive: bool = False) -> list[str]:
+    """Folders stand for the image files inside them (sorted; subfolders with `recursive`)."""
+    expanded = []
+    for path in paths:
+        folder = Path(path)
+        if not folder.is_dir():
+            expanded.append(path)
+            continue
+        found = folder.rglob("*") if recursive else folder.iterdir()
+        images = sorted(str(p) for p in found if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            subfolders = sum(p.is_dir() for p in folder.iterdir())
+            hint = f" ({subfolders} subfolder(s): add --recursive)" if subfolders else ""
+            raise UsageError(f"{folder}: no image files in this folder{hint}")
+        expanded += images
+    return expanded

@@ -116,7 +116,9 @@ def create_metric(
     if isinstance(options.get("model"), str | Path):
         options["model"] = [str(options["model"])]
     resolved = knobs.resolve(options, preset)
-    return Metric(knobs.make_scorer(resolved, store, progress), resolved, errors)
+    from llmiqa.pipeline import Scorer
+
+    return Metric(Scorer.from_options(resolved, store, progress), resolved, errors)
 
 
 # ---- inputs -------------------------------------------------------------------------------

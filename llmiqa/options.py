@@ -1,100 +1,104 @@
-"""Scoring options by name: one table derived from the settings dataclasses, presets, and
-the Scorer an options dictionary describes.
+"""Scoring options by name: one table derived from the settings dataclasses, and presets.
 
-Each option is declared once, on its dataclass field (standards.Standard,
-regions.RegionSettings, aggregate.Aggregation, masks.MaskSettings) or in the backend
-registry (raters.registry); the CLI, presets, run folders (config.json) and ablations
-all read this table, so a new knob is one field. Nothing here imports torch.
+Each option is declared once, on its dataclass field (runtime.Models, standards.Standard,
+regions.RegionSettings, aggregate.Aggregation, segmenters.masks.MaskSettings,
+runtime.Runtime) or by the backend that takes it (raters.registry); its name is the
+field's, in options dictionaries, presets and config.json alike, and `--field-name` on
+the command line. The CLI, presets, run folders and ablations all read this table, so a
+new knob is one field. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import MISSING, dataclass, fields
+from typing import Any
 
 from llmiqa.aggregate import Aggregation
 from llmiqa.errors import UsageError
-from llmiqa.masks import MaskSettings
-from llmiqa.raters import ENGINES, registry
+from llmiqa.raters import registry
 from llmiqa.regions import RegionSettings
+from llmiqa.runtime import Models, Runtime
+from llmiqa.segmenters.masks import DOGIQA_MASKS, MaskSettings
 from llmiqa.settings import declared, default_of
 from llmiqa.standards import Standard
 
-if TYPE_CHECKING:
-    from llmiqa.pipeline import Scorer
-
-DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
-DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-small"
-TYPES = {"str": str, "int": int, "float": float, "bool": bool}  # annotations are strings here
+TYPES = {"str": str, "int": int, "float": float, "bool": bool, "tuple[str, ...]": list}
 GROUPS = {
+    Models: "models",
     Standard: "standard",
     RegionSettings: "regions",
     Aggregation: "aggregation (recomputed from stored ratings, no model call)",
     MaskSettings: "SAM2 mask generation",
+    Runtime: "runtime",
 }
+STORE_HELP = "SQLite file caching masks and ratings across runs (default: in memory)"
 
 
 @dataclass(frozen=True)
 class Knob:
-    """One option: its key in options dictionaries (and --flag), default, type, help."""
+    """One option: its name (the field's), default, type, help, and where it is declared."""
 
     key: str
     default: object
     kind: type
     help: str
     choices: tuple | None = None
-    group: str = "models"
-    owner: type | None = None  # the settings dataclass it builds, if any
-    field: str | None = None  # its field name there
+    group: str = "backends"
+    owner: type | None = None  # the settings dataclass it builds; None: a backend option
 
 
-def _knobs() -> tuple[Knob, ...]:
-    top = (
-        Knob("model", [DEFAULT_MODEL], list, "hub id (owner/name[@revision]) or local "
-             "folder of an MLLM; repeat for an ensemble"),
-        Knob("segmenter", DEFAULT_SEGMENTER, str, "SAM2 hub id[@revision], local folder or "
-             "original .pt file"),
-        Knob("backend", "transformers", str, "what runs a local checkpoint: transformers, or "
-             "vLLM's engine in this process (needs vllm installed)", ENGINES),
-        Knob("server", None, str, "URL of an OpenAI-compatible server to rate with; --model "
-             "then names its model (API key from LLMIQA_API_KEY or OPENAI_API_KEY)"),
-        Knob("max_in_flight", None, int, "requests a vLLM engine (default 64) or a server "
-             "(default 16) holds at once"),
-    )  # fmt: skip
-    fields = tuple(
-        Knob(
-            (f.metadata.get("flag") or f.name).removeprefix("--").replace("-", "_"),
-            default_of(f),
-            TYPES[f.type] if isinstance(f.type, str) else f.type,
-            f.metadata["help"],
-            f.metadata.get("choices"),
-            GROUPS[cls],
-            cls,
-            f.name,
-        )
-        for cls in GROUPS
-        for f in declared(cls)
-    )
-    backends = tuple(
-        Knob(name, o.default, o.kind, o.help, group="backends")
-        for name, o in registry.OPTIONS.items()
-    )
-    runtime = (
-        Knob("device", None, str, "cuda, cuda:1, cpu, mps (default: the best available)",
-             group="runtime"),
-        Knob("dtype", None, str, "float32, bfloat16, float16 (default: bfloat16 on a GPU, "
-             "else float32)", ("auto", "float32", "bfloat16", "float16"), "runtime"),
-        Knob("segmenter_dtype", None, str, "SAM2's dtype (default: as --dtype)",
-             ("auto", "float32", "bfloat16", "float16"), "runtime"),
-        Knob("batch_size", None, int, "sub-images per forward pass (default: 1 on CPU, 8 on "
-             "GPU)", group="runtime"),
-    )  # fmt: skip
-    return top + fields + backends + runtime
+def _kind(annotation: Any) -> type:
+    """The option's type from the field's annotation (a string: annotations are lazy)."""
+    text = annotation if isinstance(annotation, str) else annotation.__name__
+    return TYPES[text.removesuffix(" | None")]
 
 
-KNOBS = _knobs()
-DEFAULTS: dict[str, object] = {knob.key: knob.default for knob in KNOBS}
+def knobs() -> tuple[Knob, ...]:
+    """Every option, settings first, then the registered backends' (as of now)."""
+    found = []
+    for cls, group in GROUPS.items():
+        for f in declared(cls):
+            choices = f.metadata["choices"]
+            if cls is Runtime and f.name == "backend":
+                choices = registry.names()
+            default = default_of(f)
+            if isinstance(default, tuple):
+                default = list(default)
+            found.append(Knob(f.name, default, _kind(f.type), f.metadata["help"], choices,
+                              group, cls))  # fmt: skip
+    for name, option in registry.options().items():
+        takers = ", ".join(registry.takers(name))
+        found.append(Knob(name, option.default, option.kind, f"{takers}: {option.help}"))
+    return tuple(found)
+
+
+def defaults() -> dict[str, object]:
+    return {knob.key: knob.default for knob in knobs()}
+
+
+def values_of(settings) -> dict[str, object]:
+    """The options entries of a settings dataclass (those declared as options)."""
+    return {
+        f.name: list(value) if isinstance(value := getattr(settings, f.name), tuple) else value
+        for f in declared(type(settings))
+    }
+
+
+def flags_of(settings) -> list[str]:
+    """The command-line flags that give a settings dataclass its values (defaults left out)."""
+    flags = []
+    for f in declared(type(settings)):
+        value = getattr(settings, f.name)
+        if value == default_of(f):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        else:
+            flags += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return flags
+
 
 PRESETS: dict[str, dict[str, object]] = {
     # The paper's text (Section 4.1): mPLUG-Owl3 + SAM2, K = 7 words as a system turn, one
@@ -104,11 +108,11 @@ PRESETS: dict[str, dict[str, object]] = {
         # "pre-trained SAM2", its largest model (Table 5); the transformers-format release
         "segmenter": "facebook/sam2.1-hiera-large",
         "levels": 7,
-        "standard": "word",
+        "kind": "word",
         "wording": "paper",
         "readout": "argmax",
         "region_mode": "bbox",
-        "aggregate": "area",
+        "weighting": "area",
         "global_weight": 1.0,
         "lam": 1.0,
         "count_weight": 0.0,
@@ -117,8 +121,8 @@ PRESETS: dict[str, dict[str, object]] = {
     },
     # The released evaluation code (sjtuzzq/Dog-IQA, branch zzq), which produced the
     # paper's numbers: its prompt strings, the full-vocabulary greedy token, SAM 2.0
-    # hiera-large with its generator settings, t = 1000 px, its complement weight and
-    # s = s_local + 0.1 N + 0.5 s_global, in fp16.
+    # hiera-large with its generator settings (segmenters.masks.DOGIQA_MASKS), t = 1000 px,
+    # its complement weight and s = s_local + 0.1 N + 0.5 s_global, in fp16.
     "dogiqa": {
         "model": ["mPLUG/mPLUG-Owl3-7B-240728"],
         # the authors' exact file (sam2_hiera_large.pt, built with sam2_hiera_l.yaml), in
@@ -126,28 +130,20 @@ PRESETS: dict[str, dict[str, object]] = {
         "segmenter": "facebook/sam2-hiera-large/sam2_hiera_large.pt",
         "segmenter_dtype": "float32",
         "levels": 7,
-        "standard": "word",
+        "kind": "word",
         "wording": "dogiqa",
         "readout": "greedy",
         "region_mode": "bbox",
         "min_area": 1000.0,
         "complement_area": "remainder",
-        "aggregate": "area",
+        "weighting": "area",
         "global_weight": 0.5,
         "lam": 1.0,
         "count_weight": 0.1,
         "normalize": False,
         "cut": True,
         "dtype": "float16",
-        "points_per_side": 8,
-        "points_per_batch": 128,
-        "pred_iou_thresh": 0.9,
-        "stability_score_thresh": 0.8,
-        "stability_score_offset": 0.7,
-        "box_nms_thresh": 0.9,
-        # sam2 1.1.0 gives this to its predictor: holes and islands up to 1000 px of the
-        # 256x256 low-res masks, cleaned when its CUDA extension is built (see README)
-        "min_mask_region_area": 1000,
+        **values_of(DOGIQA_MASKS),
     },
 }
 
@@ -156,13 +152,14 @@ def resolve(explicit: dict[str, object], preset: str | None = None) -> dict[str,
     """Explicit values (None = not given) over the preset over the defaults; validated."""
     if preset is not None and preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    unknown = sorted(set(explicit) - set(DEFAULTS))
+    known = defaults()
+    unknown = sorted(set(explicit) - set(known))
     if unknown:
         raise UsageError(f"unknown option(s) {', '.join(unknown)}")
     chosen = PRESETS.get(preset or "", {})
     options = {
         key: explicit[key] if explicit.get(key) is not None else chosen.get(key, default)
-        for key, default in DEFAULTS.items()
+        for key, default in known.items()
     }
     for cls in GROUPS:
         build(cls, options)  # raises on any value the settings refuse
@@ -171,35 +168,23 @@ def resolve(explicit: dict[str, object], preset: str | None = None) -> dict[str,
 
 def build(cls: type, options: dict[str, object]):
     """The settings dataclass `cls` that an options dictionary describes."""
-    values = {knob.field: options[knob.key] for knob in KNOBS if knob.owner is cls}
+    values = {}
+    for f in fields(cls):
+        if f.name not in options:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise UsageError(f"option {f.name} is missing")
+            continue
+        value = options[f.name]
+        values[f.name] = tuple(value) if isinstance(value, list) else value
     try:
         return cls(**values)
     except ValueError as error:
         raise UsageError(str(error)) from None
 
 
-def make_scorer(options: dict[str, object], store=None, progress: bool = False) -> Scorer:
-    """The Scorer that a resolved options dictionary describes."""
-    from llmiqa.pipeline import Scorer
-
-    return Scorer(
-        options["model"],
-        standard=build(Standard, options),
-        aggregation=build(Aggregation, options),
-        regions=build(RegionSettings, options),
-        segmenter=options["segmenter"],
-        mask_settings=build(MaskSettings, options),
-        device=options["device"],
-        dtype=options["dtype"],
-        segmenter_dtype=options["segmenter_dtype"],
-        batch_size=options["batch_size"],
-        rater_options=tuple((name, options[name]) for name in registry.OPTIONS),
-        engine=options["backend"],
-        server=options["server"],
-        max_in_flight=options["max_in_flight"],
-        store=store,
-        progress=progress,
-    )
+def backend_options(options: dict[str, object]) -> dict[str, object]:
+    """The backends' own options in an options dictionary (each backend takes its own)."""
+    return {name: options[name] for name in registry.options() if name in options}
 
 
 def add_arguments(
@@ -214,7 +199,7 @@ def add_arguments(
         "paper (the paper's text) or dogiqa (the authors' released code); flags still win"
     )  # fmt: skip
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for knob in KNOBS:
+    for knob in knobs():
         if only is not None and knob.key not in only:
             continue
         if knob.group not in groups:
@@ -232,7 +217,12 @@ def add_arguments(
             group.add_argument(flag, type=knob.kind, choices=choices, help=text)
 
 
+def add_store(parser: argparse.ArgumentParser, help: str = STORE_HELP) -> None:
+    """--store, the same knob on every command that reads or fills a store."""
+    parser.add_argument("--store", help=help)
+
+
 def from_arguments(args: argparse.Namespace) -> dict[str, object]:
     """The resolved options of parsed arguments (absent flags take preset or default)."""
-    explicit = {knob.key: getattr(args, knob.key, None) for knob in KNOBS}
+    explicit = {knob.key: getattr(args, knob.key, None) for knob in knobs()}
     return resolve(explicit, getattr(args, "preset", None))

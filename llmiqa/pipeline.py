@@ -1,6 +1,6 @@
 """The one pipeline behind the CLI and the API: orchestration only.
 
-    image ─► regions (SAM2 masks, Algorithm 1) ─► requests (sub-image, prompt, key)
+    image ─► regions (SAM2 masks, Algorithm 1) ─► requests (model, image, view, prompt)
           ─► CachingRater (store, then model) ─► ratings ─► aggregation ─► score
 
 Everything that can be wrong with the whole run (a model or segmenter that does not
@@ -8,13 +8,16 @@ resolve, a device this machine lacks, a store that cannot be written) is raised 
 Scorer is built, before any image is touched. Models load lazily, once: a run whose
 masks and ratings are all stored loads none. Images are decoded one chunk ahead in a
 background thread.
+
+`regions` and `requests` need no pixels (an image's digest and size, and stored masks),
+so the Ray driver plans with the same code (llmiqa.distributed) and commits what its
+workers rate through the same caches; `offline()` then collects with models switched off.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,73 +26,61 @@ from tqdm.auto import tqdm
 
 from llmiqa.aggregate import Aggregation
 from llmiqa.background import one_ahead
-from llmiqa.caching import CachingRater, CachingSegmenter, Pending, Usage, prompt_text
+from llmiqa.caching import CachingRater, CachingSegmenter, Usage
 from llmiqa.errors import UsageError, one_line
 from llmiqa.images import ImageError, LoadedImage, from_pil, load_image
-from llmiqa.masks import MaskSettings
-from llmiqa.options import DEFAULT_MODEL, DEFAULT_SEGMENTER
-from llmiqa.raters import RaterSpec
-from llmiqa.raters.base import Rating, RatingFailure
-from llmiqa.regions import Crop, Region, RegionSettings, region_crop, select_regions
+from llmiqa.raters.base import Outcome, RatingFailure, RatingRequest
+from llmiqa.raters.spec import RaterSpec
+from llmiqa.regions import Region, RegionSettings, View, region_view, select_regions
 from llmiqa.results import ImageResult
-from llmiqa.segment import SegmenterSpec
-from llmiqa.standards import Prompt, Standard
-from llmiqa.store import RatingKey, Store
+from llmiqa.runtime import DEFAULT_MODEL, DEFAULT_SEGMENTER, Runtime
+from llmiqa.segmenters.masks import MaskSettings
+from llmiqa.segmenters.spec import SegmenterSpec
+from llmiqa.standards import Standard
+from llmiqa.store import Store
 
 ImageInput = str | Path | Image.Image | LoadedImage
 
 
-def split_revision(source: str) -> tuple[str, str | None]:
-    """ "owner/name@revision" -> (owner/name, revision); an existing path is taken whole."""
-    name, at, revision = source.rpartition("@")
-    if not at or Path(source).exists() or not name:
-        return source, None
-    return name, revision
-
-
 class Scorer:
-    """Scores images with one or more MLLMs (an ensemble), mix-grained by default."""
+    """Scores images with one or more MLLMs (an ensemble), mix-grained by default.
+
+    `models` are hub ids (owner/name[@revision]), local folders, or RaterSpecs; `runtime`
+    says what runs them and where; `backend_options` are the backends' own output-changing
+    options (e.g. max_pixels), each model taking those its backend knows.
+    """
 
     def __init__(
         self,
-        models: Sequence[str] = (DEFAULT_MODEL,),
+        models: Sequence[str | RaterSpec] | str = (DEFAULT_MODEL,),
         *,
+        segmenter: str | SegmenterSpec = DEFAULT_SEGMENTER,
         standard: Standard = Standard(),
         aggregation: Aggregation = Aggregation(),
         regions: RegionSettings = RegionSettings(),
-        segmenter: str = DEFAULT_SEGMENTER,
-        mask_settings: MaskSettings = MaskSettings(),
-        device: str | None = None,
-        dtype: str | None = None,
-        segmenter_dtype: str | None = None,
-        batch_size: int | None = None,
-        rater_options: Sequence[tuple[str, object]] = (),
-        engine: str = "transformers",
-        server: str | None = None,
-        max_in_flight: int | None = None,
+        masks: MaskSettings = MaskSettings(),
+        runtime: Runtime = Runtime(),
+        backend_options: Mapping[str, object] = {},
         store: Store | str | Path | None = None,
         progress: bool = False,
     ) -> None:
-        if isinstance(models, str):
-            models = [models]
+        models = [models] if isinstance(models, str | RaterSpec) else list(models)
         if not models:
             raise UsageError("at least one model is needed")
-        if batch_size is not None and batch_size < 1:
-            raise UsageError(f"batch size must be at least 1, got {batch_size}")
-        self.models = tuple(models)
-        self.standard, self.aggregation, self.region_settings = standard, aggregation, regions
         self.specs = [
-            RaterSpec(name, device, dtype, revision, batch_size, tuple(rater_options), engine,
-                      server, max_in_flight)
-            for name, revision in map(split_revision, models)
-        ]  # fmt: skip
+            m if isinstance(m, RaterSpec) else RaterSpec.create(m, runtime, backend_options)
+            for m in models
+        ]
         for spec in self.specs:
             spec.check()  # resolves checkpoint, backend, device: fail before any work
+        self.models = tuple(spec.model for spec in self.specs)
+        self.standard, self.aggregation, self.region_settings = standard, aggregation, regions
         self.segmenter_spec = None
-        if regions.mode != "whole-only":
-            name, revision = split_revision(segmenter)
-            self.segmenter_spec = SegmenterSpec(
-                name, mask_settings, device, segmenter_dtype or dtype, revision
+        if regions.region_mode != "whole-only":
+            self.segmenter_spec = (
+                segmenter
+                if isinstance(segmenter, SegmenterSpec)
+                else SegmenterSpec.create(segmenter, masks, runtime)
             )
             _ = self.segmenter_spec.identity
         self.store = store if isinstance(store, Store) else Store(store or ":memory:")
@@ -103,11 +94,41 @@ class Scorer:
         )
         self.progress = progress
 
+    @classmethod
+    def from_options(
+        cls, options: Mapping[str, object], store=None, progress: bool = False
+    ) -> Scorer:
+        """The Scorer a resolved options dictionary (llmiqa.options) describes."""
+        from llmiqa.options import backend_options, build
+        from llmiqa.runtime import Models
+
+        models = build(Models, options)
+        return cls(
+            models.model,
+            segmenter=models.segmenter,
+            standard=build(Standard, options),
+            aggregation=build(Aggregation, options),
+            regions=build(RegionSettings, options),
+            masks=build(MaskSettings, options),
+            runtime=build(Runtime, options),
+            backend_options=backend_options(options),
+            store=store,
+            progress=progress,
+        )
+
     def with_standard(self, standard: Standard) -> Scorer:
         """This Scorer asking under another standard: the same raters, segmenter, store and
         usage counters (no second copy of any model), only the prompt differs."""
         variant = copy.copy(self)
         variant.standard = standard
+        return variant
+
+    def offline(self) -> Scorer:
+        """This Scorer with its models switched off: it serves what the store holds (and
+        the failures this process committed) and stops on anything else."""
+        variant = copy.copy(self)
+        variant.raters = [rater.offline() for rater in self.raters]
+        variant.segmenter = self.segmenter.offline() if self.segmenter else None
         return variant
 
     # ---- the pipeline ---------------------------------------------------------------------
@@ -130,7 +151,7 @@ class Scorer:
             yield from self._score_loaded(loaded)
             bar.update(len(loaded))
             bar.set_postfix(
-                rated=self.usage.rated, stored=self.usage.from_store, failed=self.usage.failed
+                rated=self.usage.rated, from_store=self.usage.from_store, failed=self.usage.failed
             )
         bar.close()
 
@@ -143,8 +164,27 @@ class Scorer:
         """Algorithm 1 on this image's SAM2 masks (from the store when already segmented)."""
         if self.segmenter is None:
             return []
-        shape = (image.image.height, image.image.width)
-        return select_regions(self.segmenter.masks(image), shape, self.region_settings)
+        size = image.image.size
+        return select_regions(self.segmenter.masks(image), size[::-1], self.region_settings)
+
+    def requests(self, image: LoadedImage, regions: Sequence[Region]) -> list[list[RatingRequest]]:
+        """Per model: the requests of the whole image, then of each region's view.
+
+        Needs no pixels beyond the image's size (they ride along as the requests' source,
+        cut only by the rater), so a driver can plan images only its workers decode."""
+        size = image.image.size
+        whole, region = self.standard.prompt("whole"), self.standard.prompt("region")
+        mode = self.region_settings.region_mode
+        per_model = []
+        for spec, rater in zip(self.specs, self.raters, strict=True):
+            views = [View(), *(region_view(r, size, mode, spec.min_crop_side) for r in regions)]
+            prompts = [whole] + [region] * len(regions)
+            per_model.append([
+                RatingRequest(rater.identity, image.digest, size, view, prompt,
+                              self.standard.levels, image.image)
+                for view, prompt in zip(views, prompts, strict=True)
+            ])  # fmt: skip
+        return per_model
 
     def _load_part(self, part: list[tuple[int, ImageInput]]) -> list[LoadedImage | ImageResult]:
         with self.usage.timed("load images"):
@@ -163,16 +203,17 @@ class Scorer:
                 raise  # no image can be segmented: stop with the one clear message
             except Exception as error:  # one image's segmentation must not sink the batch
                 errors[i] = f"{item.name}: segmentation failed ({one_line(error)})"
-        views = {i: self._views(loaded[i], regions[i]) for i in regions}
-        outcomes = [
-            rater.rate([p for image_views in views.values() for p in image_views[m]])
-            for m, rater in enumerate(self.raters)
-        ]
+        planned = {i: self.requests(loaded[i], regions[i]) for i in regions}
+        outcomes = []
+        for m, rater in enumerate(self.raters):
+            wanted = [request for per_model in planned.values() for request in per_model[m]]
+            by_key = {wanted[index].key: outcome for index, outcome in rater.rate(wanted)}
+            outcomes.append(by_key)
         results = []
         with self.usage.timed("aggregate"):
             for i, item in enumerate(loaded):
                 if i not in errors:
-                    assembled = self._assemble(item, regions[i], views[i], outcomes)
+                    assembled = self._assemble(item, regions[i], planned[i], outcomes)
                     if isinstance(assembled, str):
                         errors[i] = assembled
                     else:
@@ -182,45 +223,16 @@ class Scorer:
                 results.append(ImageResult(name=getattr(item, "name", str(item)), error=errors[i]))
         return results
 
-    def _views(self, image: LoadedImage, regions: list[Region]) -> list[list[Pending]]:
-        """Per model: the whole image, then each region's crop, as requests to obtain."""
-        planned = self.views(image.digest, image.image.size, regions)
-        return [[Pending(key, image.image, crop, prompt) for key, crop, prompt in model]
-                for model in planned]  # fmt: skip
-
-    def views(
-        self, digest: str, size: tuple[int, int], regions: list[Region]
-    ) -> list[list[tuple[RatingKey, Crop | None, Prompt]]]:
-        """Per model: (key, crop, prompt) of the whole image, then of each region's crop.
-
-        Needs no pixels (the image's digest and (width, height) only), so a driver can plan
-        the ratings of images that only its workers decode (llmiqa.distributed)."""
-        levels = self.standard.levels
-        whole = self.standard.prompt("whole")
-        region = self.standard.prompt("region")
-        per_model = []
-        for spec, rater in zip(self.specs, self.raters, strict=True):
-
-            def key(geometry: str, prompt, identity=rater.identity) -> RatingKey:
-                return RatingKey(identity, prompt_text(prompt), levels, digest, geometry)
-
-            planned = [(key("whole", whole), None, whole)]
-            for r in regions:
-                crop = region_crop(r, size, self.region_settings.mode, spec.min_crop_side)
-                planned.append((key(crop_geometry(crop, size), region), crop, region))
-            per_model.append(planned)
-        return per_model
-
     def _assemble(
         self,
         image: LoadedImage,
         regions: list[Region],
-        views: list[list[Pending]],
-        outcomes: list[dict[RatingKey, Rating | RatingFailure]],
+        requests: list[list[RatingRequest]],
+        outcomes: list[dict[str, Outcome]],
     ) -> ImageResult | str:
         """The image's result, or why it has none."""
-        columns = zip(*views, strict=True)  # per view: its pending rating for each model
-        ratings = [[outcomes[m][p.key] for m, p in enumerate(column)] for column in columns]
+        columns = zip(*requests, strict=True)  # per view: its request for each model
+        ratings = [[outcomes[m][r.key] for m, r in enumerate(column)] for column in columns]
         for column in ratings:
             for rating in column:
                 if isinstance(rating, RatingFailure):
@@ -241,16 +253,6 @@ class Scorer:
             other_value=np.array(values, dtype=np.float64),
             aggregation=self.aggregation,
         )
-
-
-def crop_geometry(crop, size: tuple[int, int]) -> str:
-    """Names a sub-image; a box crop covering the whole image IS the whole image."""
-    coords = ",".join(map(str, crop.box))
-    if crop.mask is None:
-        return "whole" if crop.box == (0, 0, *size) else f"bbox:{coords}"
-    x0, y0, x1, y1 = crop.box
-    bits = np.packbits(crop.mask[y0:y1, x0:x1]).tobytes()
-    return f"mask:{coords}:{hashlib.blake2b(bits, digest_size=8).hexdigest()}"
 
 
 def _load(item: ImageInput, number: int) -> LoadedImage | ImageResult:

@@ -12,6 +12,7 @@ paper's reading ("uncovered": the number of those pixels) and the released code'
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -30,13 +31,12 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1 with x1, y1 exclusive
 class RegionSettings:
     """How masks become regions and regions become sub-images."""
 
-    mode: str = field(
+    region_mode: str = field(
         default="bbox",
         metadata=option(
             "bbox: box crops of the original image (the paper); mask: the mask with zero "
             "padding (its worse ablation); whole-only: no regions",
             choices=REGION_MODES,
-            flag="--region-mode",
         ),
     )
     min_area: float = field(
@@ -53,8 +53,10 @@ class RegionSettings:
     )
 
     def __post_init__(self) -> None:
-        if self.mode not in REGION_MODES:
-            raise ValueError(f"unknown region mode {self.mode!r}; choose one of {REGION_MODES}")
+        if self.region_mode not in REGION_MODES:
+            raise ValueError(
+                f"unknown region mode {self.region_mode!r}; choose one of {REGION_MODES}"
+            )
         if self.complement_area not in COMPLEMENT_RULES:
             raise ValueError(
                 f"unknown complement rule {self.complement_area!r}; "
@@ -133,27 +135,55 @@ def _widen(lo: int, hi: int, limit: int, min_side: int) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class Crop:
-    """A sub-image to be cut from an image: its box, and in mask mode the mask to keep."""
+class View:
+    """What a model sees of an image, as plain data: the whole image, a box of its
+    original pixels, or (mask mode) that box with every pixel outside the mask set to 0.
 
-    box: Box
-    mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+    Hashable and small (the mask travels as packed bits of the box), so a request naming
+    it can be keyed, deduplicated and sent to another process without pixels.
+    """
+
+    box: Box | None = None  # None: the whole image
+    mask: bytes | None = field(default=None, repr=False)  # bits of the mask inside `box`
+
+    @property
+    def geometry(self) -> str:
+        """Names the sub-image in the store: "whole", "bbox:x0,y0,x1,y1" or "mask:...:hash"."""
+        if self.box is None:
+            return "whole"
+        coords = ",".join(map(str, self.box))
+        if self.mask is None:
+            return f"bbox:{coords}"
+        return f"mask:{coords}:{hashlib.blake2b(self.mask, digest_size=8).hexdigest()}"
+
+    def area(self, size: tuple[int, int]) -> int:
+        """Pixels shown, for an image of (width, height)."""
+        if self.box is None:
+            return size[0] * size[1]
+        x0, y0, x1, y1 = self.box
+        return (x1 - x0) * (y1 - y0)
 
     def pixels(self, image: Image.Image) -> Image.Image:
-        """ "bbox" (the paper's choice): the box of the ORIGINAL pixels. "mask": the same
-        box with every pixel outside the mask set to zero."""
+        if self.box is None:
+            return image
         if self.mask is None:
             return image.crop(self.box)
         x0, y0, x1, y1 = self.box
         pixels = np.asarray(image)[y0:y1, x0:x1].copy()
-        pixels[~self.mask[y0:y1, x0:x1]] = 0
+        inside = np.unpackbits(np.frombuffer(self.mask, np.uint8))[: (y1 - y0) * (x1 - x0)]
+        pixels[~inside.reshape(y1 - y0, x1 - x0).astype(bool)] = 0
         return Image.fromarray(pixels)
 
 
-def region_crop(region: Region, size: tuple[int, int], mode: str, min_side: int) -> Crop:
-    """What the MLLM sees of a region in `mode`: its box, widened to `min_side` (with
-    original pixels) for processors that refuse thinner images."""
+def region_view(region: Region, size: tuple[int, int], mode: str, min_side: int) -> View:
+    """What the MLLM sees of a region in `mode`: its box of the original pixels ("bbox",
+    the paper's choice), widened to `min_side` (with original pixels) for processors that
+    refuse thinner images, or in "mask" mode the same box zeroed outside the mask. A box
+    crop covering the whole image IS the whole image (rated once)."""
     if mode not in REGION_MODES[:2]:
         raise ValueError(f"unknown region mode {mode!r}; choose one of {REGION_MODES[:2]}")
     box = widen_box(region.box, size, min_side)
-    return Crop(box, region.mask if mode == "mask" else None)
+    if mode == "bbox":
+        return View() if box == (0, 0, *size) else View(box)
+    x0, y0, x1, y1 = box
+    return View(box, np.packbits(region.mask[y0:y1, x0:x1]).tobytes())

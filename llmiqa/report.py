@@ -412,7 +412,7 @@ def build_sections(
         )
         figures, notes = example_figures(image_dir, ok, pred, truth, masks, regions)
         intro = "The final score is in each image's upper-left corner, as in the paper's Figure 6"
-        if regions.mode != "whole-only":
+        if regions.region_mode != "whole-only":
             intro += (
                 "; regions are tinted and boxed, with their score at the box's upper left and"
                 " their share of the image at its lower right"

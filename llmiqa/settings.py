@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from dataclasses import MISSING, Field, fields
 
 
-def option(help: str, *, choices: Sequence | None = None, flag: str | None = None) -> dict:
-    """Field metadata that makes a dataclass field a user-facing option."""
-    return {"help": help, "choices": tuple(choices) if choices else None, "flag": flag}
+def option(help: str, *, choices: Sequence | None = None) -> dict:
+    """Field metadata that makes a dataclass field a user-facing option, named as the field
+    (--field-name on the command line, field_name in presets and config.json)."""
+    return {"help": help, "choices": tuple(choices) if choices else None}
 
 
 def declared(cls: type) -> list[Field]:

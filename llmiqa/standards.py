@@ -119,6 +119,11 @@ class Prompt:
     def after_image(self) -> str:
         return self.user.split(IMAGE)[1]
 
+    @property
+    def text(self) -> str:
+        """Both turns as one string, told apart (what the store keys ratings by)."""
+        return self.user if self.system is None else f"{self.system}\x1e{self.user}"
+
     def merged(self) -> Prompt:
         """The same text as one user turn, for chat templates that have no system role."""
         if self.system is None:
@@ -135,7 +140,6 @@ class Standard:
         metadata=option(
             "how levels are described: number (no description), word or sentence",
             choices=KINDS,
-            flag="--standard",
         ),
     )
     levels: int = field(

@@ -10,20 +10,18 @@ itself (damaged, read-only, a folder, a disk that fills up) is one StoreError li
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sqlite3
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from llmiqa.errors import UsageError, one_line
-from llmiqa.raters.base import Rating
+from llmiqa.raters.base import Rating, RatingRequest, key_of
 
 SCHEMA = 2  # 1: llmiqa 0.1, ratings held only the K-restricted probabilities
 _SCHEMA_SQL = """
@@ -58,27 +56,8 @@ class StoreError(UsageError):
     """The store file cannot be used; the run stops before (or without) losing anything."""
 
 
-def _digest(*parts: str) -> str:
-    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
-
-
-@dataclass(frozen=True)
-class RatingKey:
-    """Everything a rating depends on: model, prompt, K, image content, sub-image."""
-
-    model: str  # RaterSpec.identity
-    prompt: str  # the prompt's texts (system turn and user turn)
-    levels: int
-    image: str  # pixel hash of the whole image
-    geometry: str  # "whole", "bbox:x0,y0,x1,y1" or "mask:x0,y0,x1,y1:<mask hash>"
-
-    @property
-    def key(self) -> str:
-        return _digest(self.model, self.prompt, str(self.levels), self.image, self.geometry)
-
-
 def segmentation_key(image: str, segmenter: str) -> str:
-    return _digest(image, segmenter)
+    return key_of(image, segmenter)
 
 
 def pack_masks(masks: Sequence[np.ndarray]) -> bytes:
@@ -184,12 +163,12 @@ class Store:
 
     # ---- ratings ------------------------------------------------------------------------
 
-    def ratings(self, keys: Iterable[RatingKey]) -> tuple[dict[RatingKey, Rating], list[str]]:
-        """Stored ratings of those keys that have a valid one, and why the others were
-        refused (a refused row counts as missing: it will be rated again)."""
-        by_digest = {key.key: key for key in keys}
+    def ratings(self, requests: Iterable[RatingRequest]) -> tuple[dict[str, Rating], list[str]]:
+        """Stored ratings, by request key, of those requests that have a valid one, and why
+        the others were refused (a refused row counts as missing: it will be rated again)."""
+        levels_of = {request.key: request.levels for request in requests}
         found, refused = {}, []
-        digests = list(by_digest)
+        digests = list(levels_of)
         for start in range(0, len(digests), _CHUNK):
             chunk = digests[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
@@ -200,29 +179,29 @@ class Store:
             with self._errors("read"):
                 rows = self.db.execute(query, chunk).fetchall()
             for digest, levels, blob, other, value, incomplete in rows:
-                key = by_digest[digest]
+                wanted = levels_of[digest]
                 rating = _rating(blob, other, value, incomplete)
                 problem = (
-                    rating_problem(rating, key.levels)
-                    if levels == key.levels
-                    else (f"K = {levels} for a K = {key.levels} prompt")
+                    rating_problem(rating, wanted)
+                    if levels == wanted
+                    else (f"K = {levels} for a K = {wanted} prompt")
                 )
                 if problem:
                     refused.append(f"{self.path}: stored rating {digest} refused ({problem})")
                     continue
-                found[key] = rating
+                found[digest] = rating
         return found, refused
 
-    def put_rating(self, key: RatingKey, rating: Rating) -> None:
+    def put_rating(self, request: RatingRequest, rating: Rating) -> None:
         """Commit one rating (replacing a refused row of the same key)."""
         other = None if math.isnan(rating.other_logprob) else rating.other_logprob
         row = (
-            key.key,
-            key.model,
-            key.prompt,
-            key.image,
-            key.geometry,
-            key.levels,
+            request.key,
+            request.model,
+            request.prompt.text,
+            request.image,
+            request.view.geometry,
+            request.levels,
             np.asarray(rating.logprobs, "<f8").tobytes(),
             other,
             rating.other_value,

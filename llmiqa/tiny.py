@@ -12,7 +12,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from llmiqa.masks import MaskSettings
+from llmiqa.options import flags_of
+from llmiqa.segmenters.masks import MaskSettings
 
 QWEN_SPECIALS = (
     "<|endoftext|>",
@@ -284,4 +285,4 @@ def build_sam2(folder: str | Path, seed: int = 0, image_size: int = 1024) -> Pat
 # A random SAM2 passes no real threshold: these settings keep its candidates (4 x 4
 # prompts, to stay quick), so that the whole pipeline, regions included, runs on tiny models.
 PERMISSIVE_MASKS = MaskSettings(pred_iou_thresh=0.0, stability_score_thresh=0.0, points_per_side=4)
-PERMISSIVE_MASK_FLAGS = "--pred-iou-thresh 0 --stability-score-thresh 0 --points-per-side 4"
+PERMISSIVE_MASK_FLAGS = " ".join(flags_of(PERMISSIVE_MASKS))

@@ -126,9 +126,7 @@ def rate():
 
     def run(rater, images, standard: Standard = Standard(), view: str = "whole") -> list[Rating]:
         prompt = standard.prompt(view)
-        requests = [
-            RatingRequest(str(i), image, prompt, standard.levels) for i, image in enumerate(images)
-        ]
+        requests = [RatingRequest.of(image, prompt, standard.levels) for image in images]
         outcomes = dict(rater.rate(requests))
         return [outcomes[i] for i in range(len(images))]
 

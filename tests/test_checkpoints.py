@@ -17,7 +17,7 @@ def model(tmp_path, qwen2_vl_dir):
 def test_an_existing_relative_folder_is_a_folder_not_a_hub_id(model, monkeypatch):
     monkeypatch.chdir(model.parent.parent)
     checkpoint = resolve("models/mine")
-    assert checkpoint.path == model and not checkpoint.is_hub
+    assert checkpoint.path == model and checkpoint.commit is None
     assert checkpoint.config["model_type"] == "qwen2_vl"
     assert checkpoint.identity.startswith(f"{model}#")
 

@@ -64,7 +64,7 @@ def test_help_and_the_zero_call_commands_do_not_import_torch(data_dir, tmp_path)
 def test_json_carries_probabilities_model_and_standard(llmiqa, qwen2_vl_dir, two):
     code, out, _ = llmiqa(
         "score", two[0], "--model", qwen2_vl_dir, "--region-mode", "whole-only",
-        "--levels", "5", "--standard", "sentence", "--readout", "argmax", "--json",
+        "--levels", "5", "--kind", "sentence", "--readout", "argmax", "--json",
     )  # fmt: skip
     record = json.loads(out)
     assert code == 0 and record["path"] == str(two[0])

@@ -5,16 +5,18 @@ import pytest
 from PIL import Image
 
 from llmiqa.aggregate import Aggregation, readout
+from llmiqa.checkpoints import split_revision
 from llmiqa.errors import ModelLoadError, UsageError
 from llmiqa.images import load_image
-from llmiqa.pipeline import Scorer, split_revision
+from llmiqa.pipeline import Scorer
 from llmiqa.raters.base import Rating
 from llmiqa.regions import RegionSettings
+from llmiqa.runtime import Runtime
 from llmiqa.standards import Standard
 from llmiqa.store import Store
 from llmiqa.tiny import PERMISSIVE_MASKS
 
-WHOLE = RegionSettings(mode="whole-only")
+WHOLE = RegionSettings(region_mode="whole-only")
 
 
 def whole_only(model_dir, **options) -> Scorer:
@@ -39,7 +41,7 @@ def test_a_second_run_on_the_same_store_loads_no_model(qwen2_vl_dir, photos, tmp
     after = [r.score for r in again.score(photos)]
     assert after == before
     assert again.usage.rated == 0 and again.usage.from_store == len(photos)
-    assert again.raters[0].loaded is None  # nothing was even loaded
+    assert again.usage.loaded == []  # nothing was even loaded
 
 
 def test_a_stored_row_that_is_not_a_rating_is_rated_again_and_reported(
@@ -65,8 +67,10 @@ def test_identical_images_are_rated_once(qwen2_vl_dir, photos):
 
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_batch_size_changes_no_score(qwen2_vl_dir, photos, batch_size):
-    reference = [r.score for r in whole_only(qwen2_vl_dir, batch_size=4).score(photos)]
-    scores = [r.score for r in whole_only(qwen2_vl_dir, batch_size=batch_size).score(photos)]
+    four = whole_only(qwen2_vl_dir, runtime=Runtime(batch_size=4))
+    other = whole_only(qwen2_vl_dir, runtime=Runtime(batch_size=batch_size))
+    reference = [r.score for r in four.score(photos)]
+    scores = [r.score for r in other.score(photos)]
     np.testing.assert_allclose(scores, reference, atol=1e-5)
 
 
@@ -77,7 +81,7 @@ def test_bad_inputs_fail_alone_and_in_place(qwen2_vl_dir, photos, tmp_path):
     strip = tmp_path / "strip.png"
     Image.new("RGB", (1000, 3), (90, 90, 90)).save(strip)
     inputs = [photos[0], str(tmp_path / "missing.png"), str(broken), str(strip), photos[1]]
-    scorer = whole_only(qwen2_vl_dir, batch_size=4)
+    scorer = whole_only(qwen2_vl_dir, runtime=Runtime(batch_size=4))
     results = scorer.score(inputs)
     assert [r.ok for r in results] == [True, False, False, False, True]
     assert "missing.png: no such file" in results[1].error
@@ -130,7 +134,7 @@ def test_a_segmenter_that_is_not_sam2_is_refused_before_any_work(qwen2_vl_dir):
 
 def test_a_device_this_machine_lacks_is_refused_once(qwen2_vl_dir):
     with pytest.raises(UsageError, match="--device cuda: torch sees no CUDA GPU here"):
-        whole_only(qwen2_vl_dir, device="cuda")
+        whole_only(qwen2_vl_dir, runtime=Runtime(device="cuda"))
 
 
 def test_model_revisions_are_part_of_the_name():
@@ -145,13 +149,11 @@ def test_model_revisions_are_part_of_the_name():
 
 
 def mixed(model_dir, sam2_dir, **options) -> Scorer:
-    return Scorer(
-        [str(model_dir)], segmenter=str(sam2_dir), mask_settings=PERMISSIVE_MASKS, **options
-    )
+    return Scorer([str(model_dir)], segmenter=str(sam2_dir), masks=PERMISSIVE_MASKS, **options)
 
 
 def test_sam2_regions_are_rated_and_weighted_by_mask_area(qwen2_vl_dir, sam2_dir, photos):
-    scorer = mixed(qwen2_vl_dir, sam2_dir, regions=RegionSettings(mode="mask"))
+    scorer = mixed(qwen2_vl_dir, sam2_dir, regions=RegionSettings(region_mode="mask"))
     (result,) = scorer.score(photos[:1])
     assert result.ok and len(result.regions) >= 1 and scorer.usage.segmented == 1
     areas = np.array([r.area for r in result.regions])
@@ -169,7 +171,7 @@ def test_stored_masks_serve_another_threshold_without_sam2(qwen2_vl_dir, sam2_di
     results = again.score(photos[:2])
     assert all(r.ok for r in results)
     assert again.usage.segmented == 0 and again.usage.masks_from_store == 2
-    assert again.segmenter.loaded is None
+    assert str(sam2_dir) not in again.usage.loaded
 
 
 def rect(shape, x0, y0, x1, y1):
@@ -198,12 +200,12 @@ def test_each_region_is_rated_on_exactly_its_crop(
     qwen2_vl_dir, sam2_dir, hand_segmented, rate, mode
 ):
     image, masks = hand_segmented
-    scorer = mixed(qwen2_vl_dir, sam2_dir, regions=RegionSettings(mode=mode))
+    scorer = mixed(qwen2_vl_dir, sam2_dir, regions=RegionSettings(region_mode=mode))
     put(scorer, image, masks)
     (result,) = scorer.score([image])
     assert [r.kind for r in result.regions] == ["object", "object", "complement"]
     assert [r.box for r in result.regions][:2] == [(0, 0, 200, 300), (250, 100, 400, 220)]
-    rater = scorer.raters[0].rater()
+    rater = scorer.specs[0].load()
     for region, rated in zip(scorer.regions(image), result.regions, strict=True):
         x0, y0, x1, y1 = region.box
         crop = image.image.crop(region.box)
@@ -213,7 +215,7 @@ def test_each_region_is_rated_on_exactly_its_crop(
             crop = Image.fromarray(pixels)
         (expected,) = rate(rater, [crop])
         np.testing.assert_allclose(rated.probs[0], expected.probs(), atol=1e-6)
-    assert scorer.segmenter.loaded is None  # the stored masks were used
+    assert scorer.usage.loaded == [str(qwen2_vl_dir)]  # the stored masks were used
 
 
 def test_a_crop_equal_to_the_whole_image_is_the_global_rating(
@@ -245,9 +247,13 @@ def test_the_released_wording_rates_regions_with_their_own_prompt(
     assert not np.array_equal(result.regions[0].probs, result.global_probs)
 
 
-def test_an_incomplete_rating_fails_its_image_with_the_reason(qwen2_vl_dir, photos, monkeypatch):
+def test_an_incomplete_rating_fails_its_image_with_the_reason(qwen2_vl_dir, photos):
+    """A server that returned only its top tokens can miss a digit: such a rating is kept
+    (marked incomplete) but scores nothing."""
     scorer = whole_only(qwen2_vl_dir)
+    image = load_image(photos[0])
+    (request,) = scorer.requests(image, [])[0]
     partial = Rating(np.array([np.nan] * 6 + [-1.0]), np.nan, None, incomplete=True)
-    monkeypatch.setattr(scorer.raters[0], "rate", lambda pending: {p.key: partial for p in pending})
-    (result,) = scorer.score(photos[:1])
+    scorer.raters[0].commit(request, partial)
+    (result,) = scorer.score([image])
     assert "incomplete rating" in result.error

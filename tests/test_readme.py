@@ -25,7 +25,7 @@ def test_the_python_example_runs_as_written(
     monkeypatch.chdir(tmp_path)
     offline = example.replace('"Qwen/Qwen2.5-VL-7B-Instruct"]', f'"{qwen2_vl_dir}"]').replace(
         'store="cache.sqlite")',
-        f'store="cache.sqlite", segmenter="{sam2_dir}", mask_settings=PERMISSIVE_MASKS)',
+        f'store="cache.sqlite", segmenter="{sam2_dir}", masks=PERMISSIVE_MASKS)',
     )
     assert offline != example
     exec("from llmiqa.tiny import PERMISSIVE_MASKS\n" + offline, {})

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llmiqa.regions import Region, RegionSettings, mask_box, region_crop, select_regions, widen_box
+from llmiqa.regions import (
+    Region,
+    RegionSettings,
+    View,
+    mask_box,
+    region_view,
+    select_regions,
+    widen_box,
+)
 
 PAPER = RegionSettings(min_area=0.01)  # t = 1 % of the image, complement = uncovered pixels
 RELEASED = RegionSettings(min_area=1000, complement_area="remainder")  # t = 1000 px
@@ -81,7 +89,7 @@ def test_a_mask_of_the_wrong_size_is_an_error():
 
 
 @pytest.mark.parametrize(
-    "change", [{"mode": "crop"}, {"complement_area": "all"}, {"min_area": 0.0}]
+    "change", [{"region_mode": "crop"}, {"complement_area": "all"}, {"min_area": 0.0}]
 )
 def test_bad_settings_are_refused(change):
     with pytest.raises(ValueError):
@@ -101,16 +109,28 @@ def holed() -> Region:
 
 
 def test_bbox_crops_are_the_original_pixels_inside_the_box(image, holed):
-    crop = region_crop(holed, image.size, "bbox", min_side=28)
-    np.testing.assert_array_equal(np.asarray(crop.pixels(image)), np.asarray(image)[40:80, 30:90])
+    view = region_view(holed, image.size, "bbox", 28)
+    np.testing.assert_array_equal(np.asarray(view.pixels(image)), np.asarray(image)[40:80, 30:90])
+    assert view.geometry == "bbox:30,40,90,80" and view.area(image.size) == 60 * 40
 
 
 def test_mask_mode_zeroes_exactly_the_pixels_outside_the_mask(image, holed):
-    crop = np.asarray(region_crop(holed, image.size, "mask", min_side=28).pixels(image))
+    view = region_view(holed, image.size, "mask", 28)
+    crop = np.asarray(view.pixels(image))
     original = np.asarray(image)[40:80, 30:90]
     inside = holed.mask[40:80, 30:90]
     np.testing.assert_array_equal(crop[inside], original[inside])
     assert (crop[~inside] == 0).all() and (~inside).sum() == 100
+    other = region_view(Region(holed.box, holed.area, "object", rect(SHAPE, 30, 40, 90, 80)),
+                        image.size, "mask", 28)  # fmt: skip
+    assert view.geometry.startswith("mask:30,40,90,80:") and other.geometry != view.geometry
+
+
+def test_a_box_covering_the_image_is_the_whole_image(image):
+    everything = np.ones(SHAPE, dtype=bool)
+    region = Region(mask_box(everything), everything.size, "complement", everything)
+    assert region_view(region, image.size, "bbox", 28) == View()
+    assert View().geometry == "whole" and View().pixels(image) is image
 
 
 def test_thin_boxes_are_widened_with_original_pixels_within_the_image():
@@ -122,7 +142,7 @@ def test_thin_boxes_are_widened_with_original_pixels_within_the_image():
     assert widen_box((100, 10, 101, 90), (200, 100), 1) == (100, 10, 101, 90)  # mPLUG-Owl3
 
 
-def test_crops_keep_boxes_that_are_large_enough(holed):
-    assert region_crop(holed, (200, 100), "bbox", min_side=28).box == (30, 40, 90, 80)
+def test_views_keep_boxes_that_are_large_enough(holed):
+    assert region_view(holed, (200, 100), "bbox", 28).box == (30, 40, 90, 80)
     with pytest.raises(ValueError, match="region mode"):
-        region_crop(holed, (200, 100), "whole-only", min_side=28)
+        region_view(holed, (200, 100), "whole-only", 28)

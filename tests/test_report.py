@@ -19,12 +19,13 @@ from llmiqa.images import load_image
 from llmiqa.regions import RegionSettings, select_regions
 from llmiqa.report import EXAMPLE_SIDE, build_report, pick_examples
 from llmiqa.results import ImageResult
-from llmiqa.runs import summarize, write_atomic
+from llmiqa.runs.evaluate import summarize
+from llmiqa.runs.folder import write_atomic
 from llmiqa.standards import Standard
 
 LEVELS = 7
 SIZE = 12  # images per synthetic run
-BBOX, WHOLE = RegionSettings(), RegionSettings(mode="whole-only")
+BBOX, WHOLE = RegionSettings(), RegionSettings(region_mode="whole-only")
 
 
 def peaked(center: float) -> np.ndarray:
@@ -81,7 +82,11 @@ def report(out: Path, folder: Path, results, mos, regions=WHOLE, masks=lambda di
     summary = summarize(results, mos, usage(), resamples=30)
     build_report(
         title="LLM-IQA benchmark report: csv",
-        settings=[("Dataset", "csv"), ("Models", "tiny-mllm"), ("Region mode", regions.mode)],
+        settings=[
+            ("Dataset", "csv"),
+            ("Models", "tiny-mllm"),
+            ("Region mode", regions.region_mode),
+        ],
         results=results,
         mos=mos,
         summary=summary,

@@ -9,12 +9,19 @@ import sys
 import numpy as np
 import pytest
 
-from llmiqa.raters.base import Rating
-from llmiqa.store import RatingKey, Store, StoreError, pack_masks, unpack_masks
+from llmiqa.raters.base import Rating, RatingRequest
+from llmiqa.regions import View
+from llmiqa.standards import IMAGE, Prompt
+from llmiqa.store import Store, StoreError, pack_masks, unpack_masks
+
+PROMPT = Prompt("standard", f"{IMAGE} score it")
 
 
-def key(n: int, model: str = "m@1", levels: int = 4) -> RatingKey:
-    return RatingKey(model, "prompt", levels, f"image{n}", "whole")
+def key(
+    n: int, model: str = "m@1", levels: int = 4, prompt: Prompt = PROMPT, view: View = View()
+) -> RatingRequest:
+    """A request for image n (no pixels: the store needs none)."""
+    return RatingRequest(model, f"image{n}", (10, 10), view, prompt, levels)
 
 
 @pytest.fixture
@@ -26,8 +33,8 @@ def test_ratings_round_trip_exactly(tmp_path, good):
     store = Store(tmp_path / "s.sqlite")
     store.put_rating(key(1), good)
     found, refused = Store(tmp_path / "s.sqlite").ratings([key(1), key(2)])
-    assert list(found) == [key(1)] and refused == []
-    again = found[key(1)]
+    assert list(found) == [key(1).key] and refused == []
+    again = found[key(1).key]
     np.testing.assert_array_equal(again.logprobs, good.logprobs)
     assert (again.other_logprob, again.other_value, again.incomplete) == (math.log(0.25), 8, False)
     np.testing.assert_allclose(again.probs(), [0.1, 0.2, 0.3, 0.4])
@@ -37,10 +44,11 @@ def test_every_part_of_the_key_matters(good):
     store = Store()
     store.put_rating(key(1), good)
     variants = [
-        RatingKey("m@2", "prompt", 4, "image1", "whole"),
-        RatingKey("m@1", "other prompt", 4, "image1", "whole"),
-        RatingKey("m@1", "prompt", 5, "image1", "whole"),
-        RatingKey("m@1", "prompt", 4, "image1", "bbox:0,0,5,5"),
+        key(1, model="m@2"),
+        key(1, prompt=Prompt("other standard", f"{IMAGE} score it")),
+        key(1, levels=5),
+        key(1, view=View((0, 0, 5, 5))),
+        key(2),
     ]
     assert store.ratings(variants) == ({}, [])
 
@@ -63,7 +71,7 @@ def test_rows_that_cannot_be_a_models_rating_are_refused_and_replaced(logprobs, 
     found, refused = store.ratings([key(1)])
     assert found == {} and len(refused) == 1 and why in refused[0]
     store.put_rating(key(1), good)  # rated again: the bad row is replaced
-    assert list(store.ratings([key(1)])[0]) == [key(1)]
+    assert list(store.ratings([key(1)])[0]) == [key(1).key]
 
 
 def test_an_incomplete_rating_is_kept_as_such():
@@ -71,7 +79,7 @@ def test_an_incomplete_rating_is_kept_as_such():
     partial = Rating(np.array([-1.0, math.nan, -2.0, -3.0]), math.nan, None, incomplete=True)
     store.put_rating(key(1), partial)
     found, _ = store.ratings([key(1)])
-    assert found[key(1)].incomplete and np.isnan(found[key(1)].logprobs[1])
+    assert found[key(1).key].incomplete and np.isnan(found[key(1).key].logprobs[1])
 
 
 def test_lookups_of_many_keys_are_chunked(rating):
@@ -153,20 +161,22 @@ def test_a_full_disk_inside_a_commit_names_the_store_and_keeps_what_was_committe
             store.put_masks(
                 f"img{n}", "sam", (64, 64), [np.random.default_rng(n).random((64, 64)) > 0.5]
             )
-    assert list(store.ratings([key(0)])[0]) == [key(0)]
+    assert list(store.ratings([key(0)])[0]) == [key(0).key]
 
 
 WRITER = """
 import sys, numpy as np
-from llmiqa.raters.base import Rating
-from llmiqa.store import RatingKey, Store
+from llmiqa.raters.base import Rating, RatingRequest
+from llmiqa.regions import View
+from llmiqa.standards import Prompt
+from llmiqa.store import Store
 store = Store(sys.argv[1])
 who = sys.argv[2]
 for n in range(150):
     names = [f"{who}-{n}-{i}" for i in range(3)] + [f"shared-{n}"]
     for name in names:
-        store.put_rating(RatingKey("m", "p", 2, name, "whole"),
-                         Rating(np.log([0.5, 0.25]), np.log(0.25), None))
+        request = RatingRequest("m", name, (1, 1), View(), Prompt(None, "<image>"), 2)
+        store.put_rating(request, Rating(np.log([0.5, 0.25]), np.log(0.25), None))
 """
 
 

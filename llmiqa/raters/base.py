@@ -6,21 +6,32 @@ the log-probabilities of the K digit tokens under the FULL vocabulary, and the m
 probable token that is not one of them (the released code's greedy answer can be that
 token). Everything model-specific (chat templates, processors, devices, HTTP) stays
 behind the contract, so the pipeline, the store and the aggregation never see a model.
+
+A backend is a class registered by name (raters.registry); `Backend` is what the class
+offers before any weights are loaded, `Rater` what a loaded one does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 from PIL import Image
 
 from llmiqa.errors import ModelLoadError
+from llmiqa.images import pixel_hash
+from llmiqa.regions import View
 from llmiqa.standards import Prompt
 
+if TYPE_CHECKING:
+    from llmiqa.raters.spec import RaterSpec
+
 __all__ = [
+    "Backend",
+    "BackendOption",
     "ModelLoadError",
     "Rater",
     "Rating",
@@ -28,17 +39,56 @@ __all__ = [
     "RatingRequest",
     "answer_value",
     "digit_token_ids",
+    "key_of",
 ]
+
+
+def key_of(*parts: str) -> str:
+    """The store's name for what these parts identify (16 bytes of blake2b, hex)."""
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
 class RatingRequest:
-    """One sub-image to rate: its pixels, the prompt, K, and the store key naming all three."""
+    """One rating to obtain, as plain data (lm-evaluation-harness's Instance): which model
+    rates which view of which image, asked how and read out over how many levels.
 
-    key: str
-    image: Image.Image
+    `key` names it in the store and is computed once; `source`, the whole image's pixels
+    when they are at hand, is no part of it: a request planned without pixels (another
+    process decodes them) names the same rating.
+    """
+
+    model: str  # the rater's identity (RaterSpec.identity)
+    image: str  # digest of the whole image's decoded pixels
+    size: tuple[int, int]  # (width, height) of the whole image
+    view: View
     prompt: Prompt
     levels: int
+    source: Image.Image | None = field(default=None, compare=False, repr=False)
+    key: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        parts = (self.model, self.prompt.text, str(self.levels), self.image, self.view.geometry)
+        object.__setattr__(self, "key", key_of(*parts))
+
+    @classmethod
+    def of(
+        cls, pixels: Image.Image, prompt: Prompt, levels: int, model: str = "", view=View()
+    ) -> RatingRequest:
+        """A request for these pixels (the whole image unless `view` says otherwise)."""
+        return cls(model, pixel_hash(pixels), pixels.size, view, prompt, levels, pixels)
+
+    @property
+    def pixels(self) -> Image.Image:
+        """What the model sees: the view cut from the source image."""
+        if self.source is None:
+            raise ValueError(f"request {self.key} carries no pixels")
+        return self.view.pixels(self.source)
+
+    @property
+    def cost(self) -> int:
+        """Pixels shown: sorting by it keeps a batch's padding small."""
+        return self.view.area(self.size)
 
 
 @dataclass(frozen=True)
@@ -75,6 +125,9 @@ class RatingFailure:
     error: str
 
 
+Outcome = Rating | RatingFailure
+
+
 class Rater(Protocol):
     """A loaded MLLM. `identity` names model, revision and every option that changes outputs."""
 
@@ -84,9 +137,7 @@ class Rater(Protocol):
         """The exact text the model reads before its answer (chat template applied)."""
         ...
 
-    def rate(
-        self, requests: Sequence[RatingRequest]
-    ) -> Iterator[tuple[int, Rating | RatingFailure]]:
+    def rate(self, requests: Sequence[RatingRequest]) -> Iterator[tuple[int, Outcome]]:
         """Rate every request, yielding (index into requests, outcome) as each is done.
 
         Backends batch or keep requests in flight as they see fit; the caller commits each
@@ -94,6 +145,45 @@ class Rater(Protocol):
         refuses the key) raises ModelLoadError instead of failing every request.
         """
         ...
+
+
+@dataclass(frozen=True)
+class BackendOption:
+    """An option a backend takes that changes its outputs (so it is part of the identity)."""
+
+    default: object
+    kind: type
+    help: str
+
+
+class Backend(Protocol):
+    """A rater class, registered under `name`: the word --backend, RaterSpec.backend and
+    the store identity use. All of it is known before any weights are loaded."""
+
+    name: ClassVar[str]
+    # the options it takes that change ratings, with their defaults (CLI flags, identity)
+    options: ClassVar[Mapping[str, BackendOption]]
+    # the narrowest sub-image its processor accepts (thinner crops are widened)
+    min_crop_side: ClassVar[int]
+    # config.json model types that `--backend auto` gives to it (a native port)
+    model_types: ClassVar[tuple[str, ...]]
+
+    def __init__(self, spec: RaterSpec) -> None: ...
+
+    @classmethod
+    def identify(cls, spec: RaterSpec) -> str:
+        """What names its ratings: checkpoint, dtype, options (a server: what it reports)."""
+        ...
+
+    @classmethod
+    def render_for(cls, spec: RaterSpec, prompt: Prompt) -> str | None:
+        """The text the model would read, without loading weights (None: a server applies
+        its own template, unseen here)."""
+        ...
+
+    def render(self, prompt: Prompt) -> str: ...
+
+    def rate(self, requests: Sequence[RatingRequest]) -> Iterator[tuple[int, Outcome]]: ...
 
 
 def digit_token_ids(tokenizer, prompt: str, levels: int, model: str) -> list[int]:

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-import torch
 from PIL import Image
 
 from llmiqa.errors import ModelLoadError, one_line
+from llmiqa.raters.base import BackendOption
 from llmiqa.raters.local import LocalRater
-from llmiqa.raters.registry import defaults
 from llmiqa.standards import Prompt
 
 if TYPE_CHECKING:
-    from llmiqa.raters import RaterSpec
+    import torch
+
+    from llmiqa.raters.spec import RaterSpec
+
+# Bounds the visual tokens of models that take any resolution (Qwen-VL's own cap is 12.8 MP).
+MAX_PIXELS = BackendOption(
+    None,
+    int,
+    "downscale sub-images above this many pixels first (a cost cap; changes what the model sees)",
+)
 
 
 def chat_messages(prompt: Prompt) -> list[dict]:
@@ -83,9 +91,8 @@ def render_chat(processor, prompt: Prompt) -> str:
 class TransformersRater(LocalRater):
     """AutoModelForImageTextToText + AutoProcessor; one forward pass per batch, no generate()."""
 
-    # max_pixels bounds the visual tokens of models that take any resolution (Qwen-VL's
-    # own cap is 12.8 MP).
-    options: ClassVar[dict[str, object]] = defaults("transformers")
+    name: ClassVar[str] = "transformers"
+    options: ClassVar[dict[str, BackendOption]] = {"max_pixels": MAX_PIXELS}
     # Qwen-VL's processor refuses sides under 28 px (and aspect ratios over 200).
     min_crop_side: ClassVar[int] = 28
 
@@ -108,7 +115,7 @@ class TransformersRater(LocalRater):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model.to(self.device).eval()
-        self.name, self.identity, self.batch_size = spec.model, spec.identity, spec.batch
+        self.model_name, self.identity, self.batch_size = spec.model, spec.identity, spec.batch
         self.max_pixels = spec.backend_options["max_pixels"]
 
     @classmethod
@@ -120,7 +127,7 @@ class TransformersRater(LocalRater):
         return render_chat(self.processor, prompt)
 
     def prepare(self, requests) -> dict[str, torch.Tensor]:
-        images = [request.image for request in requests]
+        images = [request.pixels for request in requests]
         if self.max_pixels:
             images = [shrink(image, self.max_pixels) for image in images]
         inputs = self.processor(

@@ -10,8 +10,7 @@ Rating holds.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-
-import torch
+from typing import TYPE_CHECKING, ClassVar
 
 from llmiqa.background import one_ahead
 from llmiqa.errors import ModelLoadError, one_line
@@ -24,15 +23,30 @@ from llmiqa.raters.base import (
 )
 from llmiqa.standards import Prompt
 
+if TYPE_CHECKING:
+    import torch
+
+    from llmiqa.raters.spec import RaterSpec
+
 
 class LocalRater:
-    """A backend sets `name`, `identity`, `tokenizer`, `batch_size` and implements
-    `_render`, `prepare` and `forward`."""
+    """A backend that runs a checkpoint in this process. It sets `model_name`, `identity`,
+    `tokenizer` and `batch_size` and implements `_render`, `prepare` and `forward`."""
 
-    name: str
+    model_types: ClassVar[tuple[str, ...]] = ()  # none claimed: `auto` never picks it
+    model_name: str
     identity: str
     tokenizer: object
     batch_size: int
+
+    @classmethod
+    def identify(cls, spec: RaterSpec) -> str:
+        """The checkpoint's content, the dtype, this backend and every option that changes
+        its outputs."""
+        parts = [spec.checkpoint.identity, str(spec.torch_dtype).removeprefix("torch.")]
+        parts.append(f"backend={cls.name}")
+        parts += [f"{key}={value}" for key, value in sorted(spec.backend_options.items())]
+        return "|".join(parts)
 
     def _render(self, prompt: Prompt) -> str:
         raise NotImplementedError
@@ -55,7 +69,7 @@ class LocalRater:
         found = self.__dict__.setdefault("_digit_ids", {})
         if (prompt, levels) not in found:
             found[prompt, levels] = digit_token_ids(
-                self.tokenizer, self.render(prompt), levels, self.name
+                self.tokenizer, self.render(prompt), levels, self.model_name
             )
         return found[prompt, levels]
 
@@ -88,6 +102,8 @@ class LocalRater:
         try:
             if isinstance(prepared, Exception):
                 raise prepared
+            import torch
+
             with torch.inference_mode():
                 logits = self.forward(prepared)
         except ModelLoadError:
@@ -109,6 +125,8 @@ def ratings_from_logits(
     """Ratings from (N, vocabulary) logits, in float64: the digits' full-vocabulary
     log-probabilities and the most probable other token, read as the released code does
     (its text, stripped, through int())."""
+    import torch
+
     logprobs = torch.log_softmax(logits.double(), dim=-1)
     ratings = []
     for row, ids in zip(logprobs, digit_ids, strict=True):

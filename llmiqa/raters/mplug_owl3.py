@@ -15,21 +15,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-import torch
-
-from llmiqa.models.mplug_owl3 import CHECKPOINT_FILES, MplugOwl3Model, MplugOwl3Processor
-from llmiqa.models.mplug_owl3.processing import IMAGE_MARKER
+from llmiqa.raters.base import BackendOption
 from llmiqa.raters.local import LocalRater
-from llmiqa.raters.registry import defaults
 from llmiqa.standards import IMAGE, Prompt
 
 if TYPE_CHECKING:
-    from llmiqa.raters import RaterSpec
+    import torch
+
+    from llmiqa.raters.spec import RaterSpec
 
 
 def owl3_messages(prompt: Prompt) -> list[dict]:
     """The prompt as the original processor takes it: text with one <|image|> marker, the
     way the released evaluation code writes it."""
+    from llmiqa.models.mplug_owl3.processing import IMAGE_MARKER
+
     messages = [{"role": "user", "content": prompt.user.replace(IMAGE, IMAGE_MARKER)}]
     if prompt.system is not None:
         messages.insert(0, {"role": "system", "content": prompt.system})
@@ -39,21 +39,38 @@ def owl3_messages(prompt: Prompt) -> list[dict]:
 class MplugOwl3Rater(LocalRater):
     """One forward pass per batch up to the answer position; one image per sample."""
 
-    options: ClassVar[dict[str, object]] = defaults("mplug_owl3")
+    name: ClassVar[str] = "mplug-owl3"
+    model_types: ClassVar[tuple[str, ...]] = ("mplugowl3",)  # remote code only: our port
+    options: ClassVar[dict[str, BackendOption]] = {
+        "cut": BackendOption(
+            True, bool, "mPLUG-Owl3: cut each sub-image into 384-px crops plus a global view"
+        )
+    }
     min_crop_side: ClassVar[int] = 1  # its processor resizes any crop to 384-px tiles
 
+    @classmethod
+    def identify(cls, spec: RaterSpec) -> str:
+        from llmiqa.models.mplug_owl3 import check_supported
+
+        check_supported(spec.checkpoint.config, spec.model)  # before any weights download
+        return super().identify(spec)
+
     def __init__(self, spec: RaterSpec) -> None:
+        from llmiqa.models.mplug_owl3 import CHECKPOINT_FILES, MplugOwl3Model, MplugOwl3Processor
+
         folder = spec.checkpoint.local_folder(CHECKPOINT_FILES)
         self.device, self.dtype = spec.torch_device, spec.torch_dtype
         self.model = MplugOwl3Model.from_pretrained(folder, dtype=self.dtype, device=self.device)
         self.processor = MplugOwl3Processor.from_pretrained(folder)
         self.tokenizer = self.processor.tokenizer
-        self.name, self.identity, self.batch_size = spec.model, spec.identity, spec.batch
+        self.model_name, self.identity, self.batch_size = spec.model, spec.identity, spec.batch
         self.cut = spec.backend_options["cut"]
 
     @classmethod
     def render_for(cls, spec: RaterSpec, prompt: Prompt) -> str:
         """The text the model would read, from its tokenizer alone (no weights loaded)."""
+        from llmiqa.models.mplug_owl3 import MplugOwl3Processor
+
         folder = spec.checkpoint.local_folder(("*.json", "*.txt"))
         return MplugOwl3Processor.from_pretrained(folder).render(owl3_messages(prompt))
 
@@ -64,7 +81,7 @@ class MplugOwl3Rater(LocalRater):
 
     def prepare(self, requests) -> dict[str, torch.Tensor]:
         samples = [
-            self.processor(owl3_messages(request.prompt), [request.image], cut=self.cut)
+            self.processor(owl3_messages(request.prompt), [request.pixels], cut=self.cut)
             for request in requests
         ]
         batch = {

@@ -26,6 +26,7 @@ as a bearer token and appears in no identity, message or file.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import math
@@ -41,12 +42,12 @@ import numpy as np
 from PIL import Image
 
 from llmiqa.errors import ModelLoadError
-from llmiqa.raters.base import Rating, RatingFailure, RatingRequest, answer_value
+from llmiqa.raters.base import BackendOption, Rating, RatingFailure, RatingRequest, answer_value
 from llmiqa.raters.http import Endpoint, HttpError, JsonClient
 from llmiqa.standards import IMAGE, Prompt, Standard
 
 if TYPE_CHECKING:
-    from llmiqa.raters import RaterSpec
+    from llmiqa.raters.spec import RaterSpec
 
 KEY_VARIABLES = ("LLMIQA_API_KEY", "OPENAI_API_KEY")
 TOP_N = 20  # OpenAI's and vLLM's default maximum of top_logprobs
@@ -99,7 +100,7 @@ def canary_request() -> RatingRequest:
     y, x = np.mgrid[0:96, 0:128]
     pixels = np.stack([x * 2, y * 2, (x // 16 + y // 16) % 2 * 255], axis=-1)
     image = Image.fromarray(pixels.astype(np.uint8), "RGB")
-    return RatingRequest("canary", image, Standard().prompt(), 7)
+    return RatingRequest.of(image, Standard().prompt(), 7, model="canary")
 
 
 @dataclass
@@ -198,13 +199,19 @@ class Server:
 class ServerRater:
     """Ratings from an OpenAI-compatible server, many requests in flight at once."""
 
-    options: ClassVar[dict[str, object]] = {}
+    name: ClassVar[str] = "server"
+    model_types: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[dict[str, BackendOption]] = {}
     min_crop_side: ClassVar[int] = 28  # unknown model behind the name: Qwen-VL's minimum
 
     @classmethod
     def identify(cls, spec: RaterSpec) -> str:
         """The identity of what the server serves under this name (contacts the server)."""
         return identified(spec.server, spec.model).identity
+
+    @classmethod
+    def render_for(cls, spec: RaterSpec, prompt: Prompt) -> None:
+        return None  # the server applies its own chat template to the turns
 
     def __init__(self, spec: RaterSpec) -> None:
         self.server = identified(spec.server, spec.model)
@@ -237,7 +244,7 @@ class ServerRater:
 
     def _rate_one(self, request: RatingRequest, stop: threading.Event) -> Rating | RatingFailure:
         server = self.server
-        body = server.body(request, png_data_url(request.image.convert("RGB")))
+        body = server.body(request, png_data_url(request.pixels.convert("RGB")))
         try:
             answer = server.client.post("/v1/chat/completions", body, stop)
         except HttpError as error:
@@ -285,16 +292,12 @@ def problem(server: Server, error: HttpError) -> str:
 
 # ---- identifying a server ---------------------------------------------------------------
 
-_servers: dict[tuple[str, str], Server] = {}
-_lock = threading.Lock()
 
-
+@functools.cache
 def identified(url: str, model: str) -> Server:
-    """The server and model, identified once per process (models, digits, canary)."""
-    with _lock:
-        if (url, model) not in _servers:
-            _servers[url, model] = identify(url, model)
-        return _servers[url, model]
+    """The server and model, identified once per process (models, digits, canary): every
+    spec naming them shares one client. `identified.cache_clear()` forgets them all."""
+    return identify(url, model)
 
 
 def identify(url: str, model: str) -> Server:
@@ -326,7 +329,7 @@ def identify(url: str, model: str) -> Server:
 
 
 def _call(server: Server, request: RatingRequest, bias: bool = True) -> dict:
-    body = server.body(request, png_data_url(request.image), bias)
+    body = server.body(request, png_data_url(request.pixels), bias)
     try:
         answer = server.client.post("/v1/chat/completions", body)
     except HttpError as error:

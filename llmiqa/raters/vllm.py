@@ -30,13 +30,12 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from llmiqa.errors import ModelLoadError, one_line
-from llmiqa.raters.base import Rating, RatingFailure, RatingRequest, answer_value
-from llmiqa.raters.hf import TransformersRater, load_processor, shrink
+from llmiqa.raters.base import BackendOption, Rating, RatingFailure, RatingRequest, answer_value
+from llmiqa.raters.hf import MAX_PIXELS, TransformersRater, load_processor, shrink
 from llmiqa.raters.local import LocalRater
-from llmiqa.raters.registry import defaults
 
 if TYPE_CHECKING:
-    from llmiqa.raters import RaterSpec
+    from llmiqa.raters.spec import RaterSpec
 
 # Requests handed to the engine at once when the spec names no window: enough to keep a
 # GPU's continuous batching full, few enough that decoded images stay bounded in memory.
@@ -80,7 +79,8 @@ def engine_arguments(source: str, revision: str | None, dtype: str, max_in_fligh
 class VllmRater(LocalRater):
     """An MLLM served by vLLM's LLM engine in this process; same prompts as TransformersRater."""
 
-    options: ClassVar[dict[str, object]] = defaults("vllm")
+    name: ClassVar[str] = "vllm"
+    options: ClassVar[dict[str, BackendOption]] = {"max_pixels": MAX_PIXELS}
     min_crop_side: ClassVar[int] = 28  # the Qwen-VL processors' minimum, as for transformers
 
     # The prompt text exactly as the transformers rater renders it (system-role fallback
@@ -91,7 +91,7 @@ class VllmRater(LocalRater):
     def __init__(self, spec: RaterSpec) -> None:
         checkpoint = spec.checkpoint
         source = str(checkpoint.path) if checkpoint.path else checkpoint.source
-        self.name, self.identity = spec.model, spec.identity
+        self.model_name, self.identity = spec.model, spec.identity
         self.max_pixels = spec.backend_options["max_pixels"]
         self.max_in_flight = spec.max_in_flight or DEFAULT_IN_FLIGHT
         self.processor = load_processor(spec)
@@ -138,7 +138,7 @@ class VllmRater(LocalRater):
         alone."""
         from vllm import SamplingParams
 
-        image = request.image.convert("RGB")
+        image = request.pixels.convert("RGB")
         if self.max_pixels:
             image = shrink(image, self.max_pixels)
         digits = self.digit_ids(request.prompt, request.levels)
@@ -161,7 +161,7 @@ class VllmRater(LocalRater):
         try:
             return engine.step()
         except Exception as error:  # the engine itself failed: nothing more can be rated
-            message = f"{self.name}: the vLLM engine failed ({one_line(error)})"
+            message = f"{self.model_name}: the vLLM engine failed ({one_line(error)})"
             raise ModelLoadError(message) from None
 
     def _rating(self, output, request: RatingRequest) -> Rating | RatingFailure:

@@ -12,9 +12,9 @@ import torch
 
 from llmiqa import tiny
 from llmiqa.images import load_image
-from llmiqa.raters import ModelLoadError, RaterSpec, load_rater
-from llmiqa.raters.base import RatingFailure, RatingRequest
+from llmiqa.raters.base import ModelLoadError, RatingFailure, RatingRequest
 from llmiqa.raters.hf import shrink
+from llmiqa.raters.spec import RaterSpec
 from llmiqa.standards import IMAGE, Standard
 
 FAMILIES = ["qwen2_vl_dir", "qwen2_5_vl_dir", "llava_dir"]
@@ -27,7 +27,7 @@ def images(photos):
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def rater(request):
-    return load_rater(str(request.getfixturevalue(request.param)))
+    return RaterSpec(str(request.getfixturevalue(request.param))).load()
 
 
 def probs(ratings) -> np.ndarray:
@@ -43,7 +43,7 @@ def test_the_prompt_carries_the_standard_through_the_chat_template(rater):
 
 
 def test_the_released_codes_prompt_is_one_user_turn_with_the_image_inside(qwen2_vl_dir):
-    rater = load_rater(str(qwen2_vl_dir))
+    rater = RaterSpec(str(qwen2_vl_dir)).load()
     prompt = Standard("word", 7, "dogiqa").prompt("region")
     text = rater.render(prompt)
     assert "<|im_start|>system" not in text
@@ -93,7 +93,7 @@ def test_a_crop_the_processor_refuses_fails_alone(qwen2_vl_dir, images):
     rater = RaterSpec(str(qwen2_vl_dir), batch_size=3).load()
     strip = images[0].resize((1000, 3))  # Qwen-VL refuses aspect ratios over 200
     prompt = Standard().prompt()
-    requests = [RatingRequest(str(i), im, prompt, 7) for i, im in enumerate([images[0], strip])]
+    requests = [RatingRequest.of(im, prompt, 7) for im in (images[0], strip)]
     outcomes = dict(rater.rate(requests))
     assert not isinstance(outcomes[0], RatingFailure)
     assert isinstance(outcomes[1], RatingFailure) and "rating failed" in outcomes[1].error
@@ -101,7 +101,7 @@ def test_a_crop_the_processor_refuses_fails_alone(qwen2_vl_dir, images):
 
 def test_a_tokenizer_without_single_digit_tokens_is_refused(tmp_path, images, rate):
     folder = tiny.build_qwen2_vl(tmp_path / "no-digits", drop_digits=True)
-    rater = load_rater(str(folder))
+    rater = RaterSpec(str(folder)).load()
     with pytest.raises(ModelLoadError, match=r"no-digits: .*score '1' as one token"):
         rate(rater, images[:1])
 
@@ -121,7 +121,7 @@ def test_a_text_only_model_is_not_a_rater(tmp_path):
     LlamaForCausalLM(config).save_pretrained(folder)
     tiny.byte_tokenizer(("</s>",), tiny.LLAVA_TEMPLATE).save_pretrained(folder)
     with pytest.raises(ModelLoadError, match=r"text-only: cannot load as a vision-language model"):
-        load_rater(str(folder))
+        RaterSpec(str(folder)).load()
 
 
 @pytest.mark.parametrize("bad", ["not/a-real-model-anywhere", "./no/such/folder"])
@@ -141,7 +141,7 @@ def test_a_template_without_a_system_role_gets_the_standard_in_the_user_turn(
         "supported') }}{% endif %}" + tiny.QWEN_TEMPLATE
     )
     (folder / "chat_template.jinja").write_text(refusing)
-    rater = load_rater(str(folder))
+    rater = RaterSpec(str(folder)).load()
     prompt = Standard().prompt()
     text = rater.render(prompt)
     assert "<|im_start|>system" not in text

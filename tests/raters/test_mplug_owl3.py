@@ -14,9 +14,9 @@ import torch
 
 from llmiqa.aggregate import readout
 from llmiqa.images import load_image
-from llmiqa.raters import ModelLoadError, RaterSpec, load_rater
-from llmiqa.raters.base import answer_value
+from llmiqa.raters.base import ModelLoadError, answer_value
 from llmiqa.raters.mplug_owl3 import MplugOwl3Rater
+from llmiqa.raters.spec import RaterSpec
 from llmiqa.standards import Standard
 
 
@@ -27,7 +27,7 @@ def checkpoint(owl3_dir):
 
 @pytest.fixture(scope="module")
 def rater(checkpoint):
-    return load_rater(checkpoint)
+    return RaterSpec(checkpoint).load()
 
 
 def cut(checkpoint: str, on: bool, **options) -> MplugOwl3Rater:
@@ -102,9 +102,9 @@ def test_probabilities_cover_exactly_the_k_levels(rater, regions, rate, levels):
 
 
 def test_identity_names_dtype_and_cut(checkpoint, qwen2_vl_dir):
-    assert RaterSpec(checkpoint).identity.endswith("|float32|cut=True")  # the default
+    assert RaterSpec(checkpoint).identity.endswith("|float32|backend=mplug-owl3|cut=True")
     spec = RaterSpec(checkpoint, options=(("cut", False),))
-    assert spec.identity.endswith("|float32|cut=False")
+    assert spec.identity.endswith("|float32|backend=mplug-owl3|cut=False")
     loaded = spec.load()
     assert not loaded.cut and loaded.identity == spec.identity
     # in an ensemble the option reaches only the models it applies to
@@ -152,4 +152,5 @@ def test_a_hub_id_loads_a_snapshot_without_remote_code(checkpoint, tmp_path, mon
     [(repo, revision, patterns)] = calls
     assert (repo, revision) == ("mPLUG/mPLUG-Owl3-7B-240728", "0123abc")  # the resolved commit
     assert "*.safetensors" in patterns and not any(p.endswith(".py") for p in patterns)
-    assert rater.identity == "mPLUG/mPLUG-Owl3-7B-240728@0123abc|float32|cut=True"
+    expected = "mPLUG/mPLUG-Owl3-7B-240728@0123abc|float32|backend=mplug-owl3|cut=True"
+    assert rater.identity == expected

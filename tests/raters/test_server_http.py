@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llmiqa.raters import ModelLoadError, RaterSpec, RatingFailure, RatingRequest
 from llmiqa.raters import server as server_module
+from llmiqa.raters.base import ModelLoadError, RatingFailure, RatingRequest
 from llmiqa.raters.server import ServerRater, canary_file, png_data_url
+from llmiqa.raters.spec import RaterSpec
 from llmiqa.standards import Standard
 
 KEY = "sk-test-0123456789abcdef"
@@ -110,7 +111,7 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.setenv("LLMIQA_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("LLMIQA_API_KEY", KEY)
     monkeypatch.setenv("LLMIQA_HTTP_RETRIES", "3")
-    monkeypatch.setattr(server_module, "_servers", {})
+    server_module.identified.cache_clear()
     server = FakeServer()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -124,7 +125,7 @@ def requests() -> list[RatingRequest]:
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (40 + i, 60, 3), np.uint8)) for i in range(6)]
     prompt = Standard().prompt()
-    return [RatingRequest(f"r{i}", image, prompt, 7) for i, image in enumerate(images)]
+    return [RatingRequest.of(image, prompt, 7) for image in images]
 
 
 def load(fake: FakeServer, **options) -> ServerRater:
@@ -170,7 +171,7 @@ def test_images_travel_as_lossless_png_data_urls(fake, requests):
     assert header == "data:image/png;base64"
     sent = Image.open(io.BytesIO(base64.b64decode(data)))
     assert sent.format == "PNG"
-    np.testing.assert_array_equal(np.asarray(sent), np.asarray(requests[0].image))
+    np.testing.assert_array_equal(np.asarray(sent), np.asarray(requests[0].pixels))
 
 
 def test_the_messages_carry_the_standard_as_the_system_turn(fake, requests):
@@ -191,7 +192,7 @@ def test_the_key_is_sent_as_a_bearer_token_and_appears_nowhere_else(fake, reques
     assert KEY not in canary_file().read_text()
     monkeypatch.delenv("LLMIQA_API_KEY")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-other")
-    monkeypatch.setattr(server_module, "_servers", {})
+    server_module.identified.cache_clear()
     list(load(fake).rate(requests[:1]))
     assert fake.headers_seen[-1]["Authorization"] == "Bearer sk-other"
 
@@ -217,10 +218,9 @@ def test_429_and_503_are_retried_with_backoff_then_succeed(fake, requests):
 
 
 def test_a_slow_server_times_out_and_stops_the_run_in_one_line(fake, requests, monkeypatch):
+    monkeypatch.setenv("LLMIQA_HTTP_TIMEOUT", "0.2")
+    monkeypatch.setenv("LLMIQA_HTTP_RETRIES", "1")
     rater = load(fake)
-    monkeypatch.setattr(rater.server.client, "timeout", 0.2)
-    monkeypatch.setattr(rater.server.client, "retries", 1)
-    rater.server.client._local.connection = None  # new connections take the new timeout
     fake.delay = 1.0
     with pytest.raises(ModelLoadError) as caught:
         list(rater.rate(requests[:1]))
@@ -282,7 +282,7 @@ def test_an_unknown_model_name_is_one_line(fake):
 
 def test_an_unreachable_server_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("LLMIQA_HTTP_RETRIES", "1")
-    monkeypatch.setattr(server_module, "_servers", {})
+    server_module.identified.cache_clear()
     with pytest.raises(ModelLoadError, match=r"stopped answering: connection failed"):
         RaterSpec("m", server="http://127.0.0.1:9").load()
 
@@ -291,20 +291,20 @@ def test_the_identity_names_the_model_and_what_the_server_answers_as(fake):
     fake.answered_as = "fake-vlm-2024-08-06"
     spec = RaterSpec(fake.model, server=fake.url)
     assert spec.identity == "server:fake-vlm|as=fake-vlm-2024-08-06"
-    assert spec.backend is ServerRater
+    assert spec.runs_on is ServerRater
     with pytest.raises(ModelLoadError, match="--revision"):
-        _ = RaterSpec(fake.model, server=fake.url, revision="abc").backend
+        _ = RaterSpec(fake.model, server=fake.url, revision="abc").runs_on
 
 
 def test_a_model_changed_under_the_same_name_is_refused(fake, requests):
     load(fake)  # records the canary
     fake.tokens = [("The", -0.3), *[(str(k), -1.0 - k) for k in range(1, 8)]]
-    server_module._servers.clear()
+    server_module.identified.cache_clear()
     with pytest.raises(ModelLoadError, match=r"changed under the same name") as caught:
         load(fake)
     assert str(canary_file()) in str(caught.value)
     fake.tokens = [(t, p + 0.01) for t, p in FULL]  # numerical noise only: accepted
-    server_module._servers.clear()
+    server_module.identified.cache_clear()
     assert not dict(load(fake).rate(requests[:1]))[0].incomplete
 
 

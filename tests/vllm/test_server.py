@@ -59,7 +59,7 @@ def agreement(ratings: dict, reference: dict) -> float:
 
 @pytest.fixture(autouse=True)
 def fresh_identification(monkeypatch):
-    monkeypatch.setattr(server_module, "_servers", {})
+    server_module.identified.cache_clear()
 
 
 def test_the_server_agrees_with_transformers_on_real_images_and_crops(
@@ -125,7 +125,7 @@ def test_a_server_killed_mid_run_stops_in_one_line_and_a_rerun_completes(
     assert 4 <= len(store) < len(requests)
 
     # The same checkpoint served again (booted beforehand, on another port).
-    server_module._servers.clear()
+    server_module.identified.cache_clear()
     again = RaterSpec(SERVED_NAME, server=restarted_server.ready(), max_in_flight=8)
     assert again.identity == identity  # same model: the canary matches, ratings join
     missing = [r for r in requests if r.key not in store]

@@ -1,4 +1,4 @@
-"""Original SAM2 checkpoints (.pt) loaded as transformers' Sam2Model (llmiqa.sam2_original).
+"""Original SAM2 checkpoints (.pt) loaded as transformers' Sam2Model (llmiqa.segmenters.original).
 
 The official checkpoints are far too big for tests: their tensor names and shapes, as the
 original sam2 package builds them from its eight configs, are in
@@ -17,21 +17,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmiqa import sam2_original
 from llmiqa.errors import ModelLoadError
-from llmiqa.masks import MaskSettings
-from llmiqa.sam2_original import (
-    HUB_FILES,
+from llmiqa.segmenters import spec as segmenter_spec
+from llmiqa.segmenters.masks import MaskSettings
+from llmiqa.segmenters.original import (
     convert_state,
     infer_architecture,
-    is_original_checkpoint,
     load_original,
     read_checkpoint,
     to_transformers,
 )
-from llmiqa.segment import SegmenterSpec, sam2_checkpoint_identity
+from llmiqa.segmenters.spec import (
+    HUB_FILES,
+    SegmenterSpec,
+    is_original_checkpoint,
+    sam2_checkpoint_identity,
+)
 
-GOLDEN = Path(__file__).parent / "golden" / "sam2"
+GOLDEN = Path(__file__).parents[1] / "golden" / "sam2"
 TINY = GOLDEN / "tiny.pt"
 NAMES = {"t": "tiny", "s": "small", "b+": "base_plus", "l": "large"}
 
@@ -204,7 +207,7 @@ def test_a_hub_repo_without_transformers_files_loads_through_its_pt(monkeypatch,
     asked = fake_hub(
         monkeypatch, tmp_path, {"weights/tiny.pt": TINY, "weights/tiny.yaml": GOLDEN / "tiny.yaml"}
     )
-    monkeypatch.setattr(sam2_original, "HUB_FILES", {"owner/tiny-sam2": "weights/tiny.pt"})
+    monkeypatch.setattr(segmenter_spec, "HUB_FILES", {"owner/tiny-sam2": "weights/tiny.pt"})
     segmenter = SegmenterSpec("owner/tiny-sam2", MaskSettings(points_per_side=1)).load()
     assert [name for _, name, _ in asked] == ["config.json", "weights/tiny.pt", "weights/tiny.yaml"]
     assert segmenter.identity.startswith("owner/tiny-sam2/weights/tiny.pt@c0ffee")
@@ -220,6 +223,6 @@ def test_a_hub_repo_without_transformers_files_loads_through_its_pt(monkeypatch,
 
 def test_an_unreachable_hub_checkpoint_is_one_line(monkeypatch, tmp_path):
     fake_hub(monkeypatch, tmp_path, {})
-    message = one_line_error("facebook/sam2-hiera-large", "cannot fetch the SAM2 checkpoint")
-    assert "sam2_hiera_large.pt" in message
-    one_line_error("facebook/sam2-hiera-large/sam2_hiera_large.pt", "cannot fetch")
+    official = "facebook/sam2-hiera-large/sam2_hiera_large.pt"  # the repo's official file
+    one_line_error("facebook/sam2-hiera-large", "not in the local hub cache", named=official)
+    one_line_error(official, "not in the local hub cache")

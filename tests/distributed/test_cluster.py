@@ -24,7 +24,8 @@ import pytest
 from llmiqa.cli import main
 from llmiqa.errors import UsageError
 from llmiqa.options import resolve
-from llmiqa.runs import RunConfig, evaluate_run
+from llmiqa.runs.evaluate import evaluate_run
+from llmiqa.runs.folder import RunConfig
 from llmiqa.store import Store
 from llmiqa.tiny import PERMISSIVE_MASKS
 
@@ -58,7 +59,7 @@ def cluster():
 
 
 def on(cluster, **options):
-    from llmiqa.distributed import RayOptions
+    from llmiqa.distributed.cluster import RayOptions
 
     return RayOptions(address=cluster.address, cpus=CPUS, **options)
 
@@ -124,7 +125,7 @@ def ledger_counts() -> dict:
     """What the newest run's ledger (a named actor) counted so far; {} before one exists."""
     import ray
 
-    from llmiqa.distributed import LEDGER
+    from llmiqa.distributed.cluster import LEDGER
 
     named = [a for a in ray.util.list_named_actors(all_namespaces=True)
              if a["name"].startswith(LEDGER)]  # fmt: skip
@@ -337,17 +338,18 @@ def test_ray_flags_without_ray_and_ray_with_shards_are_refused(tmp_path, dibr, c
 
 
 def test_an_image_only_the_driver_can_read_stops_the_run_clearly(data_dir):
-    from llmiqa.distributed import Decoded, _check_unreadable_here
+    from llmiqa.distributed.cluster import check_unreadable_here
+    from llmiqa.distributed.plan import Decoded
 
     path = str(sorted((data_dir / "dibr").glob("*.png"))[0])
     seen_by_worker = Decoded(path, error=f"{path}: no such file", node="10.0.0.7")
     with pytest.raises(UsageError, match=r"no such file on Ray node 10\.0\.0\.7, but this machine"):
-        _check_unreadable_here(seen_by_worker)
-    _check_unreadable_here(Decoded("/nowhere.png", error="/nowhere.png: no such file"))
+        check_unreadable_here(seen_by_worker)
+    check_unreadable_here(Decoded("/nowhere.png", error="/nowhere.png: no such file"))
 
 
 def test_the_collect_pass_never_decodes_what_only_workers_decoded():
-    from llmiqa.distributed import Undecoded
+    from llmiqa.distributed.plan import Undecoded
 
     image = Undecoded("a.png", 4, 3)
     assert image.size == (4, 3) and (image.width, image.height) == (4, 3)

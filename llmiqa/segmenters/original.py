@@ -11,7 +11,6 @@ transformers' layout. Only the image path is kept: the video-memory tensors are 
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +27,6 @@ OFFICIAL_TRUNKS: dict[tuple[int, tuple[int, ...]], tuple[str, int, tuple, tuple,
     (96, (1, 2, 11, 2)): ("small", 1, (7, 10, 13), (8, 4, 14, 7), (7, 7)),
     (112, (2, 3, 16, 3)): ("base_plus", 2, (12, 16, 20), (8, 4, 14, 7), (14, 14)),
     (144, (2, 6, 36, 4)): ("large", 2, (23, 33, 43), (8, 4, 16, 8), (7, 7)),
-}
-
-# The official hub repos and their checkpoint file (as sam2's build_sam.py names them).
-HUB_FILES = {
-    f"facebook/sam2{version}-hiera-{size}": f"sam2{version}_hiera_{size.replace('-', '_')}.pt"
-    for version in ("", ".1")
-    for size in ("tiny", "small", "base-plus", "large")
 }
 
 # Hard-coded in sam2's SAM2Base._build_sam_heads, whatever the yaml says.
@@ -137,11 +129,6 @@ class Architecture:
                 num_multimask_outputs=self.num_multimask_outputs,
             ),
         )
-
-
-def is_original_checkpoint(source: str) -> bool:
-    """A local `.pt` file, or a hub file named `owner/name/file.pt`."""
-    return source.endswith(".pt") and (Path(source).is_file() or source.count("/") >= 2)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -314,52 +301,3 @@ def to_transformers(
         raise ModelLoadError(f"{path}: not a {arch.name} SAM2 checkpoint ({'; '.join(problems)})")
     model.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, assign=True)
     return model.eval(), arch
-
-
-def resolve_hub_checkpoint(source: str, revision: str | None = None) -> tuple[Path, str, str]:
-    """Download an original checkpoint from the hub as users do: `owner/name/file.pt`, or the
-    `.pt` of an `owner/name` repo that holds no transformers config (the official file name,
-    else the repo's only .pt). A `<file>.yaml` beside it comes too, when there is one.
-
-    Returns (local path, commit, `owner/name/file.pt`).
-    """
-    from huggingface_hub import HfApi, hf_hub_download
-
-    parts = source.split("/")
-    repo = "/".join(parts[:2])
-    filename = "/".join(parts[2:]) or HUB_FILES.get(repo)
-    try:
-        if filename is None:
-            files = HfApi().list_repo_files(repo, revision=revision)
-            names = [name for name in files if name.endswith(".pt")]
-            if len(names) != 1:
-                raise ModelLoadError(
-                    f"{repo}: no transformers config and {len(names)} .pt files; name one as "
-                    f"{repo}/<file>.pt"
-                )
-            filename = names[0]
-        file = Path(hf_hub_download(repo, filename, revision=revision))
-    except ModelLoadError:
-        raise
-    except Exception as error:  # offline, unknown repo or file, gated, ...
-        reason = one_line(error)
-        raise ModelLoadError(f"{source}: cannot fetch the SAM2 checkpoint ({reason})") from None
-    with contextlib.suppress(Exception):  # a non-official size's config, if the repo has one
-        hf_hub_download(repo, str(Path(filename).with_suffix(".yaml")), revision=revision)
-    snapshot = file.parents[len(Path(filename).parts) - 1]  # .../snapshots/<commit>/<filename>
-    return file, snapshot.name, f"{repo}/{filename}"
-
-
-def hub_has_config(repo: str, revision: str | None = None) -> bool:
-    """False when the hub (or, offline, its cache) says `repo` has no config.json, as the
-    original SAM2 repos first released; True otherwise (other errors are reported later)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    try:
-        hf_hub_download(repo, "config.json", revision=revision)
-    except EntryNotFoundError:
-        return False
-    except Exception:
-        return True
-    return True

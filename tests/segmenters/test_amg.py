@@ -1,4 +1,4 @@
-"""SAM2's mask bookkeeping (llmiqa.amg) on hand-made inputs: each stage on its own."""
+"""SAM2's mask bookkeeping (llmiqa.segmenters.amg) on hand-made inputs: each stage on its own."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 
-from llmiqa import amg
+from llmiqa.segmenters import amg
 
 
 def test_point_grid_is_sam2s_cell_centres_row_by_row_in_float64():

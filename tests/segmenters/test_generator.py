@@ -1,10 +1,10 @@
-"""SAM2 automatic mask generation (llmiqa.segment) against the ORIGINAL sam2 code's outputs.
+"""SAM2 mask generation (llmiqa.segmenters.generator) against the ORIGINAL sam2 code's outputs.
 
 tests/golden/sam2 holds what sam2 1.1.0's SAM2AutomaticMaskGenerator gave on four real images
 with a tiny SAM2 checkpoint in the original format (scripts/make_sam2_golden.py says how): the
 final masks with their records, and every candidate of the prompt grid with each stage's
 survivors. Our loader and generator run on the same checkpoint here; the stages are compared
-one by one by watching the pure functions of llmiqa.amg while `generate` runs.
+one by one by watching the pure functions of llmiqa.segmenters.amg while `generate` runs.
 
 What may differ between machines, and by how much. On the CPU the golden data was made on,
 ours is bit for bit the original's. Another CPU's float kernels (AVX2, AVX-512, ARM) sum in
@@ -41,14 +41,14 @@ import pytest
 import torch
 from PIL import Image
 
-from llmiqa import amg
 from llmiqa.environment import machine
 from llmiqa.errors import ModelLoadError
-from llmiqa.masks import DOGIQA_MASKS, MaskSettings
-from llmiqa.regions import RegionSettings, region_crop, select_regions
-from llmiqa.segment import SegmenterSpec, segmenter_identity
+from llmiqa.regions import RegionSettings, region_view, select_regions
+from llmiqa.segmenters import amg
+from llmiqa.segmenters.masks import DOGIQA_MASKS, MaskSettings
+from llmiqa.segmenters.spec import SegmenterSpec, segmenter_identity
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "sam2"
 TINY = GOLDEN / "tiny.pt"
 META = json.loads((GOLDEN / "golden.json").read_text())
@@ -351,7 +351,7 @@ def authors_view(masks: list[np.ndarray], shape: tuple[int, int]) -> list[dict]:
             "area": region.area,
             "complement": region.kind == "complement",
             "pixels": int(region.mask.sum()),
-            "crop": list(region_crop(region, shape[::-1], "bbox", min_side=1).box),
+            "crop": list(region_view(region, shape[::-1], "bbox", 1).box or (0, 0, *shape[::-1])),
         }
         for region in select_regions(masks, shape, RELEASED)
     ]

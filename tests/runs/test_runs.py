@@ -21,8 +21,10 @@ from llmiqa.caching import CachingSegmenter
 from llmiqa.cli import main
 from llmiqa.options import resolve
 from llmiqa.pipeline import Scorer
-from llmiqa.raters import RaterSpec
-from llmiqa.runs import RunConfig, RunError, ablate, evaluate_run, locked, read_results
+from llmiqa.raters.spec import RaterSpec
+from llmiqa.runs.ablate import ablate
+from llmiqa.runs.evaluate import evaluate_run
+from llmiqa.runs.folder import RunConfig, RunError, locked, read_results
 from llmiqa.store import StoreError
 from llmiqa.tiny import PERMISSIVE_MASKS
 
@@ -132,7 +134,7 @@ def test_aggregation_ablations_call_no_model(finished_run, monkeypatch):
 def test_ablating_a_finished_run_imports_no_torch(finished_run):
     out, _ = finished_run
     code = (
-        "import sys\nfrom llmiqa.runs import ablate\n"
+        "import sys\nfrom llmiqa.runs.ablate import ablate\n"
         f"rows = ablate(__import__('pathlib').Path({str(out)!r}))\n"
         "assert rows and 'torch' not in sys.modules, 'torch was imported'\n"
     )

@@ -1,0 +1,102 @@
+"""A rater named before loading: what to load, what runs it, and the name its ratings carry.
+
+The store keys ratings by `identity`, so a run whose ratings are all stored never loads a
+model; resolving a spec (checkpoint, backend, device) is cheap and raises every problem
+with the whole run before any image is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
+from llmiqa.checkpoints import Checkpoint, resolve, split_revision
+from llmiqa.errors import ModelLoadError
+from llmiqa.raters import registry
+from llmiqa.raters.base import Backend, Rater
+from llmiqa.runtime import Runtime
+from llmiqa.standards import Prompt
+
+
+@dataclass(frozen=True)
+class RaterSpec:
+    """One MLLM to rate with: plain data, so it can be sent to another process."""
+
+    model: str  # hub id or local path; a server's name for its model with `server`
+    revision: str | None = None
+    backend: str = "auto"  # a registered backend's name (raters.registry)
+    server: str | None = None  # an OpenAI-compatible server's URL
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int | None = None
+    max_in_flight: int | None = None  # requests a vLLM engine or a server holds at once
+    options: tuple[tuple[str, object], ...] = ()  # backend options (those it takes apply)
+
+    @classmethod
+    def create(
+        cls, source: str, runtime: Runtime = Runtime(), options: Mapping[str, object] = {}
+    ) -> RaterSpec:
+        """The spec of `source` ("owner/name[@revision]" or a path) under `runtime`."""
+        model, revision = split_revision(source)
+        return cls(
+            model, revision, runtime.backend, runtime.server, runtime.device, runtime.dtype,
+            runtime.batch_size, runtime.max_in_flight, tuple(sorted(options.items())),
+        )  # fmt: skip
+
+    @cached_property
+    def runs_on(self) -> type[Backend]:
+        """The backend class: named, or chosen from the checkpoint (see registry.choose)."""
+        return registry.choose(self)
+
+    @cached_property
+    def checkpoint(self) -> Checkpoint:
+        if self.server:
+            raise ModelLoadError(f"{self.model}: served by {self.server}, not a checkpoint here")
+        return resolve(self.model, self.revision)
+
+    @cached_property
+    def torch_device(self):
+        from llmiqa.devices import resolve_device
+
+        return resolve_device(self.device)
+
+    @cached_property
+    def torch_dtype(self):
+        from llmiqa.devices import resolve_dtype
+
+        return resolve_dtype(self.dtype, self.torch_device)
+
+    @cached_property
+    def batch(self) -> int:
+        from llmiqa.devices import default_batch_size
+
+        return self.batch_size or default_batch_size(self.torch_device)
+
+    @cached_property
+    def backend_options(self) -> dict[str, object]:
+        """The backend's options: its defaults, overridden by the given values it takes (an
+        ensemble passes every model the same options; each takes what it knows)."""
+        declared = self.runs_on.options
+        given = {k: v for k, v in self.options if k in declared and v is not None}
+        return {name: given.get(name, o.default) for name, o in declared.items()}
+
+    @cached_property
+    def identity(self) -> str:
+        return self.runs_on.identify(self)
+
+    @property
+    def min_crop_side(self) -> int:
+        """The narrowest sub-image the backend's processor accepts (crops are widened)."""
+        return self.runs_on.min_crop_side
+
+    def check(self) -> None:
+        """Resolve everything that can be wrong without loading weights; raise if any is."""
+        _ = self.identity
+
+    def render(self, prompt: Prompt) -> str | None:
+        """What the model reads before its answer, without loading its weights."""
+        return self.runs_on.render_for(self, prompt)
+
+    def load(self) -> Rater:
+        return self.runs_on(self)
