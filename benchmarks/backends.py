@@ -43,7 +43,10 @@ def requests(count: int, skip: int = 0) -> list:
         views = [image] + [
             image.crop((int(a * w), int(b * h), int(c * w), int(d * h))) for a, b, c, d in BOXES
         ]
-        made += [RatingRequest(f"{path.name}#{i}", v, prompt, 7) for i, v in enumerate(views)]
+        made += [
+            RatingRequest.of(view, prompt, 7, model=f"{path.name}#{i}")
+            for i, view in enumerate(views)
+        ]
     return made
 
 
@@ -90,14 +93,14 @@ def worker(backend: str, checkpoint: str, images: int, in_flight: int, out: str)
     """One backend in this process: load, warm up, rate, write timings and ratings."""
     import signal
 
-    from llmiqa.raters import RaterSpec
+    from llmiqa.raters.spec import RaterSpec
 
     server = None
     started = time.perf_counter()
     if backend == "transformers":
         spec = RaterSpec(checkpoint)
     elif backend == "vllm":
-        spec = RaterSpec(checkpoint, engine="vllm", max_in_flight=in_flight)
+        spec = RaterSpec(checkpoint, backend="vllm", max_in_flight=in_flight)
     else:
         server, url = serve(checkpoint, str(os.cpu_count()))
         spec = RaterSpec("bench", server=url, max_in_flight=in_flight)

@@ -290,6 +290,34 @@ CSS = """
 """
 
 
+@dataclass
+class Controls:
+    """The page's inputs: the uploads, the standard (new ratings) and the aggregation
+    (recomputed from the ratings held)."""
+
+    files: Any
+    levels: Any
+    kind: Any
+    aggregation: list  # readout, weighting, g, λ, c, normalize, complement (aggregation_from)
+
+
+@dataclass
+class Panel:
+    """The page's outputs: what was done, the scores, and the chosen image's details."""
+
+    status: Any
+    card: Any
+    chosen: Any
+    summary: Any
+    overlay: Any
+    chart: Any
+    regions: Any
+
+    @property
+    def details(self) -> list:
+        return [self.card, self.overlay, self.chart, self.regions]
+
+
 def build_app(engine: Engine, title: str = "llmiqa"):
     """The page; its events call the engine. `app.launch(...)` serves it."""
     try:
@@ -297,193 +325,200 @@ def build_app(engine: Engine, title: str = "llmiqa"):
     except ImportError:
         raise UsageError(INSTALL_HINT) from None
 
-    options = engine.options
-    standard0 = engine.base.standard
+    # Uploads older than a day are deleted from Gradio's cache, checked every hour.
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 86400)) as app:
+        state = gr.State([])
+        gr.Markdown(_header(engine))
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                controls = _controls(gr, engine)
+            with gr.Column(scale=2):
+                panel = _panel(gr)
+        _wire(gr, Handlers(gr, engine), state, controls, panel)
+        _api(gr, engine)
+    return app
+
+
+def _header(engine: Engine) -> str:
     models = ", ".join(engine.base.models)
     segmenter = (
         "no regions (whole image only)"
         if engine.base.segmenter_spec is None
-        else f"regions by {options['segmenter']}"
+        else f"regions by {engine.options['segmenter']}"
+    )
+    return (
+        f"## llmiqa: image quality by an MLLM\n"
+        f"**Model:** `{models}` · {segmenter} · standard `{engine.base.standard}`. Drop one or "
+        "more images; the score is s = (g·s_global + λ·s_local + c·N) / (g + λ if "
+        "normalised). Aggregation changes need no model call."
     )
 
-    # Uploads older than a day are deleted from Gradio's cache, checked every hour.
-    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 86400)) as app:
-        state = gr.State([])
-        gr.Markdown(
-            f"## llmiqa: image quality by an MLLM\n"
-            f"**Model:** `{models}` · {segmenter} · standard `{standard0}`. Drop one or more "
-            "images; the score is s = (g·s_global + λ·s_local + c·N) / (g + λ if "
-            "normalised). Aggregation changes need no model call."
-        )
-        with gr.Row():
-            with gr.Column(scale=1, min_width=300):
-                files = gr.File(
-                    label="Images", file_count="multiple", file_types=["image"],
-                    elem_id="llmiqa-files", height=140,
-                )  # fmt: skip
-                with gr.Group():
-                    gr.Markdown("**Standard** (new ratings, unless the store holds them)")
-                    levels = gr.Dropdown(
-                        [str(k) for k in LEVELS] if standard0.kind != "number"
-                        else [str(k) for k in range(2, 10)],
-                        value=str(standard0.levels), label="K (number of levels)",
-                        elem_id="llmiqa-levels",
-                    )  # fmt: skip
-                    kind = gr.Radio(list(KINDS), value=standard0.kind, label="standard")
-                with gr.Group():
-                    gr.Markdown("**Aggregation** (recomputed, no model call)")
-                    readout = gr.Radio(list(READOUTS), value=options["readout"], label="readout",
-                                       elem_id="llmiqa-readout")  # fmt: skip
-                    weighting = gr.Radio(list(WEIGHTINGS), value=options["aggregate"],
-                                         label="region weights")  # fmt: skip
-                    lam = gr.Slider(0, 4, value=options["lam"], step=0.05, label="λ (s_local)",
-                                    elem_id="llmiqa-lam")  # fmt: skip
-                    global_weight = gr.Slider(0, 4, value=options["global_weight"], step=0.05,
-                                              label="g (s_global)")  # fmt: skip
-                    count_weight = gr.Slider(0, 1, value=options["count_weight"], step=0.01,
-                                             label="c (per region)")  # fmt: skip
-                    normalize = gr.Checkbox(value=options["normalize"], label="divide by g + λ")
-                    complement = gr.Checkbox(value=options["complement"],
-                                             label="count the complement region")  # fmt: skip
-            with gr.Column(scale=2):
-                status = gr.Markdown(elem_id="llmiqa-status")
-                card = gr.HTML(score_card(None, (1, 1)), elem_id="llmiqa-score")
-                chosen = gr.Dropdown([], label="Details for", elem_id="llmiqa-chosen")
-                summary = gr.Dataframe(headers=SUMMARY_HEADERS, label="Scores", interactive=False,
-                                       elem_id="llmiqa-summary")  # fmt: skip
-                with gr.Row(equal_height=False):
-                    with gr.Column(min_width=280):
-                        gr.Markdown("**Regions** (Figure 6): each mask tinted, its box, its "
-                                    "score (top left) and area (bottom right)")  # fmt: skip
-                        overlay = gr.Image(type="pil", height=380, show_label=False,
-                                           elem_id="llmiqa-overlay")  # fmt: skip
-                    with gr.Column(min_width=280):
-                        gr.Markdown("**P(level)** for the whole image and each region")
-                        chart = gr.Plot(format="png", show_label=False, elem_id="llmiqa-chart")
-                regions = gr.Dataframe(headers=REGION_HEADERS, label="Regions",
-                                       interactive=False, elem_id="llmiqa-regions")  # fmt: skip
 
-        aggregation_inputs = [readout, weighting, global_weight, lam, count_weight, normalize,
-                              complement]  # fmt: skip
-        detail_outputs = [card, overlay, chart, regions]
+def _controls(gr, engine: Engine) -> Controls:
+    options, standard = engine.options, engine.base.standard
+    files = gr.File(label="Images", file_count="multiple", file_types=["image"],
+                    elem_id="llmiqa-files", height=140)  # fmt: skip
+    with gr.Group():
+        gr.Markdown("**Standard** (new ratings, unless the store holds them)")
+        choices = LEVELS if standard.kind != "number" else range(2, 10)
+        levels = gr.Dropdown([str(k) for k in choices], value=str(standard.levels),
+                             label="K (number of levels)", elem_id="llmiqa-levels")  # fmt: skip
+        kind = gr.Radio(list(KINDS), value=standard.kind, label="standard")
+    with gr.Group():
+        gr.Markdown("**Aggregation** (recomputed, no model call)")
+        aggregation = [
+            gr.Radio(list(READOUTS), value=options["readout"], label="readout",
+                     elem_id="llmiqa-readout"),
+            gr.Radio(list(WEIGHTINGS), value=options["weighting"], label="region weights"),
+            gr.Slider(0, 4, value=options["global_weight"], step=0.05, label="g (s_global)"),
+            gr.Slider(0, 4, value=options["lam"], step=0.05, label="λ (s_local)",
+                      elem_id="llmiqa-lam"),
+            gr.Slider(0, 1, value=options["count_weight"], step=0.01, label="c (per region)"),
+            gr.Checkbox(value=options["normalize"], label="divide by g + λ"),
+            gr.Checkbox(value=options["complement"], label="count the complement region"),
+        ]  # fmt: skip
+    return Controls(files, levels, kind, aggregation)
 
-        def details(items: list[Scored], name: str | None):
-            item = next((i for i in items if i.name == name), items[0] if items else None)
-            if item is None or item.result is None:
-                return score_card(item, (1, 1)), None, None, []
-            from llmiqa.draw import draw_regions
-            from llmiqa.metric import score_range
 
-            try:
-                image, found = engine.regions(item)
-            except ImageError as error:  # e.g. Gradio's cache deleted the upload meanwhile
-                gone = Scored(item.name, item.path, error=f"{item.name}: {error}; upload it again")
-                return score_card(gone, (1, 1)), None, None, []
-            drawing = draw_regions(image.image, found, item.result, max_side=OVERLAY_SIDE)
-            low_high = score_range(item.result.aggregation, len(item.result.probs))
-            return (score_card(item, low_high), drawing, probability_figure(item.result),
-                    region_rows(item.result))  # fmt: skip
+def _panel(gr) -> Panel:
+    status = gr.Markdown(elem_id="llmiqa-status")
+    card = gr.HTML(score_card(None, (1, 1)), elem_id="llmiqa-score")
+    chosen = gr.Dropdown([], label="Details for", elem_id="llmiqa-chosen")
+    summary = gr.Dataframe(headers=SUMMARY_HEADERS, label="Scores", interactive=False,
+                           elem_id="llmiqa-summary")  # fmt: skip
+    with gr.Row(equal_height=False):
+        with gr.Column(min_width=280):
+            gr.Markdown("**Regions** (Figure 6): each mask tinted, its box, its score (top "
+                        "left) and area (bottom right)")  # fmt: skip
+            overlay = gr.Image(type="pil", height=380, show_label=False, elem_id="llmiqa-overlay")
+        with gr.Column(min_width=280):
+            gr.Markdown("**P(level)** for the whole image and each region")
+            chart = gr.Plot(format="png", show_label=False, elem_id="llmiqa-chart")
+    regions = gr.Dataframe(headers=REGION_HEADERS, label="Regions", interactive=False,
+                           elem_id="llmiqa-regions")  # fmt: skip
+    return Panel(status, card, chosen, summary, overlay, chart, regions)
 
-        def page(outcome: Outcome, what: str, name: str | None):
-            items = list(outcome.items)
-            names = [item.name for item in items]
-            name = name if name in names else (names[0] if names else None)
-            return (items, status_text(outcome, what), summary_rows(items),
-                    gr.update(choices=names, value=name), *details(items, name))  # fmt: skip
 
-        page_outputs = [state, status, summary, chosen, *detail_outputs]
+class Handlers:
+    """What each event does: the engine's work turned into the page's outputs."""
 
-        def on_files(paths, k, standard_kind, *aggregation):
-            if not paths:
-                return [], "", [], gr.update(choices=[], value=None), *details([], None)
-            try:
-                files_named = _named(paths)
-                outcome = engine.score(files_named, engine.standard(k, standard_kind),
-                                       aggregation_from(*aggregation))  # fmt: skip
-            except UsageError as error:
-                return _failed(gr, str(error))
-            return page(outcome, "Scored", None)
+    def __init__(self, gr, engine: Engine) -> None:
+        self.gr, self.engine = gr, engine
 
-        def on_standard(items, name, k, standard_kind, *aggregation):
-            if not items:
-                return _failed(gr, "", keep=True)
-            try:
-                standard = engine.standard(k, standard_kind)
-                files_named = [(item.name, item.path) for item in items]
-                outcome = engine.score(files_named, standard, aggregation_from(*aggregation))
-            except UsageError as error:
-                return _failed(gr, str(error), keep=True)
-            return page(outcome, f"K = {k}, {standard_kind} standard", name)
+    def details(self, items: list[Scored], name: str | None):
+        item = next((i for i in items if i.name == name), items[0] if items else None)
+        if item is None or item.result is None:
+            return score_card(item, (1, 1)), None, None, []
+        from llmiqa.draw import draw_regions
+        from llmiqa.metric import score_range
 
-        def on_aggregation(items, name, *aggregation):
-            if not items:
-                return _failed(gr, "", keep=True)
-            try:
-                chosen_aggregation = aggregation_from(*aggregation)
-            except UsageError as error:
-                return _failed(gr, str(error), keep=True)
-            rescored = [
-                replace(i, result=i.result.rescored(chosen_aggregation)) if i.result else i
-                for i in items
-            ]
-            return page(Outcome(tuple(rescored), 0, 0), "aggregation", name)
+        try:
+            image, found = self.engine.regions(item)
+        except ImageError as error:  # e.g. Gradio's cache deleted the upload meanwhile
+            gone = Scored(item.name, item.path, error=f"{item.name}: {error}; upload it again")
+            return score_card(gone, (1, 1)), None, None, []
+        drawing = draw_regions(image.image, found, item.result, max_side=OVERLAY_SIDE)
+        low_high = score_range(item.result.aggregation, len(item.result.probs))
+        return (score_card(item, low_high), drawing, probability_figure(item.result),
+                region_rows(item.result))  # fmt: skip
 
-        common = dict(concurrency_limit=1, concurrency_id=CONCURRENCY)
-        files.change(on_files, [files, levels, kind, *aggregation_inputs], page_outputs,
-                     api_visibility="private", **common)  # fmt: skip
-        for control in (levels, kind):
-            control.change(on_standard, [state, chosen, levels, kind, *aggregation_inputs],
-                           page_outputs, api_visibility="private", **common)  # fmt: skip
-        for control in aggregation_inputs:
-            control.change(on_aggregation, [state, chosen, *aggregation_inputs], page_outputs,
-                           api_visibility="private", trigger_mode="always_last",
-                           **common)  # fmt: skip
-        chosen.change(lambda items, name: details(items, name), [state, chosen],
-                      detail_outputs, api_visibility="private", **common)  # fmt: skip
+    def page(self, outcome: Outcome, what: str, name: str | None):
+        items = list(outcome.items)
+        names = [item.name for item in items]
+        name = name if name in names else (names[0] if names else None)
+        return (items, status_text(outcome, what), summary_rows(items),
+                self.gr.update(choices=names, value=name), *self.details(items, name))  # fmt: skip
 
-        # The HTTP API for data pipelines: files in, one JSON record per file out.
-        with gr.Column(visible=False):
-            api_files = gr.File(label="images", file_count="multiple")
-            api_levels = gr.Number(standard0.levels, label="levels", precision=0)
-            api_kind = gr.Textbox(standard0.kind, label="standard")
-            api_aggregation = [
-                gr.Textbox(options["readout"], label="readout"),
-                gr.Textbox(options["aggregate"], label="weighting"),
-                gr.Number(options["global_weight"], label="global_weight"),
-                gr.Number(options["lam"], label="lam"),
-                gr.Number(options["count_weight"], label="count_weight"),
-                gr.Checkbox(options["normalize"], label="normalize"),
-                gr.Checkbox(options["complement"], label="complement"),
-            ]
-            api_out = gr.JSON(label="results")
+    def files(self, paths, k, kind, *aggregation):
+        if not paths:
+            return [], "", [], self.gr.update(choices=[], value=None), *self.details([], None)
+        try:
+            standard = self.engine.standard(k, kind)
+            outcome = self.engine.score(_named(paths), standard, aggregation_from(*aggregation))
+        except UsageError as error:
+            return _failed(self.gr, str(error))
+        return self.page(outcome, "Scored", None)
 
-        def api_score(
-            images, levels, standard, readout, weighting, global_weight, lam, count_weight,
-            normalize, complement,
-        ) -> list[dict]:  # fmt: skip
-            """Score images; one record per file: its score, probabilities, regions and
-            ratings (as `llmiqa score --json`), or {"name", "error"}."""
-            if not images:
-                raise gr.Error("no images given")
-            try:
-                chosen_standard = engine.standard(levels, standard)
-                aggregation = aggregation_from(
-                    readout, weighting, global_weight, lam, count_weight, normalize, complement
-                )
-                outcome = engine.score(_named(images), chosen_standard, aggregation)
-            except UsageError as error:
-                raise gr.Error(str(error)) from None
-            return [
-                {**item.result.to_dict(), "name": item.name, "standard": str(chosen_standard)}
-                if item.result
-                else {"name": item.name, "error": item.error}
-                for item in outcome.items
-            ]
+    def standard(self, items, name, k, kind, *aggregation):
+        if not items:
+            return _failed(self.gr, "", keep=True)
+        try:
+            standard = self.engine.standard(k, kind)
+            files_named = [(item.name, item.path) for item in items]
+            outcome = self.engine.score(files_named, standard, aggregation_from(*aggregation))
+        except UsageError as error:
+            return _failed(self.gr, str(error), keep=True)
+        return self.page(outcome, f"K = {k}, {kind} standard", name)
 
-        hidden = gr.Button(visible=False)
-        hidden.click(api_score, [api_files, api_levels, api_kind, *api_aggregation], api_out,
-                     api_name="score", **common)  # fmt: skip
-    return app
+    def aggregation(self, items, name, *aggregation):
+        if not items:
+            return _failed(self.gr, "", keep=True)
+        try:
+            chosen = aggregation_from(*aggregation)
+        except UsageError as error:
+            return _failed(self.gr, str(error), keep=True)
+        rescored = [replace(i, result=i.result.rescored(chosen)) if i.result else i for i in items]
+        return self.page(Outcome(tuple(rescored), 0, 0), "aggregation", name)
+
+
+def _wire(gr, handlers: Handlers, state, controls: Controls, panel: Panel) -> None:
+    """Every event on one queue slot: the models run one at a time."""
+    common = dict(concurrency_limit=1, concurrency_id=CONCURRENCY, api_visibility="private")
+    outputs = [state, panel.status, panel.summary, panel.chosen, *panel.details]
+    standard = [controls.levels, controls.kind, *controls.aggregation]
+    controls.files.change(handlers.files, [controls.files, *standard], outputs, **common)
+    for control in (controls.levels, controls.kind):
+        control.change(handlers.standard, [state, panel.chosen, *standard], outputs, **common)
+    for control in controls.aggregation:
+        control.change(handlers.aggregation, [state, panel.chosen, *controls.aggregation],
+                       outputs, trigger_mode="always_last", **common)  # fmt: skip
+    panel.chosen.change(handlers.details, [state, panel.chosen], panel.details, **common)
+
+
+def _api(gr, engine: Engine) -> None:
+    """The HTTP API for data pipelines (/score): files in, one JSON record per file out."""
+    options, standard = engine.options, engine.base.standard
+    with gr.Column(visible=False):
+        inputs = [
+            gr.File(label="images", file_count="multiple"),
+            gr.Number(standard.levels, label="levels", precision=0),
+            gr.Textbox(standard.kind, label="kind"),
+            gr.Textbox(options["readout"], label="readout"),
+            gr.Textbox(options["weighting"], label="weighting"),
+            gr.Number(options["global_weight"], label="global_weight"),
+            gr.Number(options["lam"], label="lam"),
+            gr.Number(options["count_weight"], label="count_weight"),
+            gr.Checkbox(options["normalize"], label="normalize"),
+            gr.Checkbox(options["complement"], label="complement"),
+        ]
+        output = gr.JSON(label="results")
+
+    def score(
+        images, levels, kind, readout, weighting, global_weight, lam, count_weight, normalize,
+        complement,
+    ) -> list[dict]:  # fmt: skip
+        """Score images; one record per file: its score, probabilities, regions and
+        ratings (as `llmiqa score --json`), or {"name", "error"}."""
+        if not images:
+            raise gr.Error("no images given")
+        try:
+            chosen = engine.standard(levels, kind)
+            aggregation = aggregation_from(
+                readout, weighting, global_weight, lam, count_weight, normalize, complement
+            )
+            outcome = engine.score(_named(images), chosen, aggregation)
+        except UsageError as error:
+            raise gr.Error(str(error)) from None
+        return [
+            {**item.result.to_dict(), "name": item.name, "standard": str(chosen)}
+            if item.result
+            else {"name": item.name, "error": item.error}
+            for item in outcome.items
+        ]
+
+    hidden = gr.Button(visible=False)
+    hidden.click(score, inputs, output, api_name="score", concurrency_limit=1,
+                 concurrency_id=CONCURRENCY)  # fmt: skip
 
 
 def _named(paths: Sequence[Any]) -> list[tuple[str, str]]:

@@ -27,7 +27,7 @@ from llmiqa.regions import View
 from llmiqa.standards import Prompt
 
 if TYPE_CHECKING:
-    from llmiqa.raters.spec import RaterSpec
+    from llmiqa.checkpoints import Checkpoint
 
 __all__ = [
     "Backend",
@@ -37,6 +37,7 @@ __all__ = [
     "Rating",
     "RatingFailure",
     "RatingRequest",
+    "Spec",
     "answer_value",
     "digit_token_ids",
     "key_of",
@@ -156,6 +157,33 @@ class BackendOption:
     help: str
 
 
+class Spec(Protocol):
+    """What a backend may read of the spec it is given (raters.spec.RaterSpec): the model,
+    where it runs and its options, all resolved before any weights are loaded."""
+
+    model: str  # hub id or path; a server's name for its model
+    server: str | None  # an OpenAI-compatible server's URL, for the server backend
+    max_in_flight: int | None  # requests an engine or a server holds at once
+
+    @property
+    def checkpoint(self) -> Checkpoint: ...
+
+    @property
+    def torch_device(self): ...
+
+    @property
+    def torch_dtype(self): ...
+
+    @property
+    def batch(self) -> int: ...
+
+    @property
+    def backend_options(self) -> dict[str, object]: ...
+
+    @property
+    def identity(self) -> str: ...
+
+
 class Backend(Protocol):
     """A rater class, registered under `name`: the word --backend, RaterSpec.backend and
     the store identity use. All of it is known before any weights are loaded."""
@@ -168,15 +196,15 @@ class Backend(Protocol):
     # config.json model types that `--backend auto` gives to it (a native port)
     model_types: ClassVar[tuple[str, ...]]
 
-    def __init__(self, spec: RaterSpec) -> None: ...
+    def __init__(self, spec: Spec) -> None: ...
 
     @classmethod
-    def identify(cls, spec: RaterSpec) -> str:
+    def identify(cls, spec: Spec) -> str:
         """What names its ratings: checkpoint, dtype, options (a server: what it reports)."""
         ...
 
     @classmethod
-    def render_for(cls, spec: RaterSpec, prompt: Prompt) -> str | None:
+    def render_for(cls, spec: Spec, prompt: Prompt) -> str | None:
         """The text the model would read, without loading weights (None: a server applies
         its own template, unseen here)."""
         ...

@@ -7,14 +7,12 @@ from typing import TYPE_CHECKING, ClassVar
 from PIL import Image
 
 from llmiqa.errors import ModelLoadError, one_line
-from llmiqa.raters.base import BackendOption
+from llmiqa.raters.base import BackendOption, Spec
 from llmiqa.raters.local import LocalRater
 from llmiqa.standards import Prompt
 
 if TYPE_CHECKING:
     import torch
-
-    from llmiqa.raters.spec import RaterSpec
 
 # Bounds the visual tokens of models that take any resolution (Qwen-VL's own cap is 12.8 MP).
 MAX_PIXELS = BackendOption(
@@ -47,12 +45,12 @@ def shrink(image: Image.Image, max_pixels: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def _source(spec: RaterSpec) -> str:
+def _source(spec: Spec) -> str:
     checkpoint = spec.checkpoint
     return str(checkpoint.path) if checkpoint.path else checkpoint.source
 
 
-def load_processor(spec: RaterSpec):
+def load_processor(spec: Spec):
     """The checkpoint's AutoProcessor; it must bring a tokenizer and a chat template."""
     from transformers import AutoProcessor
 
@@ -96,7 +94,7 @@ class TransformersRater(LocalRater):
     # Qwen-VL's processor refuses sides under 28 px (and aspect ratios over 200).
     min_crop_side: ClassVar[int] = 28
 
-    def __init__(self, spec: RaterSpec) -> None:
+    def __init__(self, spec: Spec) -> None:
         from transformers import AutoModelForImageTextToText
 
         self.device, self.dtype = spec.torch_device, spec.torch_dtype
@@ -119,7 +117,7 @@ class TransformersRater(LocalRater):
         self.max_pixels = spec.backend_options["max_pixels"]
 
     @classmethod
-    def render_for(cls, spec: RaterSpec, prompt: Prompt) -> str:
+    def render_for(cls, spec: Spec, prompt: Prompt) -> str:
         """The text the model would read, from its processor alone (no weights loaded)."""
         return render_chat(load_processor(spec), prompt)
 

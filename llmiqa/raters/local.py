@@ -18,6 +18,7 @@ from llmiqa.raters.base import (
     Rating,
     RatingFailure,
     RatingRequest,
+    Spec,
     answer_value,
     digit_token_ids,
 )
@@ -25,8 +26,6 @@ from llmiqa.standards import Prompt
 
 if TYPE_CHECKING:
     import torch
-
-    from llmiqa.raters.spec import RaterSpec
 
 
 class LocalRater:
@@ -40,7 +39,7 @@ class LocalRater:
     batch_size: int
 
     @classmethod
-    def identify(cls, spec: RaterSpec) -> str:
+    def identify(cls, spec: Spec) -> str:
         """The checkpoint's content, the dtype, this backend and every option that changes
         its outputs."""
         parts = [spec.checkpoint.identity, str(spec.torch_dtype).removeprefix("torch.")]

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from llmiqa.raters.base import BackendOption
+from llmiqa.raters.base import BackendOption, Spec
 from llmiqa.raters.local import LocalRater
 from llmiqa.standards import IMAGE, Prompt
 
 if TYPE_CHECKING:
     import torch
-
-    from llmiqa.raters.spec import RaterSpec
 
 
 def owl3_messages(prompt: Prompt) -> list[dict]:
@@ -49,13 +47,13 @@ class MplugOwl3Rater(LocalRater):
     min_crop_side: ClassVar[int] = 1  # its processor resizes any crop to 384-px tiles
 
     @classmethod
-    def identify(cls, spec: RaterSpec) -> str:
+    def identify(cls, spec: Spec) -> str:
         from llmiqa.models.mplug_owl3 import check_supported
 
         check_supported(spec.checkpoint.config, spec.model)  # before any weights download
         return super().identify(spec)
 
-    def __init__(self, spec: RaterSpec) -> None:
+    def __init__(self, spec: Spec) -> None:
         from llmiqa.models.mplug_owl3 import CHECKPOINT_FILES, MplugOwl3Model, MplugOwl3Processor
 
         folder = spec.checkpoint.local_folder(CHECKPOINT_FILES)
@@ -67,7 +65,7 @@ class MplugOwl3Rater(LocalRater):
         self.cut = spec.backend_options["cut"]
 
     @classmethod
-    def render_for(cls, spec: RaterSpec, prompt: Prompt) -> str:
+    def render_for(cls, spec: Spec, prompt: Prompt) -> str:
         """The text the model would read, from its tokenizer alone (no weights loaded)."""
         from llmiqa.models.mplug_owl3 import MplugOwl3Processor
 

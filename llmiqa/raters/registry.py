@@ -1,6 +1,6 @@
 """Rater backends by name: the built-in ones, and any a plugin or a test registers.
 
-The name is the one word for a backend everywhere: `--backend NAME`, RaterSpec.backend
+The name is the one word for a backend everywhere: `--backend NAME`, Spec.backend
 and the `backend=NAME` part of a rating's identity in the store. A new backend is a class
 fulfilling base.Backend plus its registration (a line below, or `register(cls)`); its
 options become command-line flags. Backend modules import nothing heavy at import time,
@@ -9,8 +9,6 @@ so `llmiqa --help` lists them without loading torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from llmiqa.errors import ModelLoadError
 from llmiqa.raters.base import Backend, BackendOption
 from llmiqa.raters.hf import TransformersRater
@@ -18,11 +16,7 @@ from llmiqa.raters.mplug_owl3 import MplugOwl3Rater
 from llmiqa.raters.server import ServerRater
 from llmiqa.raters.vllm import VllmRater
 
-if TYPE_CHECKING:
-    from llmiqa.raters.spec import RaterSpec
-
 AUTO = "auto"
-FALLBACK = TransformersRater  # what `auto` runs a checkpoint with when no port claims it
 _BACKENDS: dict[str, type[Backend]] = {}
 
 
@@ -63,33 +57,13 @@ def takers(option: str) -> list[str]:
     return [name for name, backend in _BACKENDS.items() if option in backend.options]
 
 
-def choose(spec: RaterSpec) -> type[Backend]:
-    """The backend class of a spec; one line when none fits.
-
-    `auto`: a server's URL goes to `server`; a checkpoint goes to the backend whose
-    `model_types` claim its config's model_type (llmiqa's own port), else to transformers.
-    A checkpoint only a port can read (its model_type is claimed) is refused elsewhere.
-    """
-    name = spec.backend
-    if name != AUTO and name not in _BACKENDS:
+def get(name: str) -> type[Backend]:
+    """The backend registered under `name`; one line naming the others when none is."""
+    if name not in _BACKENDS:
         raise ModelLoadError(f"unknown backend {name!r}; choose one of {', '.join(names())}")
-    if spec.server:
-        if name not in (AUTO, ServerRater.name):
-            raise ModelLoadError(f"--server rates with the server backend, not {name}")
-        if spec.revision:
-            raise ModelLoadError("--revision names a checkpoint's; a server serves its own")
-        return ServerRater
-    if name == ServerRater.name:
-        raise ModelLoadError("the server backend needs --server URL")
-    model_type = spec.checkpoint.config.get("model_type")
-    if model_type is None:
-        raise ModelLoadError(f"{spec.model}: config.json has no model_type")
-    ports = [b for b in _BACKENDS.values() if model_type in b.model_types]
-    if name == AUTO:
-        return ports[0] if ports else FALLBACK
-    if ports and _BACKENDS[name] not in ports:
-        raise ModelLoadError(
-            f"{spec.model}: model_type {model_type} runs on backend {ports[0].name} "
-            f"(llmiqa's own port), not {name}"
-        )
     return _BACKENDS[name]
+
+
+def claiming(model_type: str) -> type[Backend] | None:
+    """The backend whose `model_types` claim checkpoints of this type (a native port)."""
+    return next((b for b in _BACKENDS.values() if model_type in b.model_types), None)

@@ -36,18 +36,22 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
 
 from llmiqa.errors import ModelLoadError
-from llmiqa.raters.base import BackendOption, Rating, RatingFailure, RatingRequest, answer_value
+from llmiqa.raters.base import (
+    BackendOption,
+    Rating,
+    RatingFailure,
+    RatingRequest,
+    Spec,
+    answer_value,
+)
 from llmiqa.raters.http import Endpoint, HttpError, JsonClient
 from llmiqa.standards import IMAGE, Prompt, Standard
-
-if TYPE_CHECKING:
-    from llmiqa.raters.spec import RaterSpec
 
 KEY_VARIABLES = ("LLMIQA_API_KEY", "OPENAI_API_KEY")
 TOP_N = 20  # OpenAI's and vLLM's default maximum of top_logprobs
@@ -205,15 +209,15 @@ class ServerRater:
     min_crop_side: ClassVar[int] = 28  # unknown model behind the name: Qwen-VL's minimum
 
     @classmethod
-    def identify(cls, spec: RaterSpec) -> str:
+    def identify(cls, spec: Spec) -> str:
         """The identity of what the server serves under this name (contacts the server)."""
         return identified(spec.server, spec.model).identity
 
     @classmethod
-    def render_for(cls, spec: RaterSpec, prompt: Prompt) -> None:
+    def render_for(cls, spec: Spec, prompt: Prompt) -> None:
         return None  # the server applies its own chat template to the turns
 
-    def __init__(self, spec: RaterSpec) -> None:
+    def __init__(self, spec: Spec) -> None:
         self.server = identified(spec.server, spec.model)
         self.identity = spec.identity
         self.max_in_flight = spec.max_in_flight or DEFAULT_IN_FLIGHT

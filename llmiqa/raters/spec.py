@@ -15,6 +15,9 @@ from llmiqa.checkpoints import Checkpoint, resolve, split_revision
 from llmiqa.errors import ModelLoadError
 from llmiqa.raters import registry
 from llmiqa.raters.base import Backend, Rater
+from llmiqa.raters.hf import TransformersRater
+from llmiqa.raters.local import LocalRater
+from llmiqa.raters.server import ServerRater
 from llmiqa.runtime import Runtime
 from llmiqa.standards import Prompt
 
@@ -46,8 +49,35 @@ class RaterSpec:
 
     @cached_property
     def runs_on(self) -> type[Backend]:
-        """The backend class: named, or chosen from the checkpoint (see registry.choose)."""
-        return registry.choose(self)
+        """The backend class; one line when none fits.
+
+        `auto`: a server's URL goes to `server`; a checkpoint to the backend whose
+        `model_types` claim its config's model_type (llmiqa's own port), else to
+        transformers. A checkpoint only a port can read is refused elsewhere.
+        """
+        named = None if self.backend == registry.AUTO else registry.get(self.backend)
+        if self.server:
+            if named not in (None, ServerRater):
+                raise ModelLoadError(f"--server rates with the server backend, not {named.name}")
+            if self.revision:
+                raise ModelLoadError("--revision names a checkpoint's; a server serves its own")
+            return ServerRater
+        if named is ServerRater:
+            raise ModelLoadError("the server backend needs --server URL")
+        if named is not None and not issubclass(named, LocalRater):
+            return named  # it reads no checkpoint here
+        model_type = self.checkpoint.config.get("model_type")
+        if model_type is None:
+            raise ModelLoadError(f"{self.model}: config.json has no model_type")
+        port = registry.claiming(model_type)
+        if named is None:
+            return port or TransformersRater
+        if port is not None and named is not port:
+            raise ModelLoadError(
+                f"{self.model}: model_type {model_type} runs on backend {port.name} (llmiqa's "
+                f"own port), not {named.name}"
+            )
+        return named
 
     @cached_property
     def checkpoint(self) -> Checkpoint:

@@ -25,17 +25,21 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from llmiqa.errors import ModelLoadError, one_line
-from llmiqa.raters.base import BackendOption, Rating, RatingFailure, RatingRequest, answer_value
+from llmiqa.raters.base import (
+    BackendOption,
+    Rating,
+    RatingFailure,
+    RatingRequest,
+    Spec,
+    answer_value,
+)
 from llmiqa.raters.hf import MAX_PIXELS, TransformersRater, load_processor, shrink
 from llmiqa.raters.local import LocalRater
-
-if TYPE_CHECKING:
-    from llmiqa.raters.spec import RaterSpec
 
 # Requests handed to the engine at once when the spec names no window: enough to keep a
 # GPU's continuous batching full, few enough that decoded images stay bounded in memory.
@@ -88,7 +92,7 @@ class VllmRater(LocalRater):
     _render = TransformersRater._render
     render_for = TransformersRater.render_for
 
-    def __init__(self, spec: RaterSpec) -> None:
+    def __init__(self, spec: Spec) -> None:
         checkpoint = spec.checkpoint
         source = str(checkpoint.path) if checkpoint.path else checkpoint.source
         self.model_name, self.identity = spec.model, spec.identity
@@ -183,7 +187,7 @@ class VllmRater(LocalRater):
         )
 
 
-def load_engine(spec: RaterSpec, source: str, revision: str | None, max_in_flight: int):
+def load_engine(spec: Spec, source: str, revision: str | None, max_in_flight: int):
     """vLLM's LLM for this spec, or one line saying why not (vLLM missing, wrong device)."""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines drown ours
     try:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,10 +29,8 @@ from PIL import Image
 from llmiqa.errors import ModelLoadError, one_line
 from llmiqa.regions import Box
 from llmiqa.segmenters import amg
+from llmiqa.segmenters.masks import MaskSettings
 from llmiqa.segmenters.original import load_original
-
-if TYPE_CHECKING:
-    from llmiqa.segmenters.spec import SegmenterSpec
 
 # SAM2's input normalisation (sam2.utils.transforms.SAM2Transforms): ImageNet statistics.
 PIXEL_MEAN = (0.485, 0.456, 0.406)
@@ -75,13 +72,12 @@ class Candidates:
 
 
 class Segmenter:
-    """A SAM2 checkpoint as an automatic mask generator (see SegmenterSpec for sources)."""
+    """A loaded Sam2Model as an automatic mask generator (segmenters.spec loads one)."""
 
-    def __init__(self, spec: SegmenterSpec) -> None:
-        self.device, self.dtype = spec.torch_device, spec.torch_dtype
-        self.settings = spec.settings
-        self.model = _load(spec).to(self.device).eval()
-        self.identity = spec.identity
+    def __init__(self, model, settings: MaskSettings, device: torch.device) -> None:
+        self.model = model.to(device).eval()
+        self.settings, self.device = settings, device
+        self.dtype = next(model.parameters()).dtype
 
     @torch.inference_mode()
     def generate(self, image: Image.Image) -> list[GeneratedMask]:
@@ -188,16 +184,16 @@ class Segmenter:
         return output.pred_masks[0].flatten(0, 1).float(), output.iou_scores[0].flatten().float()
 
 
-def _load(spec: SegmenterSpec):
-    """The Sam2Model of any supported source, in the spec's dtype."""
-    kind, what, _ = spec.source
+def load_model(kind: str, what, dtype: torch.dtype, name: str):
+    """The Sam2Model of a resolved source (segmenters.spec): an original .pt file, or a
+    transformers checkpoint; in `dtype`."""
     if kind == "pt":
-        model, _ = load_original(what, spec.torch_dtype)
+        model, _ = load_original(what, dtype)
         return model
     from transformers import Sam2Model
 
     source = str(what.path) if what.path else what.source
     try:
-        return Sam2Model.from_pretrained(source, revision=what.commit, dtype=spec.torch_dtype)
+        return Sam2Model.from_pretrained(source, revision=what.commit, dtype=dtype)
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ModelLoadError(f"{spec.model}: cannot load as SAM2 ({one_line(error)})") from None
+        raise ModelLoadError(f"{name}: cannot load as SAM2 ({one_line(error)})") from None

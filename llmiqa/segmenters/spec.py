@@ -100,9 +100,10 @@ class SegmenterSpec:
         return segmenter_identity(self.source[2], self.torch_dtype, self.settings)
 
     def load(self):
-        from llmiqa.segmenters.generator import Segmenter
+        from llmiqa.segmenters.generator import Segmenter, load_model
 
-        return Segmenter(self)
+        model = load_model(*self.source[:2], self.torch_dtype, self.model)
+        return Segmenter(model, self.settings, self.torch_device)
 
 
 def sam2_checkpoint_identity(source: str, revision: str | None = None) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from llmiqa.errors import ModelLoadError
 from llmiqa.segmenters import spec as segmenter_spec
@@ -208,16 +209,15 @@ def test_a_hub_repo_without_transformers_files_loads_through_its_pt(monkeypatch,
         monkeypatch, tmp_path, {"weights/tiny.pt": TINY, "weights/tiny.yaml": GOLDEN / "tiny.yaml"}
     )
     monkeypatch.setattr(segmenter_spec, "HUB_FILES", {"owner/tiny-sam2": "weights/tiny.pt"})
-    segmenter = SegmenterSpec("owner/tiny-sam2", MaskSettings(points_per_side=1)).load()
+    spec = SegmenterSpec("owner/tiny-sam2", MaskSettings(points_per_side=1))
+    assert spec.load().masks(Image.new("RGB", (32, 24), (200, 40, 90))) is not None
     assert [name for _, name, _ in asked] == ["config.json", "weights/tiny.pt", "weights/tiny.yaml"]
-    assert segmenter.identity.startswith("owner/tiny-sam2/weights/tiny.pt@c0ffee")
-    explicit = SegmenterSpec(
-        "owner/tiny-sam2/weights/tiny.pt", MaskSettings(points_per_side=1)
-    ).load()
-    assert explicit.identity.split("|")[0] == segmenter.identity.split("|")[0]
+    assert spec.identity.startswith("owner/tiny-sam2/weights/tiny.pt@c0ffee")
+    explicit = SegmenterSpec("owner/tiny-sam2/weights/tiny.pt", MaskSettings(points_per_side=1))
+    assert explicit.identity.split("|")[0] == spec.identity.split("|")[0]
     # what the pipeline names stored masks with, before loading anything
-    assert sam2_checkpoint_identity("owner/tiny-sam2") == segmenter.identity.split("|")[0]
-    local = SegmenterSpec(str(TINY), MaskSettings(points_per_side=1)).load()
+    assert sam2_checkpoint_identity("owner/tiny-sam2") == spec.identity.split("|")[0]
+    local = SegmenterSpec(str(TINY), MaskSettings(points_per_side=1))
     assert sam2_checkpoint_identity(str(TINY)) == local.identity.split("|")[0]
 
 

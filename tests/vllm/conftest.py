@@ -58,7 +58,8 @@ def make_request(case: dict) -> RatingRequest:
         w, h = image.size
         image = image.crop((int(left * w), int(top * h), int(right * w), int(bottom * h)))
     standard = Standard(*case["standard"])
-    return RatingRequest(case["key"], image, standard.prompt(case["view"]), standard.levels)
+    prompt = standard.prompt(case["view"])
+    return RatingRequest.of(image, prompt, standard.levels, model=case["key"])  # a unique key
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -86,7 +87,7 @@ def requests(rating_cases) -> list[RatingRequest]:
 @pytest.fixture(scope="session")
 def reference(checkpoint, requests) -> dict:
     """The transformers rater's ratings: what every other backend must agree with."""
-    from llmiqa.raters import RaterSpec
+    from llmiqa.raters.spec import RaterSpec
 
     ratings = dict(RaterSpec(str(checkpoint)).load().rate(requests))
     assert len(ratings) == len(requests)

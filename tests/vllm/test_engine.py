@@ -8,7 +8,8 @@ from PIL import Image
 
 pytest.importorskip("vllm")
 
-from llmiqa.raters import RaterSpec, RatingFailure, RatingRequest
+from llmiqa.raters.base import RatingFailure, RatingRequest
+from llmiqa.raters.spec import RaterSpec
 from llmiqa.raters.vllm import VllmRater
 from llmiqa.standards import Standard
 
@@ -17,7 +18,7 @@ TOLERANCE = 1e-4  # see tests/vllm/conftest.py
 
 @pytest.fixture(scope="module")
 def spec(checkpoint) -> RaterSpec:
-    return RaterSpec(str(checkpoint), engine="vllm", max_in_flight=64)
+    return RaterSpec(str(checkpoint), backend="vllm", max_in_flight=64)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +41,10 @@ def test_the_engine_agrees_with_transformers_on_real_images_and_crops(rater, req
     assert max(worst.values()) < TOLERANCE, worst
 
 
-def test_the_identity_names_the_engine(spec, checkpoint):
+def test_the_identity_names_the_backend(spec, checkpoint):
     plain = RaterSpec(str(checkpoint))
-    assert spec.backend is VllmRater
-    assert spec.identity == plain.identity.replace("|max_pixels", "|engine=vllm|max_pixels")
+    assert spec.runs_on is VllmRater
+    assert spec.identity == plain.identity.replace("backend=transformers", "backend=vllm")
 
 
 def test_requests_go_in_through_a_bounded_window_and_come_out_as_they_finish(rater, requests):
@@ -79,7 +80,7 @@ def test_a_caller_that_stops_early_leaves_nothing_running(rater, requests):
 
 def test_a_request_the_processor_refuses_fails_alone(rater, requests):
     sliver = Image.new("RGB", (300, 1))  # Qwen-VL refuses aspect ratios over 200
-    bad = RatingRequest("sliver", sliver, Standard().prompt(), 7)
+    bad = RatingRequest.of(sliver, Standard().prompt(), 7)
     outcomes = dict(rater.rate([requests[0], bad, requests[1]]))
     assert isinstance(outcomes[1], RatingFailure) and "\n" not in outcomes[1].error
     assert not outcomes[0].incomplete and not outcomes[2].incomplete

@@ -15,8 +15,9 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from llmiqa.raters import ModelLoadError, RaterSpec
 from llmiqa.raters import server as server_module
+from llmiqa.raters.base import ModelLoadError
+from llmiqa.raters.spec import RaterSpec
 
 TOLERANCE = 1e-4  # see tests/vllm/conftest.py
 SERVED_NAME = "tiny-qwen"
@@ -27,18 +28,19 @@ CLIENT = """
 import importlib.util, json, sqlite3, sys
 spec = importlib.util.spec_from_file_location("cases", sys.argv[1])
 cases = importlib.util.module_from_spec(spec); spec.loader.exec_module(cases)
-from llmiqa.raters import RaterSpec
+from llmiqa.raters.spec import RaterSpec
 store = sqlite3.connect(sys.argv[3])
 store.execute("CREATE TABLE IF NOT EXISTS ratings (key TEXT PRIMARY KEY, value TEXT)")
 done = {row[0] for row in store.execute("SELECT key FROM ratings")}
-requests = [cases.make_request(c) for c in json.loads(sys.argv[4]) if c["key"] not in done]
+todo = [c for c in json.loads(sys.argv[4]) if c["key"] not in done]
+requests = [cases.make_request(c) for c in todo]
 print("sending", len(requests), flush=True)
 rater = RaterSpec("tiny-qwen", server=sys.argv[2], max_in_flight=1).load()
 for index, rating in rater.rate(requests):
     value = json.dumps([rating.logprobs.tolist(), rating.other_logprob, rating.other_value])
-    store.execute("INSERT INTO ratings VALUES (?, ?)", (requests[index].key, value))
+    store.execute("INSERT INTO ratings VALUES (?, ?)", (todo[index]["key"], value))
     store.commit()
-    print("committed", requests[index].key, flush=True)
+    print("committed", todo[index]["key"], flush=True)
 """
 
 
@@ -77,7 +79,7 @@ def test_the_server_agrees_with_transformers_on_real_images_and_crops(
 
 
 def test_a_client_killed_with_sigkill_loses_nothing_committed(
-    vllm_server, rating_cases, reference, tmp_path
+    vllm_server, rating_cases, requests, reference, tmp_path
 ):
     store = tmp_path / "store.sqlite"
     conftest = str(Path(__file__).with_name("conftest.py"))
@@ -101,9 +103,10 @@ def test_a_client_killed_with_sigkill_loses_nothing_committed(
     with sqlite3.connect(store) as db:
         rows = dict(db.execute("SELECT key, value FROM ratings"))
     assert sorted(rows) == sorted(case["key"] for case in rating_cases)
+    request_of = {case["key"]: r.key for case, r in zip(rating_cases, requests, strict=True)}
     for key, value in rows.items():
         logprobs, other, _ = json.loads(value)
-        expected = reference[key]
+        expected = reference[request_of[key]]
         assert np.abs(np.asarray(logprobs) - expected.logprobs).max() < TOLERANCE
         assert abs(other - expected.other_logprob) < TOLERANCE
 

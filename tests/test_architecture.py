@@ -1,0 +1,122 @@
+"""The shape of the code, checked: imports flow one way (no module imports, even inside a
+function or for type hints only, a module that imports it back), and the README's code map
+names every module there is."""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "llmiqa"
+
+
+def module_name(file: Path) -> str:
+    parts = list(file.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(f): f for f in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(name: str, file: Path, known: set[str]) -> set[str]:
+    """Every llmiqa module `file` imports anywhere in it (top level, functions, type-checking
+    blocks), and the packages that importing a submodule runs. `llmiqa/__init__`'s lazy
+    exports (importlib on attribute access) import nothing when it is imported."""
+    found = set()
+    package = name if file.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(file.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            while target.startswith("llmiqa"):  # the module and every package above it
+                found.add(target)
+                target = target.rpartition(".")[0]
+    found.discard(name)
+    return {m for m in found if not name.startswith(m + ".")}  # its own packages: not imports
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in graph[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while (top := stack.pop()) != node:
+                component.append(top)
+            if component:
+                found.append([node, *component])
+
+    for node in list(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    edges: dict[str, set[str]] = defaultdict(set)
+    for name, file in found.items():
+        edges[name] |= imports(name, file, set(found))
+    return edges
+
+
+def test_no_module_imports_a_module_that_imports_it_back():
+    assert cycles(graph()) == []
+
+
+def test_the_check_sees_a_cycle_when_there_is_one():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "c", "b"]]
+    assert "llmiqa.raters.base" in graph()["llmiqa.raters.spec"]  # function-level included
+
+
+def code_map() -> list[str]:
+    """The modules the README's code map names, in its order."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Code map") :]
+    section = section[: section.index("\n## ", 4)] if "\n## " in section[4:] else section
+    return re.findall(r"`(llmiqa/[\w/]+\.py)`", section)
+
+
+def test_the_readme_code_map_names_every_module():
+    named = set(code_map())
+    files = {str(f.relative_to(ROOT)) for f in PACKAGE.rglob("*.py")}
+    assert files - named == set(), "modules missing from the README's code map"
+    assert named - files == set(), "the README's code map names modules that do not exist"
+
+
+def test_the_code_map_is_in_import_order():
+    """Each module imports only modules the map lists before it: it reads top down."""
+    order = {module_name(ROOT / path): n for n, path in enumerate(code_map())}
+    late = [
+        f"{module} imports {other}"
+        for module, others in graph().items()
+        for other in others
+        if order[other] > order[module]
+    ]
+    assert late == []
