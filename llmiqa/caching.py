@@ -40,7 +40,7 @@ class Usage:
 
     rated: int = 0  # sub-images rated by a model
     from_store: int = 0  # sub-images whose rating the store held from before
-    refused: int = 0  # stored ratings refused as invalid (and rated again)
+    refused: int = 0  # stored rows refused as invalid or damaged (and computed again)
     segmented: int = 0  # images segmented by SAM2
     masks_from_store: int = 0  # images whose masks the store held from before
     failed: int = 0  # images that could not be scored
@@ -191,7 +191,10 @@ class CachingSegmenter:
         earlier in this process is raised again)."""
         if image.digest in self.failures:
             raise RuntimeError(self.failures[image.digest])
-        masks = self.store.masks(image.digest, self.identity)
+        masks, refused = self.store.masks(image.digest, self.identity)
+        if refused:
+            self.usage.refused += 1
+            self.usage.note(refused)
         if masks is not None:
             if self.models or image.digest not in self.fresh:
                 self.usage.masks_from_store += 1

@@ -4,8 +4,11 @@ One resolver for every model the tool loads. What identifies a checkpoint:
 - a hub id: the repository and the commit the revision resolved to (hub commits are
   immutable, so the same commit is the same files);
 - a local folder or file: the content of its files. Weights are hashed once and the hash
-  is cached by path, size and modification time (`hash_cache_path`), so a 15 GB model
-  is read once, and a folder whose weights are rewritten in place gets a new identity.
+  is cached (`hash_cache_path`) by path, size, modification time, inode and inode change
+  time, so a 15 GB model is read once, and a file rewritten in place gets a new identity
+  even when its size and mtime are restored (`cp -p`, `rsync -t`, `tar x` set the mtime
+  back, nothing sets the ctime back). Each cache entry carries a checksum: a damaged entry
+  is hashed again, never trusted.
 """
 
 from __future__ import annotations
@@ -218,20 +221,34 @@ def content_hash(path: Path) -> str:
     for file in files:
         stat = file.stat()
         key = str(file.resolve())
-        stamp = [stat.st_size, stat.st_mtime_ns]
+        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
         entry = cache.get(key)
-        if entry is None or entry[:2] != stamp:
+        if not _valid(key, entry) or entry[:4] != stamp:
             entry = [*stamp, file_hash(file)]
             # A file modified within the file system's timestamp granularity may change
             # again without its mtime moving (git's "racy" case): hash it again next time.
             if time.time_ns() - stat.st_mtime_ns > _RACY_NS:
-                cache[key] = entry
+                cache[key] = [*entry, _entry_check(key, entry)]
                 changed = True
         digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}:".encode())
-        digest.update(entry[2].encode())
+        digest.update(entry[4].encode())
     if changed:
         _write_cache(cache)
     return digest.hexdigest()
+
+
+def _entry_check(key: str, entry: list) -> str:
+    return hashlib.blake2b(json.dumps([key, *entry]).encode(), digest_size=8).hexdigest()
+
+
+def _valid(key: str, entry: object) -> bool:
+    """A cache entry of this format whose checksum holds (else: hash the file again)."""
+    return (
+        isinstance(entry, list)
+        and len(entry) == 6
+        and isinstance(entry[4], str)
+        and entry[5] == _entry_check(key, entry[:5])
+    )
 
 
 def _identity_files(folder: Path) -> list[Path]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -194,7 +195,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config = RunConfig.create(
         dataset_options(args), knobs.from_arguments(args), args.preset, args.limit, args.store
     )
-    summary = evaluate_run(config, out, args.shard, args.bootstrap, ray=ray_options(args))
+    summary = evaluate_run(
+        config, out, args.shard, args.bootstrap, ray=ray_options(args), overwrite=args.overwrite
+    )
     if summary is None:
         print(f"shard {args.shard[0]}/{args.shard[1]} stored; run without --shard to collect")
         return 0
@@ -295,6 +298,11 @@ def parser() -> argparse.ArgumentParser:
         "per GPU of this machine, without Ray)",
     )
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="resamples for the CIs")
+    evaluate.add_argument(
+        "--overwrite", action="store_true",
+        help="replace a finished run of --out that has other options (its ratings stay in the "
+        "store); without it, such a run folder is refused",
+    )  # fmt: skip
     knobs.add_store(evaluate, "SQLite store (default: OUT/store.sqlite)")
     add_ray_options(evaluate)
     knobs.add_arguments(evaluate)
@@ -344,9 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     from llmiqa.images import ImageError
 
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # finished: a late Ctrl-C changes nothing
+        return code
     except KeyboardInterrupt:
-        print("llmiqa: interrupted; everything rated so far is in the store", file=sys.stderr)
+        print(
+            "llmiqa: interrupted; everything rated so far is in the store, and a run folder "
+            "still holds its previous outputs",
+            file=sys.stderr,
+        )
         from llmiqa.background import working
 
         if working():  # a normal exit could abort inside torch (see llmiqa.background)

@@ -485,15 +485,11 @@ class Report:
     sections: list[Section]
 
     def write(self, out: Path, write: Callable[[Path, str | bytes], None]) -> None:
-        """report.md with its PNGs under figures/, and the same content as one report.html;
-        `write` puts each file in place (atomically, for runs)."""
-        figures = out / "figures"
-        figures.mkdir(parents=True, exist_ok=True)
+        """report.md with its PNGs under figures/, and the same content as one report.html,
+        into a new folder; `write(path, data)` creates each file (a run's publication)."""
         pngs = [b for _, blocks in self.sections for b in blocks if isinstance(b, Png)]
         for png in pngs:
-            write(figures / png.name, png.data)
-        for stale in set(figures.glob("*.png")) - {figures / png.name for png in pngs}:
-            stale.unlink()  # a rerun may draw fewer examples
+            write(out / "figures" / png.name, png.data)
         write(out / "report.md", render_markdown(self.title, self.sections))
         write(out / "report.html", render_html(self.title, self.sections))
 

@@ -2,15 +2,20 @@
 
 Every rating is committed as it arrives, so a run killed at any moment keeps what it
 computed and a rerun computes only what is missing. WAL mode lets several processes (one
-per GPU) share one store file safely. What is read back is validated: a row that is not
-a rating (NaN, a log-probability above 0, digits whose probabilities sum above 1, the
-wrong K) counts as missing, is rated again and is reported. Every problem with the file
-itself (damaged, read-only, a folder, a disk that fills up) is one StoreError line.
+per GPU) share one store file safely. What is read back is validated twice: each row
+carries a checksum over its key and every value, written in the same statement, so a
+changed byte anywhere in it (a plausible log-probability included) is caught; and a row
+that is not a rating (NaN, a log-probability above 0, digits whose probabilities sum
+above 1, the wrong K) is refused too. A refused row counts as missing: it is computed
+again and reported. Every problem with the file itself (damaged, read-only, a folder, a
+disk that fills up) is one StoreError line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import sqlite3
 import time
 import zlib
@@ -23,7 +28,8 @@ import numpy as np
 from llmiqa.errors import UsageError, one_line
 from llmiqa.raters.base import Rating, RatingRequest, key_of
 
-SCHEMA = 2  # 1: llmiqa 0.1, ratings held only the K-restricted probabilities
+# 1: llmiqa 0.1, ratings held only the K-restricted probabilities; 2: no checksums
+SCHEMA = 3
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ratings (
@@ -36,7 +42,8 @@ CREATE TABLE IF NOT EXISTS ratings (
     logprobs BLOB NOT NULL,
     other_logprob REAL,
     other_value INTEGER,
-    incomplete INTEGER NOT NULL
+    incomplete INTEGER NOT NULL,
+    checksum BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS segmentations (
     key TEXT PRIMARY KEY,
@@ -45,9 +52,13 @@ CREATE TABLE IF NOT EXISTS segmentations (
     height INTEGER NOT NULL,
     width INTEGER NOT NULL,
     count INTEGER NOT NULL,
-    masks BLOB NOT NULL
+    masks BLOB NOT NULL,
+    checksum BLOB NOT NULL
 );
 """
+_RATING_COLUMNS = ("key", "model", "prompt", "image", "geometry", "levels", "logprobs",
+                   "other_logprob", "other_value", "incomplete")  # fmt: skip
+_MASK_COLUMNS = ("key", "image", "segmenter", "height", "width", "count", "masks")
 _CHUNK = 500  # keys per SELECT ... IN (...), below SQLite's variable limit
 _TOLERANCE = 1e-6  # on log-probabilities: float rounding, never a real excess
 
@@ -58,6 +69,20 @@ class StoreError(UsageError):
 
 def segmentation_key(image: str, segmenter: str) -> str:
     return key_of(image, segmenter)
+
+
+def checksum(row: Sequence) -> bytes:
+    """8 bytes of blake2b over every value of a row (its checksum column aside): text and
+    numbers by their exact representation, blobs as they are."""
+    digest = hashlib.blake2b(digest_size=8)
+    for value in row:
+        if isinstance(value, bytes):
+            digest.update(b"b%d:" % len(value) + value)
+        elif isinstance(value, float):
+            digest.update(b"f" + value.hex().encode())
+        else:
+            digest.update(f"{type(value).__name__}:{value}".encode() + b"\x1f")
+    return digest.digest()
 
 
 def pack_masks(masks: Sequence[np.ndarray]) -> bytes:
@@ -139,18 +164,45 @@ class Store:
                 "log-probabilities every readout now needs) and cannot be migrated; move it "
                 "away or pass another --store"
             )
-        if "meta" in tables:
-            row = self.db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
-            if row is None or row[0] != str(SCHEMA):
-                raise StoreError(
-                    f"{self.path}: store schema {row[0] if row else '?'} is not {SCHEMA} "
-                    "(written by another llmiqa version); pass another --store"
-                )
+        if "meta" not in tables:
+            with self._transaction():
+                for statement in _SCHEMA_SQL.split(";"):
+                    self.db.execute(statement)
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
             return
+        row = self.db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+        found = row[0] if row else "?"
+        if found == "2":
+            self._add_checksums()
+        elif found != str(SCHEMA):
+            raise StoreError(
+                f"{self.path}: store schema {found} is not {SCHEMA} (written by another "
+                "llmiqa version); pass another --store"
+            )
+
+    def _add_checksums(self) -> None:
+        """Schema 2 -> 3: every row gets its checksum (its earlier damage, if any, stays
+        undetectable; plausibility checks still apply). One transaction: all or nothing."""
         with self._transaction():
-            for statement in _SCHEMA_SQL.split(";"):
-                self.db.execute(statement)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
+            row = self.db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+            if row[0] != "2":  # another process migrated it meanwhile
+                return
+            for table, columns in (("ratings", _RATING_COLUMNS), ("segmentations", _MASK_COLUMNS)):
+                self.db.execute(
+                    f"ALTER TABLE {table} ADD COLUMN checksum BLOB NOT NULL DEFAULT x''"
+                )
+                rows = self.db.execute(f"SELECT rowid, {', '.join(columns)} FROM {table}")
+                for rowid, *values in rows.fetchall():
+                    self.db.execute(
+                        f"UPDATE {table} SET checksum = ? WHERE rowid = ?",
+                        (checksum(values), rowid),
+                    )
+            self.db.execute("UPDATE meta SET value = ? WHERE name = 'schema'", (str(SCHEMA),))
+        counts = self.counts()
+        self.notes.append(
+            f"{self.path}: upgraded to store schema {SCHEMA}: checksums given to its "
+            f"{counts['ratings']} ratings and {counts['segmentations']} segmentations"
+        )
 
     def check_writable(self) -> None:
         """Fail now, before any work, if ratings could not be committed later."""
@@ -173,19 +225,22 @@ class Store:
             chunk = digests[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
             query = (
-                "SELECT key, levels, logprobs, other_logprob, other_value, incomplete "
-                f"FROM ratings WHERE key IN ({marks})"
+                f"SELECT {', '.join(_RATING_COLUMNS)}, checksum FROM ratings WHERE key IN ({marks})"
             )
             with self._errors("read"):
                 rows = self.db.execute(query, chunk).fetchall()
-            for digest, levels, blob, other, value, incomplete in rows:
-                wanted = levels_of[digest]
-                rating = _rating(blob, other, value, incomplete)
-                problem = (
-                    rating_problem(rating, wanted)
-                    if levels == wanted
-                    else (f"K = {levels} for a K = {wanted} prompt")
-                )
+            for *values, check in rows:
+                digest, levels = values[0], values[5]
+                problem = None
+                if digest not in levels_of:  # the key itself was changed (its index was not)
+                    problem = "its key does not match its index (the row is damaged)"
+                elif checksum(values) != check:
+                    problem = "checksum mismatch: the row changed after it was written"
+                elif levels != levels_of[digest]:
+                    problem = f"K = {levels} for a K = {levels_of[digest]} prompt"
+                else:
+                    rating = _rating(*values[6:])
+                    problem = rating_problem(rating, levels)
                 if problem:
                     refused.append(f"{self.path}: stored rating {digest} refused ({problem})")
                     continue
@@ -208,23 +263,32 @@ class Store:
             int(rating.incomplete),
         )
         with self._transaction():
-            self.db.execute("INSERT OR REPLACE INTO ratings VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+            self.db.execute(
+                "INSERT OR REPLACE INTO ratings VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (*row, checksum(row)),
+            )
 
     # ---- masks --------------------------------------------------------------------------
 
-    def masks(self, image: str, segmenter: str) -> list[np.ndarray] | None:
+    def masks(self, image: str, segmenter: str) -> tuple[list[np.ndarray] | None, str | None]:
+        """The stored masks of an image, or None; and why a stored row was refused, if it
+        was (it is then computed again)."""
         with self._errors("read"):
             row = self.db.execute(
-                "SELECT height, width, count, masks FROM segmentations WHERE key = ?",
+                f"SELECT {', '.join(_MASK_COLUMNS)}, checksum FROM segmentations WHERE key = ?",
                 (segmentation_key(image, segmenter),),
             ).fetchone()
         if row is None:
-            return None
-        height, width, count, blob = row
+            return None, None
+        *values, check = row
+        refused = f"{self.path}: stored masks of image {image} refused"
+        if checksum(values) != check:
+            return None, f"{refused} (checksum mismatch: the row changed after it was written)"
+        _, _, _, height, width, count, blob = values
         try:
-            return unpack_masks(blob, count, height, width)
-        except (zlib.error, ValueError):
-            return None  # a damaged row is recomputed
+            return unpack_masks(blob, count, height, width), None
+        except (zlib.error, ValueError) as error:
+            return None, f"{refused} ({one_line(error)})"
 
     def segmented(self, images: Iterable[str], segmenter: str) -> set[str]:
         """Which of these image digests have stored masks (nothing unpacked: a cheap check)."""
@@ -240,18 +304,12 @@ class Store:
     def put_masks(
         self, image: str, segmenter: str, shape: tuple[int, int], masks: Sequence[np.ndarray]
     ) -> None:
+        key = segmentation_key(image, segmenter)
+        row = (key, image, segmenter, shape[0], shape[1], len(masks), pack_masks(masks))
         with self._transaction():
             self.db.execute(
-                "INSERT OR REPLACE INTO segmentations VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    segmentation_key(image, segmenter),
-                    image,
-                    segmenter,
-                    shape[0],
-                    shape[1],
-                    len(masks),
-                    pack_masks(masks),
-                ),
+                "INSERT OR REPLACE INTO segmentations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*row, checksum(row)),
             )
 
     def counts(self) -> dict[str, int]:
@@ -279,12 +337,34 @@ class Store:
         try:
             yield
         except sqlite3.DatabaseError as error:
-            raise StoreError(f"{self.path}: cannot {doing} the store ({_advice(error)})") from None
+            read_only = _read_only(Path(self.path)) if self.path != ":memory:" else None
+            advice = (
+                f"{read_only}: make it writable or pass another --store"
+                if read_only
+                else _advice(error)
+            )
+            raise StoreError(f"{self.path}: cannot {doing} the store ({advice})") from None
 
 
 def _rating(blob: bytes, other: float | None, value: int | None, incomplete: int) -> Rating:
     logprobs = np.frombuffer(blob, dtype="<f8").copy() if len(blob) % 8 == 0 else np.array([])
     return Rating(logprobs, math.nan if other is None else other, value, bool(incomplete))
+
+
+def _read_only(file: Path) -> str | None:
+    """Why SQLite cannot write the store, if the file system says: a read-only mount, a
+    read-only file, or a folder where it cannot create the -wal and -shm files beside it."""
+    folder = file.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "it is on a read-only file system"
+    except OSError:
+        return None
+    if file.exists() and not os.access(file, os.W_OK):
+        return "the file is read-only"
+    if not os.access(folder, os.W_OK):
+        return f"its folder {folder} is read-only (SQLite writes -wal and -shm files there)"
+    return None
 
 
 def _advice(error: sqlite3.DatabaseError) -> str:

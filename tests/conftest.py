@@ -131,3 +131,26 @@ def rate():
         return [outcomes[i] for i in range(len(images))]
 
     return run
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """tmpfs(size) -> a folder on a fresh tmpfs of that size (e.g. "2m"): a disk that fills
+    up, or is remounted read-only, for real. Needs root, as the machines tests run on."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"tmpfs{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (root needed): {done.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

@@ -91,7 +91,7 @@ def test_refused_rows_are_counted_noted_and_rated_again(spec, requests, tmp_path
     store.db.execute("UPDATE ratings SET logprobs = ?", (np.full(7, 0.5).tobytes(),))
     rater = cache(spec, store)
     assert rater.missing(requests[:1]) == requests[:1]
-    assert rater.usage.refused == 1 and "above 0" in rater.usage.notes[0]
+    assert rater.usage.refused == 1 and "checksum mismatch" in rater.usage.notes[0]
 
 
 def test_masks_are_segmented_once_and_served_after(sam2_dir, photos):

@@ -1,10 +1,13 @@
 """Finding checkpoints and naming them: local paths by content, hub ids by commit."""
 
+import json
 import os
 import shutil
+import time
 
 import pytest
 
+from llmiqa import checkpoints
 from llmiqa.checkpoints import content_hash, hash_cache_path, resolve
 from llmiqa.errors import ModelLoadError
 
@@ -53,18 +56,43 @@ def test_weights_rewritten_in_place_at_the_same_size_change_the_identity(model):
     assert resolve(str(model)).identity != before
 
 
-def test_hashes_are_cached_by_path_size_and_mtime(model):
-    for file in model.iterdir():  # older than the file system's timestamp granularity
+def age(folder) -> None:
+    """Make every file older than the file system's timestamp granularity (cacheable)."""
+    for file in folder.iterdir():
         os.utime(file, ns=(file.stat().st_atime_ns, file.stat().st_mtime_ns - 10**10))
+
+
+def test_an_untouched_checkpoint_is_hashed_once(model, monkeypatch):
+    age(model)
     first = content_hash(model)
-    cache = hash_cache_path().read_text()
-    assert str((model / "model.safetensors").resolve()) in cache
+    assert str((model / "model.safetensors").resolve()) in hash_cache_path().read_text()
+    read = []
+    monkeypatch.setattr(checkpoints, "file_hash", lambda file: read.append(file) or "x")
+    assert content_hash(model) == first and read == []  # what makes a 15 GB model cheap
+
+
+def test_weights_rewritten_with_size_and_mtime_restored_get_a_new_identity(model):
+    """`cp -p`, `rsync -t` and `tar x` set the mtime back; the inode change time moves."""
+    age(model)
+    before = content_hash(model)
     weights = model / "model.safetensors"
     stat = weights.stat()
-    # same size and mtime: the cache is trusted (this is what makes a 15 GB model cheap)
+    time.sleep(0.01)  # ctime has nanoseconds, but the clock tick may be coarser
     weights.write_bytes(weights.read_bytes()[::-1])
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert content_hash(model) == first
+    assert (weights.stat().st_size, weights.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert content_hash(model) != before
+
+
+def test_a_damaged_cache_entry_is_hashed_again_not_trusted(model):
+    age(model)
+    before = content_hash(model)
+    cache = json.loads(hash_cache_path().read_text())
+    key = str((model / "model.safetensors").resolve())
+    cache[key][4] = "0" * 32  # a plausible hash: the entry's checksum no longer holds
+    hash_cache_path().write_text(json.dumps(cache))
+    assert content_hash(model) == before
+    assert json.loads(hash_cache_path().read_text())[key][4] != "0" * 32  # rewritten
 
 
 def test_a_single_file_checkpoint_is_named_by_its_content(tmp_path):

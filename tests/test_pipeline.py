@@ -55,7 +55,7 @@ def test_a_stored_row_that_is_not_a_rating_is_rated_again_and_reported(
     again = whole_only(qwen2_vl_dir, store=store)
     assert [r.score for r in again.score(photos[:2])] == pytest.approx(good)
     assert (again.usage.refused, again.usage.rated, again.usage.from_store) == (1, 1, 1)
-    assert "refused (NaN digit log-probabilities)" in again.usage.notes[0]
+    assert "refused (checksum mismatch" in again.usage.notes[0]
 
 
 def test_identical_images_are_rated_once(qwen2_vl_dir, photos):

@@ -96,12 +96,109 @@ def test_masks_round_trip_through_packed_bits(tmp_path):
     restored = unpack_masks(pack_masks(masks), 3, 37, 53)
     assert all((a == b).all() for a, b in zip(masks, restored, strict=True))
     store = Store(tmp_path / "s.sqlite")
-    assert store.masks("img", "sam") is None
+    assert store.masks("img", "sam") == (None, None)
     store.put_masks("img", "sam", (37, 53), masks)
     store.put_masks("img2", "sam", (37, 53), [])
-    assert all((a == b).all() for a, b in zip(masks, store.masks("img", "sam"), strict=True))
-    assert store.masks("img2", "sam") == []
-    assert store.masks("img", "another segmenter") is None
+    stored, refused = store.masks("img", "sam")
+    assert all((a == b).all() for a, b in zip(masks, stored, strict=True)) and refused is None
+    assert store.masks("img2", "sam") == ([], None)
+    assert store.masks("img", "another segmenter") == (None, None)
+
+
+# ---- checksums: a changed byte anywhere is caught ---------------------------------------
+
+
+def flip_byte(store: Store, table: str, column: str, at: int = 3) -> None:
+    """Change one byte of one value in place, as a disk or a careless edit would."""
+    (value,) = store.db.execute(f"SELECT {column} FROM {table} LIMIT 1").fetchone()
+    raw = bytearray(value if isinstance(value, bytes) else str(value).encode())
+    raw[at] ^= 0x01
+    new = bytes(raw) if isinstance(value, bytes) else raw.decode()
+    store.db.execute(f"UPDATE {table} SET {column} = ?", (new,))
+
+
+def test_a_plausible_change_to_a_stored_log_probability_is_refused(good):
+    """The sweep's case: one byte of a log-probability changed gives another valid-looking
+    rating (3.939809 -> 3.939792); the checksum refuses it, and the rerun replaces it."""
+    store = Store()
+    store.put_rating(key(1), good)
+    (blob,) = store.db.execute("SELECT logprobs FROM ratings").fetchone()
+    changed = np.frombuffer(blob, "<f8").copy()
+    changed[2] = -3.0  # a plausible value: probabilities still sum below 1
+    store.db.execute("UPDATE ratings SET logprobs = ?", (changed.tobytes(),))
+    found, refused = store.ratings([key(1)])
+    assert found == {} and "checksum mismatch" in refused[0] and key(1).key in refused[0]
+    store.put_rating(key(1), good)
+    assert list(store.ratings([key(1)])[0]) == [key(1).key]
+
+
+@pytest.mark.parametrize("column", ["other_logprob", "prompt", "model", "geometry", "levels"])
+def test_any_changed_value_of_a_rating_row_is_refused(good, column):
+    store = Store()
+    store.put_rating(key(1), good)
+    if column == "other_logprob":
+        store.db.execute("UPDATE ratings SET other_logprob = other_logprob + 1e-9")
+    elif column == "levels":
+        store.db.execute("UPDATE ratings SET levels = 4")  # same value, rewritten: still fine
+        assert store.ratings([key(1)])[0]
+        store.db.execute("UPDATE ratings SET levels = 5")
+    else:
+        flip_byte(store, "ratings", column, at=0)
+    found, refused = store.ratings([key(1)])
+    assert found == {} and len(refused) == 1
+
+
+def test_a_damaged_key_is_a_refused_row_not_an_internal_error(tmp_path, good):
+    """One changed byte of a row's key text in the file, in the table or in its index: never
+    an internal error (the sweep's SQLite read the table's damaged key for a row its index
+    found, and every rerun stopped on a KeyError). The row is served intact where SQLite
+    reads the key from its index, refused where it reads the table's, missing where the
+    index itself is damaged; a rerun writes it again."""
+    path = tmp_path / "s.sqlite"
+    store = Store(path)
+    store.put_rating(key(1), good)
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    pristine = path.read_bytes()
+    text = key(1).key.encode()
+    places = [i for i in range(len(pristine)) if pristine.startswith(text, i)]
+    assert len(places) == 2  # the row, and its primary-key index entry
+    for place in places:
+        damaged = bytearray(pristine)
+        damaged[place + 5] ^= 0x01
+        path.write_bytes(bytes(damaged))
+        store = Store(path)
+        found, refused = store.ratings([key(1)])
+        for rating in found.values():  # served: then exactly the rating written
+            np.testing.assert_array_equal(rating.logprobs, good.logprobs)
+        assert all("refused" in reason for reason in refused)
+        store.put_rating(key(1), good)  # the rerun writes the row again
+        assert key(1).key in store.ratings([key(1)])[0]
+        store.close()
+
+
+def test_damaged_masks_are_refused_with_a_reason_and_computed_again(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    store.put_masks("img", "sam", (8, 8), [np.eye(8, dtype=bool)])
+    flip_byte(store, "segmentations", "masks")
+    masks, refused = store.masks("img", "sam")
+    assert masks is None and "checksum mismatch" in refused and "img" in refused
+
+
+def test_a_schema_2_store_gets_checksums_once_and_keeps_its_rows(tmp_path, good):
+    """Stores written before checksums are upgraded in place, in one transaction."""
+    path = tmp_path / "old.sqlite"
+    Store(path).put_rating(key(1), good)
+    with sqlite3.connect(path) as db:  # back to schema 2: no checksum column
+        db.execute("ALTER TABLE ratings DROP COLUMN checksum")
+        db.execute("ALTER TABLE segmentations DROP COLUMN checksum")
+        db.execute("UPDATE meta SET value = '2' WHERE name = 'schema'")
+    upgraded = Store(path)
+    assert "upgraded to store schema 3" in upgraded.notes[0] and "1 ratings" in upgraded.notes[0]
+    assert list(upgraded.ratings([key(1)])[0]) == [key(1).key]
+    assert Store(path).notes == []  # once
+    flip_byte(upgraded, "ratings", "logprobs")
+    assert upgraded.ratings([key(1)])[0] == {}  # and checked from then on
 
 
 # ---- the file itself --------------------------------------------------------------------
@@ -188,3 +285,17 @@ def test_several_processes_opening_a_new_store_at_once_lose_nothing(tmp_path):
     assert store.counts()["ratings"] == 3 * 150 * 3 + 150
     (integrity,) = store.db.execute("PRAGMA integrity_check").fetchone()
     assert integrity == "ok"
+
+
+def test_a_store_on_a_read_only_file_system_says_so(tmpfs, good):
+    """The sweep's case: "cannot open the store (unable to open database file)"."""
+    import subprocess
+
+    folder = tmpfs("1m")
+    store = Store(folder / "s.sqlite")
+    store.put_rating(key(1), good)
+    store.close()
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+    with pytest.raises(StoreError, match="read-only file system: make it writable") as error:
+        Store(folder / "s.sqlite").check_writable()
+    assert str(folder / "s.sqlite") in str(error.value) and "\n" not in str(error.value)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import io
 import json
 import math
@@ -408,23 +409,36 @@ def check_canary(server: Server, tolerance: float = CANARY_TOLERANCE) -> None:
     """Record the canary the first time an identity is seen; refuse a different one later."""
     path = canary_file()
     try:
-        book = json.loads(path.read_text())
+        book = json.loads(path.read_text()) if path.exists() else {}
     except (OSError, ValueError):
-        book = {}
+        book = None
+    if not isinstance(book, dict) or not all(isinstance(e, dict) for e in book.values()):
+        raise ModelLoadError(
+            f"{path}: damaged, so no server's model can be checked against its canary; move "
+            "it away (the canaries are recorded again, trusting the servers as they are now)"
+        )
     canary = server.canary
     entry = book.get(server.identity)
     if entry is None:
-        book[server.identity] = {
+        entry = {
             "logprobs": [None if math.isnan(v) else v for v in canary.logprobs.tolist()],
             "other_logprob": None if math.isnan(canary.other_logprob) else canary.other_logprob,
             "fingerprint": server.fingerprint,
         }
+        book[server.identity] = {**entry, "check": _entry_check(server.identity, entry)}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(book, indent=1))
         except OSError:
             pass  # no record, no check next time; ratings are still keyed by the name
         return
+    recorded = {k: v for k, v in entry.items() if k != "check"}
+    if entry.get("check") != _entry_check(server.identity, recorded):
+        raise ModelLoadError(
+            f"{path}: the canary recorded for {server.identity} is damaged (its checksum does "
+            "not hold), so the model behind the name cannot be checked; remove that entry if "
+            "no ratings of an older model are kept under the name"
+        )
     reference = Rating(
         np.asarray([math.nan if v is None else v for v in entry["logprobs"]], dtype=np.float64),
         math.nan if entry["other_logprob"] is None else entry["other_logprob"],
@@ -439,3 +453,8 @@ def check_canary(server: Server, tolerance: float = CANARY_TOLERANCE) -> None:
             "server's model changed under the same name. Serve it under another name, or "
             f"remove its entry from {path} if no ratings of the old model are kept"
         )
+
+
+def _entry_check(identity: str, entry: dict) -> str:
+    text = json.dumps([identity, entry], sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()

@@ -323,3 +323,19 @@ def test_png_data_urls_round_trip_exactly():
     image = Image.fromarray(np.arange(3 * 50 * 70, dtype=np.uint32).reshape(50, 70, 3).astype("u1"))
     data = base64.b64decode(png_data_url(image).split(",", 1)[1])
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(image))
+
+
+def test_a_damaged_canary_record_is_refused_not_trusted(fake, requests):
+    load(fake)  # records the canary
+    book = json.loads(canary_file().read_text())
+    (entry,) = book.values()
+    entry["logprobs"][0] += 0.5  # a plausible other canary: the model would pass as changed
+    canary_file().write_text(json.dumps(book))
+    server_module.identified.cache_clear()
+    with pytest.raises(ModelLoadError, match="is damaged") as caught:
+        load(fake)
+    assert str(canary_file()) in str(caught.value) and "\n" not in str(caught.value)
+    canary_file().write_text("{not json")
+    server_module.identified.cache_clear()
+    with pytest.raises(ModelLoadError, match="damaged, so no server"):
+        load(fake)
