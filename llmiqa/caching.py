@@ -16,6 +16,7 @@ switched off. Usage counts what came from where, once.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -63,6 +64,17 @@ class Usage:
     def as_dict(self) -> dict:
         counts = {k: v for k, v in vars(self).items() if k not in ("seconds", "notes")}
         return {**counts, "seconds": dict(self.seconds), "notes": list(self.notes)}
+
+
+def announce(model: str, what: str) -> None:
+    """One line on logger "llmiqa" per model loaded (the command line shows it), instead of
+    transformers' progress bars."""
+    log = logging.getLogger("llmiqa")
+    if log.isEnabledFor(logging.INFO):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        log.info("loading %s (%s)", model, what)
 
 
 class NoModels(UsageError):
@@ -147,6 +159,7 @@ class CachingRater:
                 "store lost it, or another process changed it); rerun the same command"
             )
         if self._rater is None:
+            announce(self.spec.model, f"{self.spec.runs_on.name} backend")
             with self.usage.timed("load models"):
                 self._rater = self.spec.load()
             self.usage.loaded.append(self.spec.model)
@@ -205,6 +218,7 @@ class CachingSegmenter:
                 "rerun the same command"
             )
         if self._segmenter is None:
+            announce(self.spec.model, "SAM2")
             with self.usage.timed("load models"):
                 self._segmenter = self.spec.load()
             self.usage.loaded.append(self.spec.model)

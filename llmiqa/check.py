@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -363,15 +364,22 @@ def add_command(commands) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     check.add_argument("--images", help="folder of reference images (default: 3 shipped ones)")
-    check.add_argument("--out", default="llmiqa-check", help="folder for check.json, check.png")
+    check.add_argument(
+        "--out",
+        help="folder for check.json and check.png (default: a new temporary folder, named at "
+        "the end)",
+    )
     check.add_argument(
         "--distortions", nargs="+", default=list(DISTORTIONS), choices=list(DISTORTIONS),
         help="which distortions (default: all)",
     )  # fmt: skip
-    check.add_argument("--seed", type=int, default=0, help="seed of the noise distortion")
     check.add_argument(
-        "--max-side", type=int, default=MAX_SIDE, help="scale references down to this first"
+        "--seed", type=int, default=0, help="seed of the noise distortion (default: 0)"
     )
+    check.add_argument(
+        "--max-side", type=int, default=MAX_SIDE,
+        help=f"scale references down to this first (default: {MAX_SIDE})",
+    )  # fmt: skip
     knobs.add_store(check)
     check.add_argument("--json", action="store_true", help="print the JSON report instead")
     knobs.add_arguments(check)
@@ -389,7 +397,8 @@ def cmd_check(args) -> int:
     options = knobs.from_arguments(args)
     scorer = Scorer.from_options(options, args.store, progress=sys.stderr.isatty())
     report = run_check(scorer, references, args.distortions, args.seed)
-    json_path, png_path = report.save(args.out)
+    out = args.out or tempfile.mkdtemp(prefix="llmiqa-check-")
+    json_path, png_path = report.save(out)
     if args.json:
         print(json.dumps(report.to_dict()))
     else:

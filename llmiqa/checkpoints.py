@@ -13,14 +13,18 @@ One resolver for every model the tool loads. What identifies a checkpoint:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import urlparse
 
 from llmiqa.errors import ModelLoadError, one_line
 
@@ -106,6 +110,7 @@ def hub_file(repo: str, filename: str, revision: str | None = None) -> tuple[Pat
     """One file of a hub repo, downloaded and cached as transformers does: (path, commit)."""
     from huggingface_hub import hf_hub_download
 
+    warn_if_unreachable()
     try:
         file = Path(hf_hub_download(repo, filename, revision=revision))
     except Exception as error:  # offline, unknown repo or file, gated, ...
@@ -156,6 +161,7 @@ def _hub(source: str, revision: str | None, config: bool) -> tuple[str, dict]:
     """The commit `revision` resolves to, and config.json if asked; cached like transformers."""
     from huggingface_hub import HfApi, hf_hub_download
 
+    warn_if_unreachable()
     try:
         if config:
             file = Path(hf_hub_download(source, "config.json", revision=revision))
@@ -168,6 +174,24 @@ def _hub(source: str, revision: str | None, config: bool) -> tuple[str, dict]:
         raise
     except Exception as error:  # offline, unknown repo, gated, bad revision, no config
         raise ModelLoadError(hub_problem(source, error)) from None
+
+
+@functools.cache
+def warn_if_unreachable() -> None:
+    """Say at once, before huggingface_hub's own retries (5, about 30 s), that the hub's
+    name does not resolve: those retries help a flaky network, not an absent one."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        print(
+            f"llmiqa: the hub ({host}) is unreachable (its name does not resolve); "
+            "huggingface_hub retries 5 times, about 30 s (set HF_HUB_OFFLINE=1 to skip)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def hub_problem(source: str, error: Exception, file: str = "config.json") -> str:
@@ -188,8 +212,9 @@ def hub_problem(source: str, error: Exception, file: str = "config.json") -> str
     else:
         why = f"the hub could not provide it ({one_line(error)})"
     return (
-        f"{source}: {why}; no local folder of that name exists either "
-        "(give a local checkpoint folder instead)"
+        f"{source}: {why}; no local folder of that name exists either (give a local "
+        "checkpoint folder instead; `llmiqa tiny FOLDER` or `make try` builds tiny models to "
+        "try llmiqa offline)"
     )
 
 

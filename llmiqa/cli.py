@@ -10,17 +10,50 @@ examples:
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import logging
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
+from llmiqa import __version__
 from llmiqa import options as knobs
 
 
 class CommandLineError(ValueError):
     """A command line that cannot run: one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument error first, in one line, then where the options are (argparse's own
+    prints the whole usage, tens of lines, before the error)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n(all options: {self.prog} --help)\n")
+
+
+def unknown_options(command: argparse.ArgumentParser, extras: list[str]) -> str:
+    """The one line for arguments a command does not take, with the closest it does."""
+    known = [flag for action in command._actions for flag in action.option_strings]
+    said = []
+    for extra in extras:
+        flag = extra.split("=", 1)[0]
+        close = difflib.get_close_matches(flag, known, n=1) if flag.startswith("-") else []
+        said.append(f"{extra} (did you mean {close[0]}?)" if close else extra)
+    return f"unrecognized arguments: {' '.join(said)}"
+
+
+def quiet_libraries() -> None:
+    """One llmiqa line per model loaded (logger "llmiqa"), instead of transformers' bars."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("llmiqa: %(message)s"))
+    log = logging.getLogger("llmiqa")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def build_scorer(args: argparse.Namespace, progress: bool = False):
@@ -45,11 +78,20 @@ def region_table(result) -> str:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from llmiqa.images import expand_inputs
+    from llmiqa.images import expand_inputs, once, path_problem
 
-    images = expand_inputs(args.images, args.recursive)
+    given, repeated = once(expand_inputs(args.images, args.recursive))
+    for path in repeated:
+        print(f"llmiqa: note: {path} given more than once: scored once", file=sys.stderr)
+    problems = {path: path_problem(path) for path in given}
+    for problem in filter(None, problems.values()):  # known in a millisecond: said first
+        print(f"error: {problem}", file=sys.stderr)
+    images = [path for path, problem in problems.items() if problem is None]
+    failed = len(given) - len(images)
+    if not images:
+        print(f"llmiqa: {failed} of {len(given)} images failed", file=sys.stderr)
+        return 1
     scorer = build_scorer(args, progress=not args.json and len(images) > 1 and sys.stderr.isatty())
-    failed = 0
     for result in scorer.iter_score(images):
         if not result.ok:
             failed += 1
@@ -65,7 +107,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                 print(region_table(result), flush=True)
     print_notes(scorer.usage.notes)
     if failed:
-        print(f"llmiqa: {failed} of {len(images)} images failed", file=sys.stderr)
+        print(f"llmiqa: {failed} of {len(given)} images failed", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -112,7 +154,11 @@ def add_dataset_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--root", required=True, help="folder of the official release")
     group.add_argument("--split", default="all", help="all, or an official split (KonIQ: test)")
     group.add_argument("--score-col", help="another score column of the release")
-    group.add_argument("--labels", help="csv: the label file (default: the one CSV in --root)")
+    group.add_argument(
+        "--labels",
+        help="csv: the label file, a path as any other (relative to the working folder; "
+        "default: the one CSV in --root)",
+    )
     group.add_argument("--image-col", help="csv: image column (default: the first)")
     group.add_argument("--lower-better", action="store_true", help="csv: lower score = better")
     group.add_argument(
@@ -132,7 +178,9 @@ def add_dataset_options(parser: argparse.ArgumentParser) -> None:
 
 def dataset_options(args: argparse.Namespace) -> dict:
     options = {"name": args.dataset, "root": str(Path(args.root).resolve()), "split": args.split}
-    for name in ("labels", "image_col", "score_col"):
+    if args.labels is not None:
+        options["labels"] = str(Path(args.labels).resolve())  # as typed, not under --root
+    for name in ("image_col", "score_col"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
     for name in ("lower_better", "include_training", "subset", "allow_outside_root"):
@@ -260,11 +308,13 @@ def cmd_tiny(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = Parser(
         prog="llmiqa", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    defaults = argparse.ArgumentDefaultsHelpFormatter
+    top.add_argument("--version", action="version", version=f"llmiqa {__version__}")
+    commands = top.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+    )
 
     score = commands.add_parser("score", help="score images (files or folders)")
     score.add_argument("images", nargs="+", help="image files or folders of images")
@@ -283,7 +333,10 @@ def parser() -> argparse.ArgumentParser:
     segment.set_defaults(handler=cmd_segment)
 
     prompt = commands.add_parser("prompt", help="print the exact text a model reads")
-    prompt.add_argument("--view", choices=("whole", "region", "both"), default="both")
+    prompt.add_argument(
+        "--view", choices=("whole", "region", "both"), default="both",
+        help="the whole image's prompt, a region's, or both (default: both)",
+    )  # fmt: skip
     knobs.add_arguments(prompt, only=("model", "kind", "levels", "wording", "backend", "server"))
     prompt.set_defaults(handler=cmd_prompt)
 
@@ -297,7 +350,10 @@ def parser() -> argparse.ArgumentParser:
         help="i/n: score every n-th image from i (one process "
         "per GPU of this machine, without Ray)",
     )
-    evaluate.add_argument("--bootstrap", type=int, default=1000, help="resamples for the CIs")
+    evaluate.add_argument(
+        "--bootstrap", type=int, default=1000,
+        help="resamples for the confidence intervals (default: 1000; 0: none)",
+    )  # fmt: skip
     evaluate.add_argument(
         "--overwrite", action="store_true",
         help="replace a finished run of --out that has other options (its ratings stay in the "
@@ -308,18 +364,20 @@ def parser() -> argparse.ArgumentParser:
     knobs.add_arguments(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 
-    bound = commands.add_parser(
-        "bound", help="Table 1: correlation bound of K-level scores", formatter_class=defaults
-    )
+    bound = commands.add_parser("bound", help="Table 1: correlation bound of K-level scores")
     add_dataset_options(bound)
-    bound.add_argument("--levels", type=int, nargs="+", default=[3, 5, 7, 9])
+    bound.add_argument(
+        "--levels", type=int, nargs="+", default=[3, 5, 7, 9],
+        help="the K to compute it for (default: 3 5 7 9)",
+    )  # fmt: skip
     bound.add_argument(
         "--formula",
         choices=("printed", "code", "strict"),
         default="code",
-        help="printed: Equation (1) as printed; code: the released code's; strict: K levels",
+        help="printed: Equation (1) as printed; code: the released code's; strict: K levels "
+        "(default: code)",
     )
-    bound.add_argument("--json", action="store_true")
+    bound.add_argument("--json", action="store_true", help="one JSON list of rows")
     bound.set_defaults(handler=cmd_bound)
 
     ablation = commands.add_parser("ablate", help="the paper's ablations from a run folder")
@@ -328,10 +386,10 @@ def parser() -> argparse.ArgumentParser:
         "--axes",
         nargs="*",
         default=[],
-        choices=("standard", "levels", "region-mode", "masks"),
+        choices=("kind", "levels", "region-mode", "masks"),
         help="also vary these (they need new ratings; whatever is stored is reused)",
     )
-    ablation.add_argument("--json", action="store_true")
+    ablation.add_argument("--json", action="store_true", help="one JSON list of rows")
     ablation.set_defaults(handler=cmd_ablate)
 
     tiny = commands.add_parser("tiny", help="build tiny random models to try llmiqa offline")
@@ -342,11 +400,17 @@ def parser() -> argparse.ArgumentParser:
 
     check.add_command(commands)
     demo.add_command(commands)
+    top.command_parsers = commands.choices  # name -> its parser, for its own error lines
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    top = parser()
+    args, extras = top.parse_known_args(argv)
+    if extras:  # the command's own usage line, not the top level's
+        command = top.command_parsers[args.command]
+        command.error(unknown_options(command, extras))
+    quiet_libraries()
     from llmiqa.datasets import DatasetError
     from llmiqa.errors import UsageError
     from llmiqa.images import ImageError

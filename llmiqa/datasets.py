@@ -502,6 +502,9 @@ def load_dataset(
     root = Path(root)
     if name not in NAMES:
         raise DatasetError(f"unknown dataset {name!r}; choose one of {NAMES}")
+    if not root.is_dir():
+        what = "not a folder" if root.exists() else "folder not found"
+        raise DatasetError(f"{root}: {what} (the dataset's root, --root)")
     given = {
         "labels": labels is not None,
         "image_col": image_col is not None,

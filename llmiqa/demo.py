@@ -574,11 +574,16 @@ def launch(
 def add_command(commands) -> None:
     """`llmiqa demo`: registered by cli.parser()."""
     demo = commands.add_parser("demo", help="a web page to drop images on and see their scores")
-    demo.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: all)")
-    demo.add_argument("--port", type=int, default=7860, help="port to serve on")
+    demo.add_argument(
+        "--host", default="127.0.0.1", help="address to serve on (0.0.0.0: all; default: 127.0.0.1)"
+    )
+    demo.add_argument("--port", type=int, default=7860, help="port to serve on (default: 7860)")
     knobs.add_store(demo)
     demo.add_argument(
-        "--max-file-mb", type=float, default=MAX_FILE_MB, help="largest upload accepted (MB)"
+        "--max-file-mb",
+        type=float,
+        default=MAX_FILE_MB,
+        help=f"largest upload accepted, in MB (default: {MAX_FILE_MB})",
     )
     knobs.add_arguments(demo)
     demo.set_defaults(handler=cmd_demo)

@@ -151,6 +151,16 @@ def _open_regular(file: Path, name: str) -> BinaryIO:
     return os.fdopen(descriptor, "rb")
 
 
+def path_problem(path: str | Path) -> str | None:
+    """Why a path cannot be an image file, known from the file system alone (a stat, no
+    read: before any model loads); None when it might be one."""
+    try:
+        _refuse_irregular(_os_call(os.stat, Path(path), str(path)).st_mode, str(path))
+    except ImageError as error:
+        return str(error)
+    return None
+
+
 def _upright(image: Image.Image) -> Image.Image:
     """The image turned as its EXIF orientation says, in place (no copy when upright)."""
     ImageOps.exif_transpose(image, in_place=True)
@@ -205,3 +215,21 @@ def expand_inputs(paths: list[str], recursive: bool = False) -> list[str]:
             raise UsageError(f"{folder}: no image files in this folder{hint}")
         expanded += images
     return expanded
+
+
+def once(paths: list[str]) -> tuple[list[str], list[str]]:
+    """Each file once, in order (however its path is written), and the paths dropped."""
+    kept, repeated, seen = [], [], set()
+    for path in paths:
+        same = _same(path)
+        (repeated if same in seen else kept).append(path)
+        seen.add(same)
+    return kept, repeated
+
+
+def _same(path: str) -> str:
+    """What names one file, however the path is written (a missing file: its text)."""
+    try:
+        return str(Path(path).resolve(strict=True))
+    except (OSError, RuntimeError, ValueError):
+        return path

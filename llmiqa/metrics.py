@@ -196,21 +196,29 @@ def _resample(pred: np.ndarray, mos: np.ndarray, start: np.ndarray | None) -> li
     return [srcc(pred, mos), krcc(pred, mos), plcc(pred, mos), *fitted]
 
 
-def step_warning(pred: np.ndarray, betas: np.ndarray) -> str | None:
-    """Why the fitted logistic is a step, or None: a transition narrower than the gap
-    between neighbouring predictions splits them into two groups, and PLCC after the fit
-    then measures that split, not the scores' linearity."""
-    distinct = np.unique(pred)
-    if distinct.size < 2:
-        return None
-    gap = float(np.min(np.diff(distinct)))
-    width = abs(float(betas[3]))
-    if width < 0.1 * gap:
-        return (
-            f"the logistic fit collapsed to a step (width {width:.3g} below a tenth of the"
-            f" smallest gap {gap:.3g} between predictions): PLCC after the fit is inflated"
+STEP_SHARE = 0.1  # fewer predictions than this on the fitted curve's slope: a step
+
+
+def fit_warning(pred: np.ndarray, mos: np.ndarray, betas: np.ndarray) -> str | None:
+    """Why PLCC after the logistic fit misleads, or None. A fitted curve that FALLS as the
+    prediction rises turns a negative correlation into a positive fitted PLCC; one that is
+    a step (almost every prediction on its flat parts, where it is within 2 % of an
+    asymptote: |pred - b3| >= 4 |b4|) splits the predictions into two groups, and the fitted
+    PLCC then measures that split, not the scores' linearity."""
+    b1, b2, b3, b4 = (float(b) for b in betas)
+    problems = []
+    if (b1 - b2) * b4 < 0:
+        problems.append(
+            "the fitted logistic decreases: a positive PLCC after the fit hides "
+            f"a negative correlation (raw PLCC {plcc(pred, mos):.3g})"
         )
-    return None
+    on_slope = float(np.mean(np.abs(np.asarray(pred) - b3) < 4 * abs(b4)))
+    if on_slope < STEP_SHARE:
+        problems.append(
+            f"the logistic fit is a step ({on_slope:.0%} of the predictions on its "
+            f"slope, width {abs(b4):.3g}): PLCC after the fit is inflated"
+        )
+    return "; ".join(problems) or None
 
 
 def evaluate(
@@ -262,7 +270,7 @@ def evaluate(
         "seed": seed,
         "level": level,
         "logistic": None if betas is None else [float(b) for b in betas],
-        "fit_warning": None if betas is None else step_warning(pred, betas),
+        "fit_warning": None if betas is None else fit_warning(pred, mos, betas),
     }
     for name, value, why, column in zip(METRICS, values, reasons, draws.T, strict=True):
         finite = column[np.isfinite(column)]

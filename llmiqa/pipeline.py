@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from llmiqa.aggregate import Aggregation
 from llmiqa.background import one_ahead
 from llmiqa.caching import CachingRater, CachingSegmenter, Usage
-from llmiqa.errors import UsageError, one_line
+from llmiqa.errors import ModelLoadError, UsageError, one_line
 from llmiqa.images import ImageError, LoadedImage, from_pil, load_image
 from llmiqa.raters.base import Outcome, RatingFailure, RatingRequest
 from llmiqa.raters.spec import RaterSpec
@@ -82,7 +82,13 @@ class Scorer:
                 if isinstance(segmenter, SegmenterSpec)
                 else SegmenterSpec.create(segmenter, masks, runtime)
             )
-            _ = self.segmenter_spec.identity
+            try:
+                _ = self.segmenter_spec.identity
+            except ModelLoadError as error:  # say which option named it, and the way out
+                raise ModelLoadError(
+                    f"{error} [the segmenter, for regions: give --segmenter, or "
+                    "--region-mode whole-only to score the whole image only]"
+                ) from None
         self.store = store if isinstance(store, Store) else Store(store or ":memory:")
         self.store.check_writable()
         self.usage = Usage(notes=list(self.store.notes))

@@ -160,9 +160,11 @@ class Standard:
             raise ValueError(f"unknown wording {self.wording!r}; choose one of {WORDINGS}")
         defined = self.defined_levels(self.kind, self.wording)
         if self.levels not in defined:
+            other = "" if self.kind == "number" else "; the number standard (--kind number) "
             raise ValueError(
-                f"the {self.wording} {self.kind} standard is defined for K in "
-                f"{list(defined)}, got {self.levels}"
+                f"levels (--levels) {self.levels}: the {self.wording} {self.kind} standard is "
+                f"defined for K in {list(defined)}"
+                + (f"{other}takes any K from 2 to 9" if other else "")
             )
 
     @staticmethod

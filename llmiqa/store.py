@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llmiqa import __version__
 from llmiqa.errors import UsageError, one_line
 from llmiqa.raters.base import Rating, RatingRequest, key_of
 
@@ -205,10 +206,10 @@ class Store:
         )
 
     def check_writable(self) -> None:
-        """Fail now, before any work, if ratings could not be committed later."""
-        with self._errors("write to"):
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("ROLLBACK")
+        """Fail now, before any work, if ratings could not be committed later; record which
+        llmiqa writes to the store."""
+        with self._transaction():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('llmiqa', ?)", (__version__,))
 
     def close(self) -> None:
         self.db.close()

@@ -3,6 +3,7 @@ models that do and do not see quality, and the command on a tiny random model.""
 
 import itertools
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -134,3 +135,15 @@ def test_the_command_on_a_tiny_random_model_says_it_proves_the_plumbing_only(
     assert report["flagged"] == ["blur", "jpeg"] and report["levels"] == 7
     assert np.array(report["distortions"][0]["scores"]).shape == (3, SEVERITIES + 1)
     assert Image.open(out / "check.png").size[0] > 400
+
+
+def test_without_out_the_files_go_to_a_new_temporary_folder_named_at_the_end(
+    qwen2_vl_dir, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working folder
+    main(["check", "--model", str(qwen2_vl_dir), "--region-mode", "whole-only",
+          "--distortions", "blur", "--max-side", "64"])  # fmt: skip
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    png, numbers = last.removeprefix("plot: ").split("  numbers: ")
+    assert Path(png).is_file() and Path(numbers).is_file()
+    assert Path(png).parent.name.startswith("llmiqa-check-") and list(tmp_path.iterdir()) == []

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from llmiqa import __version__
 from llmiqa.cli import main
 from llmiqa.tiny import PERMISSIVE_MASK_FLAGS
 
@@ -113,7 +114,11 @@ def test_some_failures_still_print_the_rest_and_set_the_exit_code(
         (["--model", "{tmp}"], "{tmp}: no config.json"),
         (["--model", "models/not-here"], "models/not-here: not in the local hub cache"),
         (["--device", "cuda"], "--device cuda: torch sees no CUDA GPU here"),
-        (["--levels", "4"], "defined for K in [3, 5, 7, 9], got 4"),
+        (
+            ["--levels", "4"],
+            "levels (--levels) 4: the paper word standard is defined for K in "
+            "[3, 5, 7, 9]; the number standard (--kind number) takes any K",
+        ),
         (["--store", "{tmp}"], "is a folder; --store needs a file path"),
     ],
 )
@@ -165,7 +170,8 @@ def test_segment_draws_regions_over_the_image(llmiqa, qwen2_vl_dir, sam2_dir, tw
     assert code == 0 and "regions ->" in printed
     drawn = Image.open(out)
     original = Image.open(two[0]).convert("RGB")
-    assert drawn.size == original.size
+    assert drawn.width == original.width and drawn.height > original.height  # and a legend
+    drawn = drawn.crop((0, 0, *original.size))
     difference = np.abs(np.asarray(drawn, int) - np.asarray(original, int)).sum(axis=2)
     assert (difference > 0).mean() > 0.5  # every region is tinted; the labels sit on top
 
@@ -213,6 +219,85 @@ def test_eval_then_ablate_from_the_run_folder(llmiqa, qwen2_vl_dir, data_dir, tm
     assert rows and all(row["new_ratings"] == 0 and row["scored"] == 4 for row in rows)
     _, table, _ = llmiqa("ablate", out)
     assert table.startswith("| variant | SRCC |") and "readout=greedy" in table
+    saved = json.loads((out / "ablation.json").read_text())  # saved beside the run
+    assert [row["variant"] for row in saved] == [row["variant"] for row in rows]
+    run_id = json.loads((out / "config.json").read_text())["run_id"]
+    assert {row["run"] for row in saved} == {run_id}
+    lines = (out / "ablation.csv").read_text().splitlines()
+    assert lines[0].startswith("run,variant,srcc") and len(lines) == len(rows) + 1
+    metrics_json = json.loads((out / "metrics.json").read_text())
+    assert (
+        metrics_json["llmiqa"] == __version__ and "torch" in metrics_json["environment"]["versions"]
+    )
+    assert f"| llmiqa | {__version__} |" in (out / "report.md").read_text()
+
+
+def test_labels_are_paths_as_typed_and_a_missing_root_is_said(llmiqa, data_dir, tmp_path,
+                                                               monkeypatch):  # fmt: skip
+    monkeypatch.chdir(data_dir.parent)  # a relative path from here, not from --root
+    code, out, err = llmiqa("bound", "--dataset", "csv", "--root", data_dir / "dibr",
+                            "--labels", "data/dibr/mos.csv", "--levels", "3")  # fmt: skip
+    assert code == 0 and "n = 96" in out, err
+    code, _, err = llmiqa("bound", "--dataset", "csv", "--root", tmp_path / "nowhere")
+    assert code == 2 and err.strip() == (
+        f"llmiqa: {tmp_path / 'nowhere'}: folder not found (the dataset's root, --root)"
+    )
+
+
+def test_argument_errors_come_first_in_the_commands_own_words(llmiqa, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["score", "photo.jpg", "--regoins"])
+    err = capsys.readouterr().err.splitlines()
+    assert exit_.value.code == 2 and err == [
+        "llmiqa score: error: unrecognized arguments: --regoins (did you mean --regions?)",
+        "(all options: llmiqa score --help)",
+    ]
+    with pytest.raises(SystemExit):
+        main(["score", "photo.jpg", "--levels", "seven"])
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "llmiqa score: error: argument --levels: invalid int value: 'seven'"
+    assert len(err) == 2  # not the 28-line usage first
+
+
+def test_help_says_each_default_once_and_the_version(capsys):
+    for command in ("bound", "eval", "check", "demo", "ablate", "prompt", "score"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in text and "(its default)" not in text, command
+        lines = text.split("  --")
+        for option in lines[1:]:
+            assert option.count("(default:") <= 1, (command, option)
+    shown = {
+        "bound": ["--levels LEVELS", "the K to compute it for (default: 3 5 7 9)",
+                  "--json one JSON list of rows"],
+        "eval": ["resamples for the confidence intervals (default: 1000"],
+        "check": ["(default: a new temporary folder", "noise distortion (default: 0)"],
+        "demo": ["default: 127.0.0.1)", "(default: 7860)", "in MB (default: 50)"],
+        "ablate": ["--json one JSON list of rows"],
+        "prompt": ["or both (default: both)"],
+        "score": ["--cut, --no-cut mplug-owl3: cut each sub-image into 384-px crops plus a "
+                  "global view (default: True)"],
+    }  # fmt: skip
+    for command, phrases in shown.items():
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for phrase in phrases:
+            assert phrase in text, (command, phrase)
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"llmiqa {__version__}"
+
+
+def test_one_line_per_model_loaded_instead_of_progress_bars(two, qwen2_vl_dir):
+    done = subprocess.run(
+        [sys.executable, "-m", "llmiqa.cli", "score", str(two[0]), "--model", str(qwen2_vl_dir),
+         "--region-mode", "whole-only"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0
+    assert done.stderr.splitlines() == [f"llmiqa: loading {qwen2_vl_dir} (transformers backend)"]
 
 
 def test_bound_prints_table_1_as_json(llmiqa, data_dir):
@@ -239,3 +324,45 @@ def test_tiny_builds_models_that_score_offline(llmiqa, tmp_path, two):
     command = out.splitlines()[-1].removeprefix("try: llmiqa ").replace("IMAGE", str(two[0]))
     code, out, _ = llmiqa(*command.split())
     assert code == 0 and out.strip().endswith(str(two[0]))
+
+
+# ---- the first hour: nothing slow before what is known at once -------------------------
+
+
+def test_missing_files_are_said_before_any_model_is_resolved(llmiqa, two, tmp_path):
+    """A hub id that cannot be had here: had it been resolved first, its error would win."""
+    missing = tmp_path / "nonexist.jpg"
+    code, out, err = llmiqa("score", missing, "--model", "someone/not-here")
+    assert code == 1 and out == ""
+    assert err.splitlines() == [f"error: {missing}: no such file", "llmiqa: 1 of 1 images failed"]
+
+
+def test_a_file_given_twice_is_scored_once_and_said_so(llmiqa, qwen2_vl_dir, two):
+    again = os.path.relpath(two[0])  # the same file, written another way
+    code, out, err = llmiqa("score", two[0], two[1], again, "--model", qwen2_vl_dir,
+                            "--region-mode", "whole-only")  # fmt: skip
+    assert code == 0 and len(out.splitlines()) == 2
+    assert f"llmiqa: note: {again} given more than once: scored once" in err
+
+
+def test_a_default_segmenter_that_cannot_be_had_names_the_options(llmiqa, qwen2_vl_dir, two):
+    code, _, err = llmiqa("score", two[0], "--model", qwen2_vl_dir)  # regions: default SAM2
+    assert code == 2 and err.count("\n") == 1
+    assert "facebook/sam2.1-hiera-small" in err and "--segmenter" in err
+    assert "--region-mode whole-only" in err and "llmiqa tiny" in err
+
+
+def test_an_unreachable_hub_is_said_at_once_before_its_retries(two, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env |= {"HF_ENDPOINT": "https://hub.invalid", "HF_HOME": str(tmp_path / "hf")}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "llmiqa.cli", "score", str(two[0]), "--model", "someone/model"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        first = run.stderr.readline()
+    finally:
+        run.kill()
+        run.wait()
+    assert first.startswith("llmiqa: the hub (hub.invalid) is unreachable")
+    assert "HF_HUB_OFFLINE=1" in first

@@ -50,10 +50,41 @@ def test_each_region_is_tinted_in_its_colour(scene):
 def test_a_huge_image_is_drawn_at_max_side(scene):
     image, regions, result = scene
     small = draw_regions(image, regions, result, max_side=200)
-    assert small.size == (200, 150)
+    assert small.width == 200 and small.height > 150  # the image part 200x150, then the legend
 
 
 def test_regions_and_results_must_correspond(scene):
     image, regions, result = scene
     with pytest.raises(ValueError, match="1 regions for 2 region results"):
         draw_regions(image, regions[:1], result)
+
+
+def test_labels_never_overlap_even_when_a_box_spans_the_frame(scene):
+    """The sweep's case: a box over the whole frame puts the image's score, its region's
+    score and its area label in the same corners."""
+    from PIL import ImageDraw, ImageFont
+
+    from llmiqa.draw import corners, place
+
+    image, _, _ = scene
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=14)
+    taken: list = []
+    place(draw, "4.21", ImageFont.load_default(size=28), [((6, 6), "lt")], taken, image.size)
+    frame = (0, 0, 400, 300)
+    for _ in range(3):  # three whole-frame regions: score and area each
+        for text, first in (("4.00", "lt"), ("100%", "rb")):
+            place(draw, text, font, corners(frame, 7, first, 21), taken, image.size)
+    for i, a in enumerate(taken):
+        assert min(a[0], a[1]) >= 0 and a[2] <= 400 and a[3] <= 300  # inside the image
+        for b in taken[i + 1 :]:
+            assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1])
+
+
+def test_the_drawing_carries_a_legend_below(scene):
+    image, regions, result = scene
+    drawn = draw_regions(image, regions, result)
+    assert drawn.width == 400 and drawn.height > 300
+    strip = np.asarray(drawn)[300:]
+    swatches = [tuple(strip[y, 10]) for y in range(strip.shape[0])]
+    assert PALETTE[0] in swatches and PALETTE[1] in swatches  # one swatch per region

@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from llmiqa.metrics import METRICS, evaluate, fit_logistic, krcc, logistic, plcc, srcc
+from llmiqa.metrics import (
+    METRICS,
+    evaluate,
+    fit_logistic,
+    fit_warning,
+    krcc,
+    logistic,
+    plcc,
+    srcc,
+)
 
 # Fixed vectors with ties on both sides.
 PRED = np.array([3.1, 1.0, 4.2, 4.2, 2.5, 6.0, 5.1, 2.5, 7.0, 0.3])
@@ -126,3 +135,18 @@ def test_a_fit_that_does_not_converge_is_reported():
 def test_mismatched_inputs_are_a_caller_error():
     with pytest.raises(ValueError, match="equal length"):
         evaluate([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_a_falling_or_step_fit_is_flagged_and_the_raw_plcc_stays_beside_it():
+    """The sweep's case: on 96 DIBR images a tiny random model gave SRCC -0.045 and raw
+    PLCC -0.031, yet PLCC 0.21 after a fit that falls as a step; the fit is flagged."""
+    rng = np.random.default_rng(0)
+    pred = rng.normal(4.0, 0.05, 96)
+    mos = rng.uniform(1, 4.4, 96) - 0.5 * (pred > 4.05)  # a little lower above one cut
+    result = evaluate(pred, mos, resamples=0)
+    assert result["plcc"]["value"] < 0  # raw: negative
+    warning = result["fit_warning"]
+    assert "decreases" in warning and f"{result['plcc']['value']:.3g}" in warning
+    assert fit_warning(pred, mos, np.array([1.6, 2.3, 4.05, 2e-6])).count("step") == 1
+    good = fit_warning(pred, 2 * pred, np.array([10.0, 6.0, 4.0, 0.05]))
+    assert good is None  # rising, with the predictions on its slope

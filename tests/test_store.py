@@ -299,3 +299,12 @@ def test_a_store_on_a_read_only_file_system_says_so(tmpfs, good):
     with pytest.raises(StoreError, match="read-only file system: make it writable") as error:
         Store(folder / "s.sqlite").check_writable()
     assert str(folder / "s.sqlite") in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_store_records_which_llmiqa_writes_to_it(tmp_path):
+    from llmiqa import __version__
+
+    store = Store(tmp_path / "s.sqlite")
+    store.check_writable()
+    (written,) = store.db.execute("SELECT value FROM meta WHERE name = 'llmiqa'").fetchone()
+    assert written == __version__

@@ -40,9 +40,7 @@ class MplugOwl3Rater(LocalRater):
     name: ClassVar[str] = "mplug-owl3"
     model_types: ClassVar[tuple[str, ...]] = ("mplugowl3",)  # remote code only: our port
     options: ClassVar[dict[str, BackendOption]] = {
-        "cut": BackendOption(
-            True, bool, "mPLUG-Owl3: cut each sub-image into 384-px crops plus a global view"
-        )
+        "cut": BackendOption(True, bool, "cut each sub-image into 384-px crops plus a global view")
     }
     min_crop_side: ClassVar[int] = 1  # its processor resizes any crop to 384-px tiles
 
