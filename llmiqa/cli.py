@@ -294,6 +294,27 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from llmiqa.reproduce import BENCHMARKS, reproduce
+
+    roots = {name: getattr(args, name) for name in BENCHMARKS if getattr(args, name)}
+    out = Path(args.out)
+    record = reproduce(roots, out, knobs.explicit_options(args), args.protocols, args.limit,
+                       args.subset, args.bootstrap, args.overwrite)  # fmt: skip
+    print((out / "reproduction.md").read_text(), end="")
+    print(f"table: {out / 'reproduction.md'}  record to share: {out / 'reproduction.json'}"
+          f" ({len(record['runs'])} runs)")  # fmt: skip
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from llmiqa.compare import compare, text
+
+    found = compare(Path(args.run), Path(args.file), args.readout)
+    print(json.dumps(vars(found)) if args.json else text(found, args.readout))
+    return 0
+
+
 def cmd_tiny(args: argparse.Namespace) -> int:
     from llmiqa import tiny
 
@@ -391,6 +412,42 @@ def parser() -> argparse.ArgumentParser:
     )
     ablation.add_argument("--json", action="store_true", help="one JSON list of rows")
     ablation.set_defaults(handler=cmd_ablate)
+
+    from llmiqa.reproduce import BENCHMARKS, LABELS, PROTOCOLS
+
+    again = commands.add_parser(
+        "reproduce", help="the paper's Table 2 on the benchmarks you have, one file to share"
+    )
+    for name in BENCHMARKS:
+        again.add_argument(f"--{name}", metavar="ROOT",
+                           help=f"folder of the official {LABELS[name]} release")  # fmt: skip
+    again.add_argument("--out", required=True, help="folder of the runs, the table and record")
+    again.add_argument(
+        "--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS),
+        help="the paper's text and/or the released code (default: both)",
+    )  # fmt: skip
+    again.add_argument("--limit", type=int, help="only the first N images (a smoke run)")
+    again.add_argument("--subset", action="store_true",
+                       help="label files that list a deliberate subset of a release")  # fmt: skip
+    again.add_argument("--bootstrap", type=int, default=1000,
+                       help="resamples for the intervals (default: 1000)")  # fmt: skip
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace runs of --out made with other options")  # fmt: skip
+    knobs.add_arguments(again, preset=False)
+    again.set_defaults(handler=cmd_reproduce)
+
+    matching = commands.add_parser(
+        "compare", help="per-image agreement of a run with published per-image outputs"
+    )
+    matching.add_argument("run", help="run folder written by llmiqa eval")
+    matching.add_argument("file", help="JSON of {name, score} per image (e.g. the authors')")
+    matching.add_argument(
+        "--readout", default="greedy", choices=("expected", "argmax", "greedy", "score"),
+        help="ours: the whole image's rating read out so, or the run's final score "
+        "(default: greedy, the released code's one token)",
+    )  # fmt: skip
+    matching.add_argument("--json", action="store_true", help="one JSON object")
+    matching.set_defaults(handler=cmd_compare)
 
     tiny = commands.add_parser("tiny", help="build tiny random models to try llmiqa offline")
     tiny.add_argument("folder", help="where to write them")

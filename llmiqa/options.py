@@ -191,13 +191,16 @@ def add_arguments(
     parser: argparse.ArgumentParser,
     only: tuple[str, ...] | None = None,
     restrict: dict[str, tuple] | None = None,
+    preset: bool = True,
 ) -> None:
     """Every option (or `only` those) as a --flag, grouped, each showing its default;
-    `restrict` narrows an option's choices for a command that accepts fewer."""
-    parser.add_argument(
-        "--preset", choices=sorted(PRESETS), help="start from a named configuration: "
-        "paper (the paper's text) or dogiqa (the authors' released code); flags still win"
-    )  # fmt: skip
+    `restrict` narrows an option's choices for a command that accepts fewer; `preset`
+    offers --preset."""
+    if preset:
+        parser.add_argument(
+            "--preset", choices=sorted(PRESETS), help="start from a named configuration: "
+            "paper (the paper's text) or dogiqa (the authors' released code); flags still win"
+        )  # fmt: skip
     groups: dict[str, argparse._ArgumentGroup] = {}
     for knob in knobs():
         if only is not None and knob.key not in only:
@@ -222,7 +225,11 @@ def add_store(parser: argparse.ArgumentParser, help: str = STORE_HELP) -> None:
     parser.add_argument("--store", help=help)
 
 
+def explicit_options(args: argparse.Namespace) -> dict[str, object]:
+    """The options a command line gave (None: not given)."""
+    return {knob.key: getattr(args, knob.key, None) for knob in knobs()}
+
+
 def from_arguments(args: argparse.Namespace) -> dict[str, object]:
     """The resolved options of parsed arguments (absent flags take preset or default)."""
-    explicit = {knob.key: getattr(args, knob.key, None) for knob in knobs()}
-    return resolve(explicit, getattr(args, "preset", None))
+    return resolve(explicit_options(args), getattr(args, "preset", None))
