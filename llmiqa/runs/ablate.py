@@ -1,0 +1,162 @@
+"""`llmiqa ablate`: the paper's ablations from a run folder, from stored ratings where the
+variant needs no new ones (zero model calls), through the store where it does."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from llmiqa import aggregate, metrics
+from llmiqa.aggregate import Aggregation, RatingArrays
+from llmiqa.options import build
+from llmiqa.regions import REGION_MODES
+from llmiqa.runs.evaluate import scored
+from llmiqa.runs.folder import RunConfig, attach, current, read_arrays, strict_json
+from llmiqa.standards import KINDS, LEVELS, QUESTIONS
+
+# Every readout the stored quantities allow (RatingArrays.readouts), so named.
+READOUT_NAMES = {
+    "expected": "readout=expected",
+    "argmax": "readout=argmax",
+    "greedy": "readout=greedy (released code)",
+    "qalign": "readout=qalign (Q-Align)",
+    "qbench": "readout=qbench (Q-Bench A3)",
+    "sepiqa": "readout=sepiqa (SeP-IQA)",
+}
+# Variants computed from stored ratings alone: zero model calls.
+AGGREGATION_VARIANTS: tuple[tuple[str, dict], ...] = (
+    ("view=global (Table 3, exp. 6)", {"lam": 0.0, "count_weight": 0.0}),
+    ("view=local (Table 3, exp. 7)", {"global_weight": 0.0, "count_weight": 0.0}),
+    ("weighting=mean (Table 3, exp. 4)", {"weighting": "mean"}),
+    ("weighting=area", {"weighting": "area"}),
+    *((f"lambda={lam:g}", {"lam": lam}) for lam in (0.25, 0.5, 1.0, 2.0, 4.0)),
+    ("count weight=0.1 (released code)", {"count_weight": 0.1}),
+    ("no complement region (Table 5)", {"complement": False}),
+)
+# Variants that need ratings of other prompts or sub-images: they reuse the store.
+RATING_AXES: dict[str, list[tuple[str, dict]]] = {
+    "kind": [(f"kind={kind}", {"kind": kind}) for kind in KINDS if kind not in QUESTIONS],
+    "levels": [(f"levels={k}", {"levels": k}) for k in LEVELS],
+    "region-mode": [(f"region-mode={mode}", {"region_mode": mode}) for mode in REGION_MODES],
+    # Table 5: SAM2's own generator settings (fine masks) against the run's
+    "masks": [
+        (
+            "masks=SAM2 defaults (Table 5)",
+            {
+                "points_per_side": 32,
+                "pred_iou_thresh": 0.8,
+                "stability_score_thresh": 0.95,
+                "stability_score_offset": 1.0,
+                "box_nms_thresh": 0.7,
+            },
+        ),
+        ("masks=the run's", {}),
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    variant: str
+    metrics: dict
+    new_ratings: int
+    scored: int
+    note: str = ""  # why a metric is NaN, or why the fitted PLCC misleads
+
+
+def _row(variant: str, pred: np.ndarray, mos: np.ndarray, new_ratings: int) -> Row:
+    values = metrics.evaluate(pred, mos, resamples=0)
+    notes = sorted({f"NaN because {values[m]['reason']}" for m in metrics.METRICS
+                    if values[m]["reason"]})  # fmt: skip
+    if values["fit_warning"]:
+        notes.append(f"PLCC (fit): {values['fit_warning']}")
+    return Row(
+        variant,
+        {m: values[m]["value"] for m in metrics.METRICS},
+        new_ratings,
+        int(pred.size),
+        "; ".join(notes),
+    )
+
+
+def aggregation_rows(
+    arrays: RatingArrays, truth: np.ndarray, models: Sequence[str], base: Aggregation
+) -> Iterator[Row]:
+    """Readout, view, weighting, λ, count and ensemble variants of the scored images:
+    whole-run arrays, no model. The readouts are those the stored quantities allow: the
+    digits' on a digit-answer run, SeP-IQA's, Q-Align's and Q-Bench's on a word run."""
+    for how in arrays.readouts:
+        scores = aggregate.scores(arrays, replace(base, readout=how)).score
+        yield _row(READOUT_NAMES[how], scores, truth, 0)
+    for variant, change in AGGREGATION_VARIANTS:
+        yield _row(variant, aggregate.scores(arrays, replace(base, **change)).score, truth, 0)
+    if len(models) > 1:
+        for index, model in enumerate(models):
+            alone = aggregate.scores(arrays, base).s_model[:, index]
+            yield _row(f"model={model} alone", alone, truth, 0)
+        yield _row("ensemble (Table 3, exp. 9)", aggregate.scores(arrays, base).score, truth, 0)
+
+
+def rating_rows(config: RunConfig, out: Path, axes: Sequence[str]) -> Iterator[Row]:
+    """Standard kind, K, region mode and masks: rescored through the store, rating what is
+    missing."""
+    if not axes:
+        return
+    dataset = config.load_dataset()
+    samples = config.samples(dataset)
+    paths = [dataset.path(s) for s in samples]
+    truth = np.array([s.mos for s in samples])
+    for axis in axes:
+        for variant, change in RATING_AXES[axis]:
+            scorer = config.scorer(out, progress=True, **change)
+            results = scorer.score(paths)
+            yield _row(variant, *scored(results, truth), new_ratings=scorer.usage.rated)
+
+
+def ablate(out: Path, axes: Sequence[str] = ()) -> list[Row]:
+    """The rows, also saved beside the run's outputs as ablation.csv and ablation.json."""
+    published = current(out)  # one publication, read whole
+    config = RunConfig.read(published)
+    rows = []
+    scored = read_arrays(published, config.run_id)
+    if scored is not None:
+        rows += aggregation_rows(*scored, build(Aggregation, config.scoring))
+    rows += rating_rows(config, out, axes)
+    records = [{"run": config.run_id, **vars(row)} for row in rows]
+    attach(out, "ablation.json", json.dumps(strict_json(records), indent=1) + "\n")
+    attach(out, "ablation.csv", rows_csv(rows, config.run_id))
+    return rows
+
+
+def rows_csv(rows: Sequence[Row], run_id: str) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["run", "variant", *metrics.METRICS, "images", "new_ratings", "note"])
+    for row in rows:
+        values = [f"{row.metrics[m]:.6f}" for m in metrics.METRICS]
+        writer.writerow([run_id, row.variant, *values, row.scored, row.new_ratings, row.note])
+    return buffer.getvalue()
+
+
+def rows_markdown(rows: Sequence[Row]) -> str:
+    header = "| variant | SRCC | PLCC | PLCC (fit) | KRCC | RMSE (fit) | images | new ratings |"
+    lines = [header, "|" + "---|" * 8]
+    notes = []
+    for row in rows:
+        m = row.metrics
+        mark = ""
+        if row.note:
+            notes.append(row.note)
+            mark = f" [{len(notes)}]"
+        lines.append(
+            f"| {row.variant}{mark} | {m['srcc']:.4f} | {m['plcc']:.4f} | {m['plcc_fit']:.4f} "
+            f"| {m['krcc']:.4f} | {m['rmse_fit']:.4f} | {row.scored} | {row.new_ratings} |"
+        )
+    lines += ["", *(f"[{i}] {note}" for i, note in enumerate(notes, 1))]
+    return "\n".join(lines).rstrip()
