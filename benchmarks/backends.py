@@ -9,6 +9,13 @@ Reports ratings per second, peak memory, the ratio to transformers and the large
 |Δp| against transformers. Needs the vLLM venv:
 
     .venv-vllm/bin/python benchmarks/backends.py [--images 8] [--in-flight 32]
+
+`--families` instead rates the same requests through transformers on each family's tiny
+random checkpoint (llmiqa/families.py) at batch sizes 1, 4 and 8, in this process: ratings
+per second (absolute values mean little on ~0.2 M-parameter models; a family whose batch
+8 is no faster than batch 1 does not batch) and the batch sizes its forward passes saw:
+
+    .venv/bin/python benchmarks/backends.py --families [--images 4]
 """
 
 from __future__ import annotations
@@ -129,15 +136,52 @@ def worker(backend: str, checkpoint: str, images: int, in_flight: int, out: str)
         os.killpg(server.pid, signal.SIGKILL)
 
 
+def families(images: int) -> None:
+    """Each family of the matrix at batch 1, 4 and 8: ratings/s and forward batch sizes."""
+    from functools import partial
+
+    from llmiqa import tiny
+    from llmiqa.raters.spec import RaterSpec
+    from llmiqa.tiny_families import BUILDERS
+
+    build = {"qwen2_vl": tiny.build_qwen2_vl, "qwen2_5_vl": partial(tiny.build_qwen2_vl,
+             version="2.5"), "llava": tiny.build_llava, **BUILDERS}  # fmt: skip
+    warmup, measured = requests(1), requests(images, skip=1)
+    print(f"{images} DIBR images x {1 + len(BOXES)} views; ratings/s (forward batch sizes)")
+    print(f"{'family':<17}" + "".join(f"{f'batch {b}':>24}" for b in (1, 4, 8)) + f"{'8 vs 1':>8}")
+    with tempfile.TemporaryDirectory() as folder:
+        for key, builder in build.items():
+            checkpoint = str(builder(Path(folder) / key))
+            speeds, cells = [], []
+            for batch in (1, 4, 8):
+                rater = RaterSpec(checkpoint, batch_size=batch).load()
+                sizes = []
+                prepare = rater.prepare
+                rater.prepare = lambda chunk, p=prepare, s=sizes: s.append(len(chunk)) or p(chunk)
+                dict(rater.rate(warmup))
+                sizes.clear()
+                started = time.perf_counter()
+                assert len(dict(rater.rate(measured))) == len(measured)
+                speeds.append(len(measured) / (time.perf_counter() - started))
+                cells.append(f"{speeds[-1]:.1f} ({','.join(map(str, sorted(set(sizes))))})")
+            print(
+                f"{key:<17}" + "".join(f"{c:>24}" for c in cells) + f"{speeds[2] / speeds[0]:>8.2f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=8, help="measured images (x4 views)")
     parser.add_argument("--in-flight", type=int, default=32, help="vLLM/server requests at once")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--checkpoint", help="a Qwen2-VL folder (default: a random ~40 M one)")
+    parser.add_argument("--families", action="store_true", help="tiny families, batch 1/4/8")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.families:
+        families(args.images)
+        return
     if args.worker:
         worker(args.worker, args.checkpoint, args.images, args.in_flight, args.out)
         return

@@ -25,15 +25,17 @@ QWEN_SPECIALS = (
     "<|video_pad|>",
 )
 
-# Same shape of output as the real Qwen2-VL template (system, image placeholder, text).
-QWEN_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for c in message['content'] %}{% if c['type'] == 'image' %}"
-    "<|vision_start|><|image_pad|><|vision_end|>{% elif c['type'] == 'text' %}{{ c['text'] }}"
-    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+def template(name: str) -> str:
+    """A published chat template (where each comes from: templates/SOURCES.md)."""
+    return (TEMPLATES / name).read_text()
+
+
+# Qwen2-VL's and Qwen2.5-VL's own template: "You are a helpful assistant." when no system
+# turn is given, the image as <|vision_start|><|image_pad|><|vision_end|>.
+QWEN_TEMPLATE = template("qwen2_vl.jinja")
 
 # The llava-1.5-hf template: system text bare, then "USER: <image>\n... ASSISTANT:".
 LLAVA_TEMPLATE = (
@@ -46,25 +48,58 @@ LLAVA_TEMPLATE = (
 )
 
 
+# Words the training-free readouts read (Q-Align's five levels, Q-Bench's two), each one
+# token with its leading space, as in real BPE vocabularies; every other word is spelled
+# byte by byte.
+WORDS = ("excellent", "good", "fair", "poor", "bad")
+
+
 def byte_tokenizer(
-    specials: tuple[str, ...], template: str, drop_digits: bool = False
+    specials: tuple[str, ...],
+    template: str,
+    drop_digits: bool = False,
+    *,
+    eos: str | None = None,
+    pad: str | None = None,
+    bos: str | None = None,
+    named: dict[str, str] | None = None,
+    add_bos: bool = False,
 ) -> PreTrainedTokenizerFast:
-    """Byte-level BPE with no merges: every byte one token, so digits are single tokens.
+    """Byte-level BPE whose only merges spell WORDS: digits are single tokens.
 
     `drop_digits` removes the digit bytes from the vocabulary (they become the unknown
-    token) to build the "tokenizer lacks single-digit tokens" failure case.
+    token) to build the "tokenizer lacks single-digit tokens" failure case. `eos` and `pad`
+    default to the first special token. `named` become tokenizer attributes that
+    processors read (tokenizer.boi_token, ...); `add_bos` prepends `bos` to every encoding
+    with special tokens, as the real Gemma, Llama 3 and Mistral tokenizers do.
     """
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     if drop_digits:
         alphabet = [c for c in alphabet if not c.isdigit()]
     vocab = {c: i for i, c in enumerate(["<unk>", *alphabet])}
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    merges = []
+    for word in WORDS:
+        spelled = "\u0120"  # the byte-level space
+        for char in word:
+            merges.append((spelled, char))
+            spelled += char
+            vocab.setdefault(spelled, len(vocab))
+    core = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     core.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>")
-    tokenizer.add_special_tokens({"additional_special_tokens": list(specials)})
-    tokenizer.pad_token = specials[0]
-    tokenizer.eos_token = specials[0]
+    named = named or {}
+    tokens = {"eos_token": eos or specials[0], "pad_token": pad or specials[0]}
+    if bos is not None:
+        tokens["bos_token"] = bos
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        unk_token="<unk>",
+        add_bos_token=add_bos,
+        extra_special_tokens=named,
+        **tokens,
+    )
+    everything = dict.fromkeys([*specials, *named.values(), *tokens.values()])
+    tokenizer.add_special_tokens({"additional_special_tokens": list(everything)})
     tokenizer.chat_template = template
     return tokenizer
 
@@ -177,8 +212,27 @@ def build_qwen2_vl(
     return Path(folder)
 
 
-def build_llava(folder: str | Path, seed: int = 0) -> Path:
-    """A tiny LLaVA: CLIP vision tower (56 px, patch 14) + a two-layer Llama."""
+def hub_layout(folder: Path) -> Path:
+    """The checkpoint's CLIP/SigLIP tower weights under `vision_tower.vision_model.`, as
+    the hub's LLaVA checkpoints have them: transformers 5 saves them one level up (and
+    reads both), vLLM 0.32 reads only this layout."""
+    from safetensors.torch import load_file, save_file
+
+    for file in folder.glob("*.safetensors"):
+        tensors = load_file(file)
+        renamed = {
+            "vision_tower.vision_model." + key.removeprefix("vision_tower.")
+            if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model.")
+            else key: value
+            for key, value in tensors.items()
+        }
+        save_file(renamed, file, metadata={"format": "pt"})
+    return folder
+
+
+def build_llava(folder: str | Path, seed: int = 0, width: int = 64) -> Path:
+    """A tiny LLaVA: CLIP vision tower (56 px, patch 14) + a two-layer Llama `width` wide
+    (4 heads; 128 gives the heads of 32 vLLM's CPU attention needs)."""
     from transformers import (
         CLIPImageProcessor,
         LlavaConfig,
@@ -202,8 +256,8 @@ def build_llava(folder: str | Path, seed: int = 0) -> Path:
     text = dict(
         model_type="llama",
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=width,
+        intermediate_size=2 * width,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -234,7 +288,24 @@ def build_llava(folder: str | Path, seed: int = 0) -> Path:
     )
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    return Path(folder)
+    return hub_layout(Path(folder))
+
+
+def retokenized_mplug_owl3(source: str | Path, folder: str | Path) -> Path:
+    """A copy of an official-format mPLUG-Owl3 checkpoint (weights and config as they are)
+    with the byte-level tokenizer above: the answer words are single tokens there, so
+    Q-Align's and Q-Bench's readouts can tell them apart (the golden tiny checkpoint's own
+    tokenizer starts four of them with the same token)."""
+    import shutil
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in Path(source).iterdir():
+        if file.suffix == ".safetensors" or file.name in ("config.json", "generation_config.json"):
+            shutil.copy(file, folder / file.name)
+    specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+    byte_tokenizer(specials, QWEN_TEMPLATE, eos="<|im_end|>").save_pretrained(folder)
+    return folder
 
 
 def build_sam2(folder: str | Path, seed: int = 0, image_size: int = 1024) -> Path:

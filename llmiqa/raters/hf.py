@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import logging
 from typing import TYPE_CHECKING, ClassVar
 
 from PIL import Image
@@ -22,16 +24,17 @@ MAX_PIXELS = BackendOption(
 )
 
 
-def chat_messages(prompt: Prompt) -> list[dict]:
+def chat_messages(prompt: Prompt, system_as_text: bool = False) -> list[dict]:
     """The prompt as transformers chat messages: the image is a content part of the user
-    turn, between the texts before and after it (empty texts left out)."""
+    turn, between the texts before and after it (empty texts left out); the system turn
+    as a list of parts, or as plain text."""
     parts = [{"type": "text", "text": prompt.before_image}, {"type": "image"}]
     parts.append({"type": "text", "text": prompt.after_image})
     user = [part for part in parts if part.get("text") != ""]
     messages = [{"role": "user", "content": user}]
     if prompt.system is not None:
-        system = {"role": "system", "content": [{"type": "text", "text": prompt.system}]}
-        messages.insert(0, system)
+        system = prompt.system if system_as_text else [{"type": "text", "text": prompt.system}]
+        messages.insert(0, {"role": "system", "content": system})
     return messages
 
 
@@ -56,6 +59,10 @@ def load_processor(spec: Spec):
 
     try:
         processor = AutoProcessor.from_pretrained(_source(spec), revision=spec.checkpoint.commit)
+    except ImportError as error:  # e.g. SmolVLM2's processor without num2words
+        raise ModelLoadError(
+            f"{spec.model}: its processor needs a package that is not installed ({one_line(error)})"
+        ) from None
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ModelLoadError(
             f"{spec.model}: cannot load as a vision-language model with AutoProcessor "
@@ -72,18 +79,32 @@ def load_processor(spec: Spec):
 
 
 def render_chat(processor, prompt: Prompt) -> str:
-    """The chat template applied up to the answer; templates without a system role get the
-    standard at the start of the user turn."""
+    """The chat template applied up to the answer. The system turn goes as a list of parts
+    (LLaVA-OneVision's and Idefics3's templates drop a plain string, Mistral's refuses
+    one); a template that prints the list as it is (GLM-4.1V) gets plain text instead; one
+    that refuses a system turn (Llama 3.2 Vision beside an image) gets the standard at the
+    start of the user turn. A prompt's opened answer follows the generation prompt."""
+
+    def render(messages: list[dict]) -> str:
+        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return text + prompt.answer  # the assistant's opening, as SeP-IQA and Q-Align write it
+
     try:
-        return processor.apply_chat_template(
-            chat_messages(prompt), add_generation_prompt=True, tokenize=False
-        )
+        text = render(chat_messages(prompt))
     except Exception as error:  # jinja raises on templates without a system role
         if prompt.system is None or "system" not in str(error).lower():
             raise
-        return processor.apply_chat_template(
-            chat_messages(prompt.merged()), add_generation_prompt=True, tokenize=False
-        )
+        return render(chat_messages(prompt.merged()))
+    if prompt.system is not None and "{'type': 'text'" in text:
+        return render(chat_messages(prompt, system_as_text=True))
+    return text
+
+
+def dated(text: str, prompt: Prompt) -> bool:
+    """Whether the template wrote today's date into the prompt (Mistral's default system
+    prompt does): the model then reads another prompt every day."""
+    today = datetime.date.today().isoformat()
+    return today in text and today not in prompt.text
 
 
 class TransformersRater(LocalRater):
@@ -103,7 +124,7 @@ class TransformersRater(LocalRater):
             self.model = AutoModelForImageTextToText.from_pretrained(
                 _source(spec), revision=spec.checkpoint.commit, dtype=self.dtype
             )
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except (ImportError, OSError, ValueError, KeyError, TypeError) as error:
             raise ModelLoadError(
                 f"{spec.model}: cannot load as a vision-language model with "
                 f"AutoModelForImageTextToText ({one_line(error)})"
@@ -122,16 +143,29 @@ class TransformersRater(LocalRater):
         return render_chat(load_processor(spec), prompt)
 
     def _render(self, prompt: Prompt) -> str:
-        return render_chat(self.processor, prompt)
+        text = render_chat(self.processor, prompt)
+        if dated(text, prompt):
+            logging.getLogger("llmiqa").warning(
+                "%s: its chat template writes today's date into a prompt without a system "
+                "turn, so its ratings change from day to day; give the prompt a system turn "
+                "(e.g. --preset paper)",
+                self.model_name,
+            )
+        return text
 
     def prepare(self, requests) -> dict[str, torch.Tensor]:
         images = [request.pixels for request in requests]
         if self.max_pixels:
             images = [shrink(image, self.max_pixels) for image in images]
+        texts = [self.render(request.prompt) for request in requests]
+        bos = self.tokenizer.bos_token
         inputs = self.processor(
-            text=[self.render(request.prompt) for request in requests],
-            images=images,
+            text=texts,
+            images=[[image] for image in images],  # one list per sample: every family batches
             padding=True,
+            # templates that write BOS themselves (Gemma 3, Llama 3.2, Mistral) must not get
+            # a second one from the tokenizer
+            add_special_tokens=not (bos and all(text.startswith(bos) for text in texts)),
             return_tensors="pt",
         )
         return {
