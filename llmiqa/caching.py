@@ -143,6 +143,16 @@ class CachingRater:
                 self.commit(todo[index], outcome)
                 yield from ((i, outcome) for i in where[todo[index].key])
 
+    def direction(self, positive: str, negative: str) -> np.ndarray:
+        """SeP-IQA's weight of every token for these word lists: from the store, else
+        computed once from the model's input embeddings (no image) and stored."""
+        words = f"{positive}\x1f{negative}"
+        cosines = self.store.direction(self.identity, words)
+        if cosines is None:
+            cosines = self._load(None).token_cosines(positive, negative)
+            self.store.put_direction(self.identity, words, cosines)
+        return cosines
+
     def _lookup(self, requests: Sequence[RatingRequest]) -> dict[str, Rating]:
         """Valid stored ratings by key (failures of this process are not looked up);
         refused rows count as missing, and are counted and noted."""
@@ -152,10 +162,11 @@ class CachingRater:
             self.usage.note(message)
         return found
 
-    def _load(self, request: RatingRequest):
+    def _load(self, request: RatingRequest | None):
         if not self.models:
+            missing = f"rating {request.key}" if request else "SeP-IQA's direction"
             raise NoModels(
-                f"rating {request.key} is missing from the store after the Ray phases (the "
+                f"{missing} is missing from the store after the Ray phases (the "
                 "store lost it, or another process changed it); rerun the same command"
             )
         if self._rater is None:

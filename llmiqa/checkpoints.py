@@ -74,6 +74,28 @@ class Checkpoint:
         return Path(folder)
 
 
+def input_embeddings(checkpoint: Checkpoint):
+    """The language model's input embedding table, read alone from the checkpoint's
+    safetensors files (the one tensor named *embed_tokens.weight)."""
+    from safetensors import safe_open
+
+    folder = checkpoint.local_folder(("*.json", "*.safetensors"))
+    found = []
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(file, "pt") as weights:
+            names = weights.keys()  # a safe_open handle is not iterable itself
+        found += [(file, name) for name in names if name.endswith("embed_tokens.weight")]
+    if len(found) != 1:
+        names = [name for _, name in found] or "none"
+        raise ModelLoadError(
+            f"{checkpoint.source}: cannot tell its input embedding table among its weights "
+            f"(tensors named *embed_tokens.weight: {names})"
+        )
+    file, name = found[0]
+    with safe_open(file, "pt") as weights:
+        return weights.get_tensor(name)
+
+
 def split_revision(source: str) -> tuple[str, str | None]:
     """ "owner/name@revision" -> (owner/name, revision); an existing path is taken whole."""
     name, at, revision = source.rpartition("@")

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 
 from llmiqa import options as knobs
-from llmiqa.aggregate import READOUTS, WEIGHTINGS, Aggregation
+from llmiqa.aggregate import WEIGHTINGS, Aggregation, allowed_readouts
 from llmiqa.errors import UsageError, one_line
 from llmiqa.images import ImageError, LoadedImage, load_image
 from llmiqa.regions import Region
 from llmiqa.results import ImageResult
-from llmiqa.standards import KINDS, LEVELS, Standard
+from llmiqa.standards import KINDS, QUESTIONS, Standard
 
 INSTALL_HINT = "llmiqa demo needs Gradio: pip install 'llmiqa[demo]'"
 MAX_FILE_MB = 50  # per upload; Gradio refuses larger files before they reach us
@@ -93,7 +93,7 @@ class Engine:
     def standard(self, levels: int, kind: str) -> Standard:
         """The standard for these controls (the wording stays the demo's)."""
         try:
-            return Standard(kind, int(levels), self.base.standard.wording)
+            return replace(self.base.standard, kind=kind, levels=int(levels))
         except ValueError as error:
             raise UsageError(str(error)) from None
 
@@ -111,6 +111,9 @@ class Engine:
         return self._run(self._score, files, standard, aggregation)
 
     def _score(self, files, standard, aggregation) -> Outcome:
+        from llmiqa.pipeline import check_readout
+
+        check_readout(standard, aggregation, self.base.specs)
         scorer = self._scorer(standard)
         rated, stored = self.usage.rated, self.usage.from_store
         items: list[Scored | None] = []
@@ -178,16 +181,17 @@ def summary_rows(items: Sequence[Scored]) -> list[list]:
     rows = []
     for item in items:
         if item.result is None:
-            rows.append([item.name, None, None, None, None, item.error])
+            rows.append([item.name, None, None, None, None, None, item.error])
             continue
         r = item.result
         local = float(np.nanmean(r.s_local)) if not np.isnan(r.s_local).all() else None
-        rows.append([item.name, round(r.score, 4), round(float(r.s_global.mean()), 4),
+        spread = None if np.isnan(r.spread) else round(r.spread, 4)
+        rows.append([item.name, round(r.score, 4), spread, round(float(r.s_global.mean()), 4),
                      None if local is None else round(local, 4), len(r.regions), ""])  # fmt: skip
     return rows
 
 
-SUMMARY_HEADERS = ["image", "score", "s_global", "s_local", "regions", "problem"]
+SUMMARY_HEADERS = ["image", "score", "± spread", "s_global", "s_local", "regions", "problem"]
 REGION_HEADERS = ["#", "kind", "box (x0,y0,x1,y1)", "area", "score", "most probable level"]
 
 
@@ -219,9 +223,10 @@ def score_card(item: Scored | None, low_high: tuple[float, float]) -> str:
         if mass < 0.5
         else ""
     )
+    spread = "" if np.isnan(r.spread) else f"<span class='score-spread'> ± {r.spread:.4f}</span>"
     return (
         f"<div id='score-card'><div class='score-name'>{_escape(item.name)}</div>"
-        f"<span class='score-value'>{r.score:.4f}</span>"
+        f"<span class='score-value'>{r.score:.4f}</span>{spread}"
         f"<span class='score-range'> on {low:g} .. {top}, higher is better</span>{warn}</div>"
     )
 
@@ -360,14 +365,18 @@ def _controls(gr, engine: Engine) -> Controls:
                     elem_id="llmiqa-files", height=140)  # fmt: skip
     with gr.Group():
         gr.Markdown("**Standard** (new ratings, unless the store holds them)")
-        choices = LEVELS if standard.kind != "number" else range(2, 10)
+        # a question's answer words, or a standard's digits: the page stays on one side
+        words = bool(standard.words)
+        kinds = QUESTIONS if words else [k for k in KINDS if k not in QUESTIONS]
+        choices = Standard.defined_levels(standard.kind, standard.wording)
         levels = gr.Dropdown([str(k) for k in choices], value=str(standard.levels),
                              label="K (number of levels)", elem_id="llmiqa-levels")  # fmt: skip
-        kind = gr.Radio(list(KINDS), value=standard.kind, label="standard")
+        kind = gr.Radio(list(kinds), value=standard.kind, label="standard")
     with gr.Group():
         gr.Markdown("**Aggregation** (recomputed, no model call)")
+        readouts = allowed_readouts(words, bool(standard.top_logits))
         aggregation = [
-            gr.Radio(list(READOUTS), value=options["readout"], label="readout",
+            gr.Radio(list(readouts), value=options["readout"], label="readout",
                      elem_id="llmiqa-readout"),
             gr.Radio(list(WEIGHTINGS), value=options["weighting"], label="region weights"),
             gr.Slider(0, 4, value=options["global_weight"], step=0.05, label="g (s_global)"),

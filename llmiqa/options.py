@@ -21,7 +21,7 @@ from llmiqa.regions import RegionSettings
 from llmiqa.runtime import Models, Runtime
 from llmiqa.segmenters.masks import DOGIQA_MASKS, MaskSettings
 from llmiqa.settings import declared, default_of
-from llmiqa.standards import Standard
+from llmiqa.standards import QUESTIONS, Standard
 
 TYPES = {"str": str, "int": int, "float": float, "bool": bool, "tuple[str, ...]": list}
 GROUPS = {
@@ -145,6 +145,14 @@ PRESETS: dict[str, dict[str, object]] = {
         "dtype": "float16",
         **values_of(DOGIQA_MASKS),
     },
+    # Other training-free protocols, on whatever model is given: each one's question, its
+    # opened answer and its readout, whole image only as their originals (add
+    # --region-mode bbox or mask for a mix-grained variant). Every word run keeps what all
+    # three readouts need, so `llmiqa ablate` gives the other two with no model call.
+    **{
+        question: {"kind": question, "levels": 5, "readout": question, "region_mode": "whole-only"}
+        for question in QUESTIONS
+    },
 }
 
 
@@ -199,7 +207,9 @@ def add_arguments(
     if preset:
         parser.add_argument(
             "--preset", choices=sorted(PRESETS), help="start from a named configuration: "
-            "paper (the paper's text) or dogiqa (the authors' released code); flags still win"
+            "paper (the paper's text), dogiqa (the authors' released code), or another "
+            "training-free protocol: sepiqa (SeP-IQA), qalign (Q-Align's readout), qbench "
+            "(Q-Bench's); flags still win"
         )  # fmt: skip
     groups: dict[str, argparse._ArgumentGroup] = {}
     for knob in knobs():

@@ -24,19 +24,20 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from llmiqa.aggregate import Aggregation
+from llmiqa.aggregate import Aggregation, allowed_readouts
 from llmiqa.background import one_ahead
 from llmiqa.caching import CachingRater, CachingSegmenter, Usage
 from llmiqa.errors import ModelLoadError, UsageError, one_line
 from llmiqa.images import ImageError, LoadedImage, from_pil, load_image
 from llmiqa.raters.base import Outcome, RatingFailure, RatingRequest
+from llmiqa.raters.local import LocalRater
 from llmiqa.raters.spec import RaterSpec
 from llmiqa.regions import Region, RegionSettings, View, region_view, select_regions
 from llmiqa.results import ImageResult
 from llmiqa.runtime import DEFAULT_MODEL, DEFAULT_SEGMENTER, Runtime
 from llmiqa.segmenters.masks import MaskSettings
 from llmiqa.segmenters.spec import SegmenterSpec
-from llmiqa.standards import Standard
+from llmiqa.standards import SEP_IQA_WORDS, Standard
 from llmiqa.store import Store
 
 ImageInput = str | Path | Image.Image | LoadedImage
@@ -73,6 +74,7 @@ class Scorer:
         ]
         for spec in self.specs:
             spec.check()  # resolves checkpoint, backend, device: fail before any work
+        check_readout(standard, aggregation, self.specs)
         self.models = tuple(spec.model for spec in self.specs)
         self.standard, self.aggregation, self.region_settings = standard, aggregation, regions
         self.segmenter_spec = None
@@ -185,9 +187,10 @@ class Scorer:
         for spec, rater in zip(self.specs, self.raters, strict=True):
             views = [View(), *(region_view(r, size, mode, spec.min_crop_side) for r in regions)]
             prompts = [whole] + [region] * len(regions)
+            standard = self.standard
             per_model.append([
-                RatingRequest(rater.identity, image.digest, size, view, prompt,
-                              self.standard.levels, image.image)
+                RatingRequest(rater.identity, image.digest, size, view, prompt, standard.levels,
+                              image.image, standard.words, standard.top_logits)
                 for view, prompt in zip(views, prompts, strict=True)
             ])  # fmt: skip
         return per_model
@@ -246,6 +249,15 @@ class Scorer:
                 if np.isnan(rating.logprobs).any():
                     return f"{image.name}: incomplete rating (the backend missed a digit)"
         values = [[np.nan if r.other_value is None else r.other_value for r in c] for c in ratings]
+        top = {}
+        if self.standard.top_logits:
+            weights = self.directions()
+            top = dict(
+                top_logits=np.array([[r.top_logits for r in column] for column in ratings]),
+                top_weights=np.array(
+                    [[weights[m][r.top_ids] for m, r in enumerate(column)] for column in ratings]
+                ),
+            )
         return ImageResult(
             name=image.name,
             models=self.models,
@@ -258,7 +270,35 @@ class Scorer:
             other_logprob=np.array([[r.other_logprob for r in column] for column in ratings]),
             other_value=np.array(values, dtype=np.float64),
             aggregation=self.aggregation,
+            words=self.standard.words,
+            **top,
         )
+
+    def directions(self) -> list[np.ndarray]:
+        """Per model, SeP-IQA's weight of every token (its default word lists): from the
+        store, else from the model's input embeddings, once."""
+        if "_directions" not in self.__dict__:
+            self._directions = [rater.direction(*SEP_IQA_WORDS) for rater in self.raters]
+        return self._directions
+
+
+def check_readout(standard: Standard, aggregation: Aggregation, specs: Sequence[RaterSpec]) -> None:
+    """One line before any work when the readout cannot read these answers, or a backend
+    cannot give what answer words need."""
+    allowed = allowed_readouts(bool(standard.words), bool(standard.top_logits))
+    if aggregation.readout not in allowed:
+        answers = f"the {standard.kind} question's words" if standard.words else "digit answers"
+        hint = "" if standard.words else " (word readouts: --preset qalign, qbench or sepiqa)"
+        raise UsageError(
+            f"readout (--readout) {aggregation.readout} cannot read {answers}: choose one of "
+            f"{', '.join(allowed)}{hint}"
+        )
+    for spec in specs:
+        if standard.words and not issubclass(spec.runs_on, LocalRater):
+            raise UsageError(
+                f"{spec.model}: the {spec.runs_on.name} backend reads digit answers only; the "
+                f"{standard.kind} question runs on the transformers, mplug-owl3 and vllm backends"
+            )
 
 
 def _load(item: ImageInput, number: int) -> LoadedImage | ImageResult:

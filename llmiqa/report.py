@@ -217,13 +217,19 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def scatter_png(pred: np.ndarray, mos: np.ndarray, values: dict) -> bytes:
-    """The paper's Figure 4: MOS against the predicted score, with marginal histograms."""
+def scatter_png(
+    pred: np.ndarray, mos: np.ndarray, values: dict, spread: np.ndarray | None = None
+) -> bytes:
+    """The paper's Figure 4: MOS against the predicted score, with marginal histograms;
+    each score's spread (one standard deviation) as a horizontal error bar."""
     figure = Figure(figsize=(6.4, 6.4), layout="constrained")
     grid = figure.add_gridspec(2, 2, width_ratios=(4, 1), height_ratios=(1, 4))
     main = figure.add_subplot(grid[1, 0])
     top = figure.add_subplot(grid[0, 0], sharex=main)
     side = figure.add_subplot(grid[1, 1], sharey=main)
+    if spread is not None and np.isfinite(spread).any():
+        main.errorbar(pred, mos, xerr=np.nan_to_num(spread), fmt="none", ecolor="C0",
+                      alpha=0.25, linewidth=0.8, label="± spread")  # fmt: skip
     main.scatter(pred, mos, s=14, alpha=0.6, edgecolors="none", label="images")
     if values["logistic"] is not None:
         xs = np.linspace(pred.min(), pred.max(), 200)
@@ -396,11 +402,18 @@ def build_sections(
         sections.append(("Scores", ["Nothing was scored: no plots and no examples."]))
     else:
         fitted = "; the curve is the logistic fit." if values["logistic"] else "."
+        spread = np.array([r.spread for r in ok])
+        bars = (
+            " Bars: each score's spread, one standard deviation of its views' answer "
+            "distributions taken as independent."
+            if np.isfinite(spread).any()
+            else " This readout has no spread."
+        )
         scatter = _figure(
             "scatter.png",
-            lambda: scatter_png(pred, truth, values),
+            lambda: scatter_png(pred, truth, values, spread),
             "MOS against the predicted score, with marginal histograms (as the paper's"
-            f" Figure 4){fitted}",
+            f" Figure 4){fitted}{bars}",
         )
         mass = float(np.mean([r.valid_mass[0].mean() for r in ok]))
         distribution = _figure(

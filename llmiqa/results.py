@@ -50,6 +50,10 @@ class ImageResult:
     other_value: np.ndarray | None = field(default=None, repr=False)  # NaN: not an integer
     error: str | None = None
     aggregation: Aggregation = Aggregation()
+    words: tuple[str, ...] = ()  # the K answers: () digits, else words worst first
+    # (views, models, T): top raw logits, and their tokens' SeP-IQA weights (None: not kept)
+    top_logits: np.ndarray | None = field(default=None, repr=False)
+    top_weights: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -64,12 +68,16 @@ class ImageResult:
         if not self.ok:
             return self
         pick = slice(index, index + 1)
+        top = {}
+        if self.top_logits is not None:
+            top = dict(top_logits=self.top_logits[:, pick], top_weights=self.top_weights[:, pick])
         return replace(
             self,
             models=self.models[pick],
             logprobs=self.logprobs[:, pick],
             other_logprob=self.other_logprob[:, pick],
             other_value=self.other_value[:, pick],
+            **top,
         )
 
     @cached_property
@@ -82,6 +90,12 @@ class ImageResult:
     def score(self) -> float:
         """The final score: the mean over models of s_model."""
         return float(self._scores.score[0])
+
+    @property
+    def spread(self) -> float:
+        """The score's standard deviation if its views were independent draws from their
+        answer distributions (aggregate.scores); NaN for readouts without one."""
+        return float(self._scores.spread[0])
 
     @property
     def s_global(self) -> np.ndarray:
@@ -126,10 +140,23 @@ class ImageResult:
         """JSON-ready: the ratings that rebuild the result (see from_dict), and its scores."""
         if not self.ok:
             return {"name": self.name, "error": self.error}
+        spread = self.spread
+        ratings = {
+            "logprobs": self.logprobs.tolist(),
+            "other_logprob": self.other_logprob.tolist(),
+            "other_value": [
+                [None if np.isnan(v) else int(v) for v in row] for row in self.other_value
+            ],
+        }
+        if self.top_logits is not None:
+            ratings["top_logits"] = _nullable(self.top_logits)
+            ratings["top_weights"] = _nullable(self.top_weights)
         return {
             "name": self.name,
             "score": self.score,
+            "spread": None if np.isnan(spread) else spread,
             "levels": int(self.logprobs.shape[-1]),
+            "words": list(self.words),
             "probs": self.probs.tolist(),
             "models": list(self.models),
             "digest": self.digest,
@@ -148,13 +175,7 @@ class ImageResult:
                 }
                 for r in self.regions
             ],
-            "ratings": {
-                "logprobs": self.logprobs.tolist(),
-                "other_logprob": self.other_logprob.tolist(),
-                "other_value": [
-                    [None if np.isnan(v) else int(v) for v in row] for row in self.other_value
-                ],
-            },
+            "ratings": ratings,
         }
 
     @classmethod
@@ -174,7 +195,19 @@ class ImageResult:
             other_logprob=np.asarray(ratings["other_logprob"], dtype=np.float64),
             other_value=np.array(ratings["other_value"], dtype=np.float64),  # None -> NaN
             aggregation=Aggregation(**data["aggregation"]),
+            words=tuple(data.get("words", ())),
+            top_logits=_array(ratings.get("top_logits")),
+            top_weights=_array(ratings.get("top_weights")),
         )
+
+
+def _nullable(array: np.ndarray) -> list:
+    """Nested lists with None for NaN (strict JSON)."""
+    return np.where(np.isnan(array), None, array).tolist()
+
+
+def _array(values: list | None) -> np.ndarray | None:
+    return None if values is None else np.array(values, dtype=np.float64)  # None -> NaN
 
 
 def stack(results: Sequence[ImageResult]) -> RatingArrays:
@@ -191,12 +224,21 @@ def stack(results: Sequence[ImageResult]) -> RatingArrays:
     area = np.zeros((n, views - 1))
     complement = np.zeros((n, views - 1), dtype=bool)
     present = np.zeros((n, views - 1), dtype=bool)
+    kept = max((r.top_logits.shape[-1] for r in ok if r.top_logits is not None), default=0)
+    top_logits = np.full((n, views, models, kept), np.nan)
+    top_weights = np.full((n, views, models, kept), np.nan)
     for i, r in enumerate(ok):
-        if r.logprobs.shape[1:] != (models, levels):
-            raise ValueError(f"{r.name}: rated by other models or another K than the rest")
+        if r.logprobs.shape[1:] != (models, levels) or r.words != ok[0].words:
+            raise ValueError(f"{r.name}: rated by other models or other answers than the rest")
         v = r.logprobs.shape[0]
         logprobs[i, :v], other[i, :v], value[i, :v] = r.logprobs, r.other_logprob, r.other_value
         area[i, : v - 1] = r.areas
         complement[i, : v - 1] = [kind == "complement" for kind in r.kinds]
         present[i, : v - 1] = True
-    return RatingArrays(logprobs, other, value, area, complement, present)
+        if r.top_logits is not None:
+            t = r.top_logits.shape[-1]
+            top_logits[i, :v, :, :t], top_weights[i, :v, :, :t] = r.top_logits, r.top_weights
+    words = np.array(ok[0].words, dtype=str)
+    return RatingArrays(
+        logprobs, other, value, area, complement, present, words, top_logits, top_weights
+    )

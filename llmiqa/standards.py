@@ -9,6 +9,11 @@ and eval.py), character for character: one user turn, no system turn, and a prom
 differs between the whole image and the regions by four spaces of indentation.
 
 Levels are listed from best to worst, as in both sources.
+
+The other training-free protocols ask their own question and open the answer themselves
+(SeP-IQA, weolix/SeP-IQA models.py; Q-Align, Q-Future/Q-Align scorer.py and pyiqa; Q-Bench
+A3, Q-Future/Q-Bench): no standard, and the answer is read at the next word, over the five
+ANSWER_WORDS. Each keeps its original's order of text and image.
 """
 
 from __future__ import annotations
@@ -17,7 +22,12 @@ from dataclasses import dataclass, field
 
 from llmiqa.settings import option
 
-KINDS = ("number", "word", "sentence")
+# Other training-free protocols' questions: no standard, read out through answer words.
+QUESTIONS = ("sepiqa", "qalign", "qbench")
+KINDS = ("number", "word", "sentence", *QUESTIONS)
+# Their answer words, worst first: level k is the token that starts the k-th word (with
+# its leading space) right after the opened answer.
+ANSWER_WORDS = ("bad", "poor", "fair", "good", "excellent")
 LEVELS = (3, 5, 7, 9)
 WORDINGS = ("paper", "dogiqa")
 VIEWS = ("whole", "region")
@@ -52,6 +62,33 @@ _GIVEN = (
     "You will be given standards for each quality level. The quality standard is listed as follows:"
 )
 _OUTRO = "The higher the image quality is, the higher the score should be."
+
+# ---- other protocols' questions: (user turn, opened answer) -------------------------------
+
+_QUESTION_PROMPTS: dict[str, tuple[str, str]] = {
+    "sepiqa": (
+        f"{IMAGE}Taking into account the details and the rationality of the image, how would "
+        "you rate the quality of this image?",
+        "The quality of the image is very",
+    ),
+    "qalign": (
+        f"How would you rate the quality of this image?\n{IMAGE}",
+        "The quality of the image is",
+    ),
+    "qbench": (f"Rate the quality of the image.{IMAGE}", "The quality of the image is"),
+}
+
+# SeP-IQA's word lists (task "IQA" of its evaluation_utils.get_embed), verbatim: one string
+# each, leading space and doubled "poor" included. Its direction is the mean input embedding
+# of every token of the first minus that of the second.
+SEP_IQA_WORDS = (
+    " perfect superb outstanding excellent fantastic stunning striking phenomenal brilliant "
+    "magnificent amazing remarkable beautiful awesome breathtaking great good decent fine sharp "
+    "clear suitable vibrant rich vivid bright colorful",
+    " bad terrible awful poor poor horrible disappointing unacceptable inadequate deficient "
+    "blurry fuzzy compromised chaotic distorted weak mediocre sub lacking unclear dark noisy "
+    "low problematic insufficient",
+)
 
 # ---- the released code's wording (strings as in words_systems_queries.py) ---------------
 
@@ -106,6 +143,7 @@ class Prompt:
 
     system: str | None  # a system turn; None: no system turn at all
     user: str
+    answer: str = ""  # the assistant turn's opening, continued by the answer read
 
     def __post_init__(self) -> None:
         if self.user.count(IMAGE) != 1:
@@ -121,14 +159,15 @@ class Prompt:
 
     @property
     def text(self) -> str:
-        """Both turns as one string, told apart (what the store keys ratings by)."""
-        return self.user if self.system is None else f"{self.system}\x1e{self.user}"
+        """Every turn as one string, told apart (what the store keys ratings by)."""
+        text = self.user if self.system is None else f"{self.system}\x1e{self.user}"
+        return f"{text}\x1e\x1e{self.answer}" if self.answer else text
 
     def merged(self) -> Prompt:
         """The same text as one user turn, for chat templates that have no system role."""
         if self.system is None:
             return self
-        return Prompt(None, f"{self.system}\n{self.user}")
+        return Prompt(None, f"{self.system}\n{self.user}", self.answer)
 
 
 @dataclass(frozen=True)
@@ -138,18 +177,27 @@ class Standard:
     kind: str = field(
         default="word",
         metadata=option(
-            "how levels are described: number (no description), word or sentence",
+            "how levels are described: number (no description), word or sentence; or "
+            "another protocol's question, answered in words (sepiqa, qalign, qbench)",
             choices=KINDS,
         ),
     )
     levels: int = field(
         default=7,
-        metadata=option("number of levels K (word/sentence: 3, 5, 7, 9; number: 2..9)"),
+        metadata=option(
+            "number of levels K (word/sentence: 3, 5, 7, 9; number: 2..9; questions: 5)"
+        ),
     )
     wording: str = field(
         default="paper",
         metadata=option(
             "whose prompt text: the paper's, or the released code's (dogiqa)", choices=WORDINGS
+        ),
+    )
+    top: int = field(
+        default=100,
+        metadata=option(
+            "questions: raw logits kept per view, the N most probable tokens (SeP-IQA's sum)"
         ),
     )
 
@@ -159,6 +207,14 @@ class Standard:
         if self.wording not in WORDINGS:
             raise ValueError(f"unknown wording {self.wording!r}; choose one of {WORDINGS}")
         defined = self.defined_levels(self.kind, self.wording)
+        if self.kind in QUESTIONS and self.levels not in defined:
+            raise ValueError(
+                f"levels (--levels) {self.levels}: the {self.kind} question is answered over "
+                f"the {len(ANSWER_WORDS)} words {', '.join(ANSWER_WORDS)} (--levels 5, or "
+                f"--preset {self.kind})"
+            )
+        if self.top < 1:
+            raise ValueError(f"top (--top) must be at least 1, got {self.top}")
         if self.levels not in defined:
             other = "" if self.kind == "number" else "; the number standard (--kind number) "
             raise ValueError(
@@ -172,6 +228,8 @@ class Standard:
         """The K each (kind, wording) describes; the number standard takes any digit scale."""
         if kind == "number":
             return tuple(range(2, 10))
+        if kind in QUESTIONS:
+            return (len(ANSWER_WORDS),)
         if wording == "dogiqa" and kind == "sentence":
             return tuple(DOGIQA_SENTENCES)
         return LEVELS
@@ -181,6 +239,8 @@ class Standard:
         """Level descriptions, best (K) first; empty for the number standard."""
         if self.kind == "number":
             return ()
+        if self.kind in QUESTIONS:
+            return tuple(reversed(ANSWER_WORDS))
         if self.wording == "dogiqa":
             if self.kind == "sentence":
                 return DOGIQA_SENTENCES[self.levels]
@@ -192,6 +252,8 @@ class Standard:
         """The prompt for the whole image or for a region (only dogiqa tells them apart)."""
         if view not in VIEWS:
             raise ValueError(f"unknown view {view!r}; choose one of {VIEWS}")
+        if self.kind in QUESTIONS:
+            return Prompt(None, *_QUESTION_PROMPTS[self.kind])
         if self.wording == "dogiqa":
             return self._dogiqa_prompt(view)
         scores = ", ".join(str(k) for k in range(1, self.levels + 1))
@@ -239,6 +301,18 @@ class Standard:
         indent = _DOGIQA_INDENT[view]
         return Prompt(None, f" {system}\n{indent}{IMAGE}\n{indent}{query}")
 
+    @property
+    def words(self) -> tuple[str, ...]:
+        """The answer words read, worst first (questions), or () for digits 1..K."""
+        return ANSWER_WORDS if self.kind in QUESTIONS else ()
+
+    @property
+    def top_logits(self) -> int:
+        """Raw logits kept per view: the question's top N, none for a digit answer."""
+        return self.top if self.kind in QUESTIONS else 0
+
     def __str__(self) -> str:
+        if self.kind in QUESTIONS:
+            return self.kind
         suffix = "" if self.wording == "paper" else f"-{self.wording}"
         return f"{self.kind}-{self.levels}{suffix}"

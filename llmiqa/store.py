@@ -29,8 +29,9 @@ from llmiqa import __version__
 from llmiqa.errors import UsageError, one_line
 from llmiqa.raters.base import Rating, RatingRequest, key_of
 
-# 1: llmiqa 0.1, ratings held only the K-restricted probabilities; 2: no checksums
-SCHEMA = 3
+# 1: llmiqa 0.1, ratings held only the K-restricted probabilities; 2: no checksums;
+# 3: no top raw logits, no SeP-IQA directions
+SCHEMA = 4
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ratings (
@@ -44,7 +45,10 @@ CREATE TABLE IF NOT EXISTS ratings (
     other_logprob REAL,
     other_value INTEGER,
     incomplete INTEGER NOT NULL,
-    checksum BLOB NOT NULL
+    checksum BLOB NOT NULL,
+    top_ids BLOB,
+    top_logits BLOB,
+    lse REAL
 );
 CREATE TABLE IF NOT EXISTS segmentations (
     key TEXT PRIMARY KEY,
@@ -56,9 +60,18 @@ CREATE TABLE IF NOT EXISTS segmentations (
     masks BLOB NOT NULL,
     checksum BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS directions (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    words TEXT NOT NULL,
+    cosines BLOB NOT NULL,
+    checksum BLOB NOT NULL
+);
 """
+_DIRECTIONS_SQL = _SCHEMA_SQL[_SCHEMA_SQL.index("CREATE TABLE IF NOT EXISTS directions") :]
 _RATING_COLUMNS = ("key", "model", "prompt", "image", "geometry", "levels", "logprobs",
                    "other_logprob", "other_value", "incomplete")  # fmt: skip
+_TOP_COLUMNS = ("top_ids", "top_logits", "lse")  # schema 4; NULL on digit ratings
 _MASK_COLUMNS = ("key", "image", "segmenter", "height", "width", "count", "masks")
 _CHUNK = 500  # keys per SELECT ... IN (...), below SQLite's variable limit
 _TOLERANCE = 1e-6  # on log-probabilities: float rounding, never a real excess
@@ -74,8 +87,13 @@ def segmentation_key(image: str, segmenter: str) -> str:
 
 def checksum(row: Sequence) -> bytes:
     """8 bytes of blake2b over every value of a row (its checksum column aside): text and
-    numbers by their exact representation, blobs as they are."""
+    numbers by their exact representation, blobs as they are. Trailing NULLs (columns
+    added by a later schema, empty on a row that has none) count as absent, so a row's
+    checksum outlives the migration that adds them."""
     digest = hashlib.blake2b(digest_size=8)
+    row = list(row)
+    while row and row[-1] is None:
+        row.pop()
     for value in row:
         if isinstance(value, bytes):
             digest.update(b"b%d:" % len(value) + value)
@@ -100,11 +118,15 @@ def unpack_masks(blob: bytes, count: int, height: int, width: int) -> list[np.nd
     return list(bits[: count * height * width].reshape(count, height, width).astype(bool))
 
 
-def rating_problem(rating: Rating, levels: int) -> str | None:
+def rating_problem(rating: Rating, levels: int, top: int = 0) -> str | None:
     """Why a rating read back cannot be a model's, or None when it can."""
     logprobs = rating.logprobs
     if logprobs.shape != (levels,):
         return f"{logprobs.size} digit log-probabilities for K = {levels}"
+    if top:
+        problem = _top_problem(rating, top)
+        if problem:
+            return problem
     if np.isnan(logprobs).any() and not rating.incomplete:
         return "NaN digit log-probabilities"
     known = logprobs[~np.isnan(logprobs)]
@@ -119,6 +141,21 @@ def rating_problem(rating: Rating, levels: int) -> str | None:
     pooled = np.concatenate([known, others])
     if pooled.size and np.logaddexp.reduce(pooled) > _TOLERANCE:
         return f"probabilities summing to {math.exp(np.logaddexp.reduce(pooled)):.6g} > 1"
+    return None
+
+
+def _top_problem(rating: Rating, top: int) -> str | None:
+    """Why stored top raw logits cannot be a model's: missing, the wrong count, not
+    finite, out of order, or above their log-sum-exp (a probability above 1)."""
+    ids, values = rating.top_ids, rating.top_logits
+    if ids is None or values is None or ids.shape != values.shape or not 0 < ids.size <= top:
+        return f"not the {top} top raw logits asked for"
+    if not np.isfinite(values).all() or (np.diff(values) > 0).any():
+        return "top raw logits that are not finite or not in descending order"
+    if not math.isfinite(rating.lse) or values[0] > rating.lse + _TOLERANCE:
+        return "a top raw logit above the log-sum-exp"
+    if (ids < 0).any() or len(set(ids.tolist())) < ids.size:
+        return "repeated or negative token ids among the top raw logits"
     return None
 
 
@@ -175,6 +212,9 @@ class Store:
         found = row[0] if row else "?"
         if found == "2":
             self._add_checksums()
+            found = "3"
+        if found == "3":
+            self._add_top_logits()
         elif found != str(SCHEMA):
             raise StoreError(
                 f"{self.path}: store schema {found} is not {SCHEMA} (written by another "
@@ -198,11 +238,27 @@ class Store:
                         f"UPDATE {table} SET checksum = ? WHERE rowid = ?",
                         (checksum(values), rowid),
                     )
-            self.db.execute("UPDATE meta SET value = ? WHERE name = 'schema'", (str(SCHEMA),))
+            self.db.execute("UPDATE meta SET value = '3' WHERE name = 'schema'")
         counts = self.counts()
         self.notes.append(
-            f"{self.path}: upgraded to store schema {SCHEMA}: checksums given to its "
+            f"{self.path}: upgraded to store schema 3: checksums given to its "
             f"{counts['ratings']} ratings and {counts['segmentations']} segmentations"
+        )
+
+    def _add_top_logits(self) -> None:
+        """Schema 3 -> 4: ratings may keep top raw logits (empty on every existing row, whose
+        checksums stay valid), and SeP-IQA's directions get their table."""
+        with self._transaction():
+            row = self.db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+            if row[0] != "3":  # another process migrated it meanwhile
+                return
+            for column, kind in zip(_TOP_COLUMNS, ("BLOB", "BLOB", "REAL"), strict=True):
+                self.db.execute(f"ALTER TABLE ratings ADD COLUMN {column} {kind}")
+            self.db.execute(_DIRECTIONS_SQL)
+            self.db.execute("UPDATE meta SET value = ? WHERE name = 'schema'", (str(SCHEMA),))
+        self.notes.append(
+            f"{self.path}: upgraded to store schema {SCHEMA} (ratings may keep top raw logits); "
+            "its ratings are unchanged"
         )
 
     def check_writable(self) -> None:
@@ -219,29 +275,28 @@ class Store:
     def ratings(self, requests: Iterable[RatingRequest]) -> tuple[dict[str, Rating], list[str]]:
         """Stored ratings, by request key, of those requests that have a valid one, and why
         the others were refused (a refused row counts as missing: it will be rated again)."""
-        levels_of = {request.key: request.levels for request in requests}
+        asked = {request.key: request for request in requests}
         found, refused = {}, []
-        digests = list(levels_of)
+        digests = list(asked)
+        columns = ", ".join((*_RATING_COLUMNS, "checksum", *_TOP_COLUMNS))
         for start in range(0, len(digests), _CHUNK):
             chunk = digests[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            query = (
-                f"SELECT {', '.join(_RATING_COLUMNS)}, checksum FROM ratings WHERE key IN ({marks})"
-            )
+            query = f"SELECT {columns} FROM ratings WHERE key IN ({marks})"
             with self._errors("read"):
                 rows = self.db.execute(query, chunk).fetchall()
-            for *values, check in rows:
+            for *values, check, top_ids, top_logits, lse in rows:
                 digest, levels = values[0], values[5]
                 problem = None
-                if digest not in levels_of:  # the key itself was changed (its index was not)
+                if digest not in asked:  # the key itself was changed (its index was not)
                     problem = "its key does not match its index (the row is damaged)"
-                elif checksum(values) != check:
+                elif checksum([*values, top_ids, top_logits, lse]) != check:
                     problem = "checksum mismatch: the row changed after it was written"
-                elif levels != levels_of[digest]:
-                    problem = f"K = {levels} for a K = {levels_of[digest]} prompt"
+                elif levels != asked[digest].levels:
+                    problem = f"K = {levels} for a K = {asked[digest].levels} prompt"
                 else:
-                    rating = _rating(*values[6:])
-                    problem = rating_problem(rating, levels)
+                    rating = _rating(*values[6:], top_ids, top_logits, lse)
+                    problem = rating_problem(rating, levels, asked[digest].top)
                 if problem:
                     refused.append(f"{self.path}: stored rating {digest} refused ({problem})")
                     continue
@@ -263,10 +318,39 @@ class Store:
             rating.other_value,
             int(rating.incomplete),
         )
+        top = (None, None, None)
+        if rating.top_ids is not None:
+            top = (
+                np.asarray(rating.top_ids, "<i4").tobytes(),
+                np.asarray(rating.top_logits, "<f4").tobytes(),
+                rating.lse,
+            )
         with self._transaction():
             self.db.execute(
-                "INSERT OR REPLACE INTO ratings VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (*row, checksum(row)),
+                f"INSERT OR REPLACE INTO ratings ({', '.join(_RATING_COLUMNS)}, checksum, "
+                f"{', '.join(_TOP_COLUMNS)}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (*row, checksum((*row, *top)), *top),
+            )
+
+    # ---- SeP-IQA's directions -----------------------------------------------------------
+
+    def direction(self, model: str, words: str) -> np.ndarray | None:
+        """The stored cosines of every token's input embedding with a word direction
+        (SeP-IQA's weights), or None (also when the row is damaged: computed again)."""
+        with self._errors("read"):
+            row = self.db.execute(
+                "SELECT key, model, words, cosines, checksum FROM directions WHERE key = ?",
+                (key_of(model, words),),
+            ).fetchone()
+        if row is None or checksum(row[:4]) != row[4] or len(row[3]) % 4:
+            return None
+        return np.frombuffer(row[3], dtype="<f4").copy()
+
+    def put_direction(self, model: str, words: str, cosines: np.ndarray) -> None:
+        row = (key_of(model, words), model, words, np.asarray(cosines, "<f4").tobytes())
+        with self._transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO directions VALUES (?, ?, ?, ?, ?)", (*row, checksum(row))
             )
 
     # ---- masks --------------------------------------------------------------------------
@@ -347,9 +431,25 @@ class Store:
             raise StoreError(f"{self.path}: cannot {doing} the store ({advice})") from None
 
 
-def _rating(blob: bytes, other: float | None, value: int | None, incomplete: int) -> Rating:
+def _rating(
+    blob: bytes,
+    other: float | None,
+    value: int | None,
+    incomplete: int,
+    top_ids: bytes | None = None,
+    top_logits: bytes | None = None,
+    lse: float | None = None,
+) -> Rating:
     logprobs = np.frombuffer(blob, dtype="<f8").copy() if len(blob) % 8 == 0 else np.array([])
-    return Rating(logprobs, math.nan if other is None else other, value, bool(incomplete))
+    top = {}
+    whole = top_ids is not None and top_logits is not None and not len(top_ids) % 4
+    if whole and not len(top_logits) % 4:
+        top = dict(
+            top_ids=np.frombuffer(top_ids, dtype="<i4").astype(np.int64),
+            top_logits=np.frombuffer(top_logits, dtype="<f4").copy(),
+            lse=math.nan if lse is None else lse,
+        )
+    return Rating(logprobs, math.nan if other is None else other, value, bool(incomplete), **top)
 
 
 def _read_only(file: Path) -> str | None:

@@ -78,6 +78,13 @@ def owl3_dir(golden) -> Path:
 
 
 @pytest.fixture(scope="session")
+def owl3_words_dir(owl3_dir, tmp_path_factory) -> Path:
+    """The golden tiny mPLUG-Owl3 with a tokenizer in which the answer words are single
+    tokens (its own starts four of them with the same token)."""
+    return tiny.retokenized_mplug_owl3(owl3_dir, tmp_path_factory.mktemp("owl3-words"))
+
+
+@pytest.fixture(scope="session")
 def arrays(golden):
     return np.load(golden / "golden.npz")
 

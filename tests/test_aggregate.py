@@ -117,3 +117,66 @@ def test_the_ensemble_is_the_mean_of_the_models():
 def test_bad_choices_are_refused(change):
     with pytest.raises(ValueError):
         Aggregation(**change)
+
+
+# ---- answer words: Q-Align, Q-Bench, SeP-IQA; and the spread ---------------------------
+
+WORDS = np.array(["bad", "poor", "fair", "good", "excellent"])
+
+
+def word_arrays(probs, top_logits=None, top_weights=None) -> RatingArrays:
+    """One image, one model, whole image only, rated over the five answer words."""
+    top = {}
+    if top_logits is not None:
+        top = dict(top_logits=np.array(top_logits, float).reshape(1, 1, 1, -1),
+                   top_weights=np.array(top_weights, float).reshape(1, 1, 1, -1))  # fmt: skip
+    return RatingArrays(
+        logs([[[probs]]], mass=0.8), np.full((1, 1, 1), np.log(0.1)), np.full((1, 1, 1), np.nan),
+        np.zeros((1, 0)), np.zeros((1, 0), bool), np.zeros((1, 0), bool), WORDS, **top,
+    )  # fmt: skip
+
+
+def test_qalign_is_the_expected_word_level_and_qbench_p_good_at_temperature_100():
+    ratings = word_arrays([0.1, 0.2, 0.3, 0.3, 0.1])
+    assert ratings.readout("qalign")[0, 0, 0] == pytest.approx(
+        1 * 0.1 + 2 * 0.2 + 3 * 0.3 + 4 * 0.3 + 5 * 0.1
+    )
+    gap = (np.log(0.3) - np.log(0.2)) / 100  # log P(good) - log P(poor): their logit gap
+    assert ratings.readout("qbench")[0, 0, 0] == pytest.approx(1 / (1 + np.exp(-gap)))
+
+
+def test_sep_iqa_sums_top_raw_logits_weighted_by_cosines():
+    ratings = word_arrays([0.2] * 5, top_logits=[9.0, 7.0, 4.0], top_weights=[0.5, -1.0, 0.25])
+    assert ratings.readout("sepiqa")[0, 0, 0] == pytest.approx(9 * 0.5 - 7 + 4 * 0.25)
+
+
+def test_the_stored_quantities_decide_the_readouts_allowed():
+    assert word_arrays([0.2] * 5).readouts == ("qalign", "qbench", "argmax")
+    kept = word_arrays([0.2] * 5, top_logits=[1.0], top_weights=[0.1])
+    assert kept.readouts == ("qalign", "qbench", "argmax", "sepiqa")
+    digits = arrays((3, []))
+    assert digits.readouts == ("expected", "argmax", "greedy")
+    with pytest.raises(ValueError, match="allow expected, argmax, greedy"):
+        digits.readout("qbench")
+
+
+def test_the_spread_of_one_view_is_its_level_distributions_standard_deviation():
+    ratings = word_arrays([0.0, 0.5, 0.0, 0.5, 0.0])  # levels 2 and 4, equally likely
+    found = scores(ratings, Aggregation(readout="qalign"))
+    assert found.score[0] == pytest.approx(3.0) and found.spread[0] == pytest.approx(1.0)
+    assert np.isnan(scores(ratings, Aggregation(readout="qbench")).spread[0])
+
+
+def test_the_aggregated_spread_follows_the_stated_formula():
+    """Whole image at level 2 or 4 (σ = 1), regions of areas 3 and 1 at 1 or 3 (σ = 1) and
+    certain (σ = 0): with g = λ = 1 normalised, Var = (1 + (3/4)²·1 + (1/4)²·0) / 2²."""
+    split, sure = np.array([0.5, 0, 0.5, 0, 0, 0, 0]), onehot(5)
+    ratings = RatingArrays(
+        logs([[[np.roll(split, 1)], [split], [sure]]]), np.full((1, 3, 1), -30.0),
+        np.full((1, 3, 1), np.nan), np.array([[3.0, 1.0]]), np.zeros((1, 2), bool),
+        np.ones((1, 2), bool),
+    )  # fmt: skip
+    found = scores(ratings, Aggregation())
+    assert found.spread[0] == pytest.approx(np.sqrt(1 + 0.75**2) / 2)
+    unnormalised = scores(ratings, Aggregation(normalize=False, lam=2.0))
+    assert unnormalised.spread[0] == pytest.approx(np.sqrt(1 + 4 * 0.75**2))

@@ -142,6 +142,16 @@ def test_an_ensemble_from_repeated_models(llmiqa, qwen2_vl_dir, llava_dir, two):
     assert record["score"] == pytest.approx(sum(record["s_model"]) / 2)
 
 
+def test_json_gives_the_spread_of_a_score_where_its_readout_has_one(llmiqa, qwen2_vl_dir, two):
+    _, out, _ = llmiqa("score", two[0], "--model", qwen2_vl_dir, "--preset", "qalign", "--json")
+    record = json.loads(out)
+    probs = np.array(record["probs"])
+    levels = np.arange(1, 6)
+    assert record["spread"] == pytest.approx(np.sqrt(probs @ levels**2 - (probs @ levels) ** 2))
+    _, out, _ = llmiqa("score", two[0], "--model", qwen2_vl_dir, "--preset", "qbench", "--json")
+    assert json.loads(out)["spread"] is None  # a tempered two-way softmax: no distribution
+
+
 def test_regions_table_lists_every_region_with_box_area_and_score(
     llmiqa, qwen2_vl_dir, sam2_dir, two, tmp_path
 ):
@@ -189,6 +199,22 @@ def test_prompt_prints_what_each_model_reads(llmiqa, qwen2_vl_dir, owl3_dir):
     assert code == 0 and out.count("# ") == 4  # two models, whole and region views
     assert "<|vision_start|><|image_pad|><|vision_end|>" in out and "<|image|>" in out
     assert "Please strictly follow the USER's format" in out
+
+
+@pytest.mark.parametrize(
+    ("preset", "answer"),
+    [("sepiqa", "The quality of the image is very"), ("qalign", "The quality of the image is"),
+     ("qbench", "The quality of the image is")],
+)  # fmt: skip
+def test_prompt_shows_each_protocols_question_and_opened_answer(
+    llmiqa, qwen2_vl_dir, owl3_words_dir, preset, answer
+):
+    code, out, _ = llmiqa(
+        "prompt", "--model", qwen2_vl_dir, "--model", owl3_words_dir, "--preset", preset
+    )
+    assert code == 0 and out.count("# ") == 4
+    for block in out.split("# ")[1:]:
+        assert block.rstrip("\n").endswith(f"assistant\n{answer}")  # both templates
 
 
 def test_the_papers_mplug_owl3_scores_through_the_cli(llmiqa, owl3_dir, sam2_dir, two):

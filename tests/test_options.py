@@ -34,7 +34,7 @@ CHANGED = {
     "pred_iou_thresh": 0.5, "stability_score_thresh": 0.5, "stability_score_offset": 0.7,
     "box_nms_thresh": 0.6, "min_mask_region_area": 100, "backend": "vllm",
     "server": None, "device": "cpu", "dtype": "bfloat16", "segmenter_dtype": "float16",
-    "batch_size": 3, "max_in_flight": 7, "max_pixels": 4096, "cut": False,
+    "batch_size": 3, "max_in_flight": 7, "max_pixels": 4096, "cut": False, "top": 50,
 }  # fmt: skip
 
 

@@ -8,11 +8,12 @@ from llmiqa.aggregate import Aggregation, readout
 from llmiqa.checkpoints import split_revision
 from llmiqa.errors import ModelLoadError, UsageError
 from llmiqa.images import load_image
-from llmiqa.pipeline import Scorer
-from llmiqa.raters.base import Rating
+from llmiqa.pipeline import Scorer, check_readout
+from llmiqa.raters.base import Rating, RatingRequest
+from llmiqa.raters.spec import RaterSpec
 from llmiqa.regions import RegionSettings
 from llmiqa.runtime import Runtime
-from llmiqa.standards import Standard
+from llmiqa.standards import SEP_IQA_WORDS, Standard
 from llmiqa.store import Store
 from llmiqa.tiny import PERMISSIVE_MASKS
 
@@ -257,3 +258,84 @@ def test_an_incomplete_rating_fails_its_image_with_the_reason(qwen2_vl_dir, phot
     scorer.raters[0].commit(request, partial)
     (result,) = scorer.score([image])
     assert "incomplete rating" in result.error
+
+
+# ---- other protocols' questions: answer words, top raw logits ---------------------------
+
+
+def by_hand(rater, question: Standard, image) -> dict:
+    """Every readout recomputed from one plain forward pass of the loaded model: the word
+    tokens' logits, the top 100 raw logits, SeP-IQA's cosines from the embedding table."""
+    import torch
+
+    prepared = rater.prepare([RatingRequest.of(image, question.prompt(), 5, words=question.words)])
+    with torch.no_grad():
+        logits = rater.forward(prepared)[0].double()
+    tokenizer = rater.tokenizer
+    ids = [tokenizer(f" {w}", add_special_tokens=False)["input_ids"][0] for w in question.words]
+    probs = torch.softmax(logits[ids], dim=-1).numpy()
+    table = rater.input_embeddings().detach().double()
+    means = [table[tokenizer(text)["input_ids"]].mean(0) for text in SEP_IQA_WORDS]
+    cosines = torch.nn.functional.cosine_similarity(table, (means[0] - means[1])[None], dim=-1)
+    top = torch.topk(logits, 100)
+    return {
+        "qalign": float(probs @ np.arange(1, 6)),
+        "qbench": float(1 / (1 + np.exp(-(np.log(probs[3]) - np.log(probs[1])) / 100))),
+        "sepiqa": float((top.values * cosines[top.indices]).sum()),
+    }
+
+
+@pytest.mark.parametrize("question", ["sepiqa", "qalign", "qbench"])
+@pytest.mark.parametrize("model", ["qwen2_vl_dir", "owl3_words_dir"])
+def test_other_protocols_score_as_their_readouts_of_one_forward(question, model, request, photos):
+    folder = str(request.getfixturevalue(model))
+    scorer = Scorer(
+        [folder], standard=Standard(question, 5), aggregation=Aggregation(readout=question),
+        regions=WHOLE,
+    )  # fmt: skip
+    (result,) = scorer.score(photos[:1])
+    expected = by_hand(scorer.specs[0].load(), Standard(question, 5), load_image(photos[0]).image)
+    assert result.score == pytest.approx(expected[question], abs=1e-5)
+    others = {how: result.rescored(Aggregation(readout=how)).score for how in expected}
+    assert others == pytest.approx(expected, abs=1e-5)  # every word readout, no new rating
+
+
+def test_sep_iqa_weights_are_computed_once_per_model_and_kept(qwen2_vl_dir, photos):
+    store = Store()
+    question = dict(standard=Standard("sepiqa", 5), aggregation=Aggregation(readout="sepiqa"))
+    first = whole_only(qwen2_vl_dir, store=store, **question)
+    first.score(photos[:1])
+    again = whole_only(qwen2_vl_dir, store=store, **question)
+    again.score(photos[:1])
+    assert again.usage.rated == 0 and str(qwen2_vl_dir) not in again.usage.loaded
+
+
+def test_a_readout_that_cannot_read_the_answers_is_one_line_before_any_work(qwen2_vl_dir):
+    with pytest.raises(UsageError, match=r"readout \(--readout\) qbench cannot read digit"):
+        whole_only(qwen2_vl_dir, aggregation=Aggregation(readout="qbench"))
+    with pytest.raises(UsageError, match="question's words: choose one of qalign, qbench"):
+        whole_only(qwen2_vl_dir, standard=Standard("qalign", 5))
+
+
+def test_a_question_runs_mix_grained_and_in_an_ensemble(
+    qwen2_vl_dir, owl3_words_dir, sam2_dir, photos
+):
+    question = dict(standard=Standard("sepiqa", 5), aggregation=Aggregation(readout="sepiqa"))
+    store = Store()
+    pair = Scorer([str(qwen2_vl_dir), str(owl3_words_dir)], segmenter=str(sam2_dir),
+                  masks=PERMISSIVE_MASKS, regions=RegionSettings(region_mode="mask"),
+                  store=store, **question)  # fmt: skip
+    (result,) = pair.score(photos[:1])
+    assert (
+        result.ok and result.regions and result.top_logits.shape[:2] == (1 + len(result.regions), 2)
+    )
+    assert result.score == pytest.approx(result.s_model.mean())
+    alone = result.only_model(1)
+    s_local = np.average([r.scores[0] for r in alone.regions], weights=alone.areas)
+    assert alone.score == pytest.approx((alone.s_global[0] + s_local) / 2)
+
+
+def test_the_server_backend_refuses_answer_words_in_one_line():
+    server = RaterSpec("served-name", server="http://127.0.0.1:9")
+    with pytest.raises(UsageError, match="the server backend reads digit answers only"):
+        check_readout(Standard("qalign", 5), Aggregation(readout="qalign"), [server])

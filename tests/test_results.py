@@ -81,7 +81,7 @@ def test_without_regions_the_global_score_stands_and_json_says_null(rated):
     assert arrays.logprobs.shape == (2, 3, 1, 7)
     assert arrays.present.tolist() == [[True, True], [False, False]]
     assert np.isnan(arrays.logprobs[1, 1:]).all()
-    with pytest.raises(ValueError, match="other models or another K"):
+    with pytest.raises(ValueError, match="other models or other answers"):
         stack([rated, alone])
 
 

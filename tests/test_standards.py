@@ -2,7 +2,7 @@
 
 import pytest
 
-from llmiqa.standards import IMAGE, KINDS, LEVELS, Prompt, Standard
+from llmiqa.standards import ANSWER_WORDS, IMAGE, KINDS, LEVELS, QUESTIONS, Prompt, Standard
 
 PAPER_SYSTEM = (
     "You are a helpful assistant to evaluate image quality. You will be given standards for "
@@ -68,7 +68,7 @@ def test_dogiqa_sentence_and_number_standards():
         Standard("sentence", 3, "dogiqa")
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [kind for kind in KINDS if kind not in QUESTIONS])
 @pytest.mark.parametrize("levels", LEVELS)
 def test_every_level_is_described_best_first(kind, levels):
     prompt = Standard(kind, levels).prompt()
@@ -114,3 +114,24 @@ def test_a_prompt_places_its_image_once_and_can_merge_its_system_turn():
     assert merged.system is None and merged.user == f"{PAPER_SYSTEM}\n{IMAGE}\n{PAPER_USER}"
     with pytest.raises(ValueError, match="exactly once"):
         Prompt(None, "no image here")
+
+
+@pytest.mark.parametrize("kind", QUESTIONS)
+def test_other_protocols_ask_their_own_question_and_open_the_answer(kind):
+    """SeP-IQA, Q-Align and Q-Bench: no standard, no system turn, the answer opened, and
+    the five answer words read (worst first), for the whole image and regions alike."""
+    question = Standard(kind, 5)
+    prompt = question.prompt("whole")
+    assert prompt.system is None and prompt == question.prompt("region")
+    assert prompt.answer.startswith("The quality of the image is")
+    assert question.words == ANSWER_WORDS and question.top_logits == 100
+    assert Standard().words == () and Standard().top_logits == 0
+    assert prompt.text.endswith(prompt.answer)  # the opened answer is part of the key
+    with pytest.raises(ValueError, match="--levels 5"):
+        Standard(kind, 7)
+
+
+def test_the_questions_keep_their_originals_order_of_text_and_image():
+    assert Standard("sepiqa", 5).prompt().user.startswith(IMAGE + "Taking into account")
+    assert Standard("qalign", 5).prompt().user.endswith("image?\n" + IMAGE)
+    assert Standard("qbench", 5).prompt().user == "Rate the quality of the image." + IMAGE

@@ -5,6 +5,7 @@ import math
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -108,6 +109,53 @@ def test_masks_round_trip_through_packed_bits(tmp_path):
 # ---- checksums: a changed byte anywhere is caught ---------------------------------------
 
 
+def with_top(rating: Rating, n: int = 5) -> Rating:
+    """The rating with n top raw logits (ids 10.., descending) and their log-sum-exp."""
+    logits = np.linspace(2.0, 1.0, n, dtype=np.float32)
+    lse = float(np.logaddexp.reduce(logits.astype(np.float64))) + 1.0
+    return replace(rating, top_ids=np.arange(10, 10 + n), top_logits=logits, lse=lse)
+
+
+def test_top_raw_logits_round_trip_exactly_and_are_checked(tmp_path, good):
+    store = Store(tmp_path / "s.sqlite")
+    asked = replace(key(1), top=5)
+    store.put_rating(asked, with_top(good))
+    again = Store(tmp_path / "s.sqlite").ratings([asked])[0][asked.key]
+    np.testing.assert_array_equal(again.top_ids, np.arange(10, 15))
+    np.testing.assert_array_equal(again.top_logits, with_top(good).top_logits)
+    assert again.lse == with_top(good).lse
+    flip_byte(store, "ratings", "top_logits")
+    found, refused = store.ratings([asked])
+    assert found == {} and "checksum mismatch" in refused[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [(dict(top_ids=None, top_logits=None), "not the 5 top raw logits"),
+     (dict(top_logits=np.float32([1, 2, 3, 4, 5])), "not in descending order"),
+     (dict(lse=0.5), "above the log-sum-exp"),
+     (dict(top_ids=np.array([10, 10, 11, 12, 13])), "repeated")],
+)  # fmt: skip
+def test_implausible_top_raw_logits_are_refused(good, change, problem):
+    store, asked = Store(), replace(key(1), top=5)
+    store.put_rating(asked, replace(with_top(good), **change))
+    found, refused = store.ratings([asked])
+    assert found == {} and problem in refused[0]
+
+
+def test_sep_iqa_directions_are_kept_per_model_and_word_lists(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    cosines = np.linspace(-1, 1, 7, dtype=np.float32)
+    store.put_direction("m@1", "good|bad", cosines)
+    np.testing.assert_array_equal(
+        Store(tmp_path / "s.sqlite").direction("m@1", "good|bad"), cosines
+    )
+    assert store.direction("m@2", "good|bad") is None
+    assert store.direction("m@1", "fine|bad") is None
+    flip_byte(store, "directions", "cosines")
+    assert store.direction("m@1", "good|bad") is None  # damaged: computed again
+
+
 def flip_byte(store: Store, table: str, column: str, at: int = 3) -> None:
     """Change one byte of one value in place, as a disk or a careless edit would."""
     (value,) = store.db.execute(f"SELECT {column} FROM {table} LIMIT 1").fetchone()
@@ -189,16 +237,39 @@ def test_a_schema_2_store_gets_checksums_once_and_keeps_its_rows(tmp_path, good)
     """Stores written before checksums are upgraded in place, in one transaction."""
     path = tmp_path / "old.sqlite"
     Store(path).put_rating(key(1), good)
+    back_to_schema_3(path)
     with sqlite3.connect(path) as db:  # back to schema 2: no checksum column
         db.execute("ALTER TABLE ratings DROP COLUMN checksum")
         db.execute("ALTER TABLE segmentations DROP COLUMN checksum")
         db.execute("UPDATE meta SET value = '2' WHERE name = 'schema'")
     upgraded = Store(path)
     assert "upgraded to store schema 3" in upgraded.notes[0] and "1 ratings" in upgraded.notes[0]
+    assert "upgraded to store schema 4" in upgraded.notes[1]
     assert list(upgraded.ratings([key(1)])[0]) == [key(1).key]
     assert Store(path).notes == []  # once
     flip_byte(upgraded, "ratings", "logprobs")
     assert upgraded.ratings([key(1)])[0] == {}  # and checked from then on
+
+
+def back_to_schema_3(path) -> None:
+    """The store as llmiqa 0.2 wrote it: no top raw logits, no SeP-IQA directions."""
+    with sqlite3.connect(path) as db:
+        for column in ("top_ids", "top_logits", "lse"):
+            db.execute(f"ALTER TABLE ratings DROP COLUMN {column}")
+        db.execute("DROP TABLE directions")
+        db.execute("UPDATE meta SET value = '3' WHERE name = 'schema'")
+
+
+def test_a_schema_3_store_keeps_its_rows_and_checksums_and_takes_top_logits(tmp_path, good):
+    path = tmp_path / "v3.sqlite"
+    Store(path).put_rating(key(1), good)
+    back_to_schema_3(path)
+    upgraded = Store(path)
+    assert "upgraded to store schema 4" in upgraded.notes[0]
+    assert list(upgraded.ratings([key(1)])[0]) == [key(1).key]  # its checksum still holds
+    flip_byte(upgraded, "ratings", "logprobs")
+    assert upgraded.ratings([key(1)])[0] == {}
+    assert Store(path).notes == []  # once
 
 
 # ---- the file itself --------------------------------------------------------------------

@@ -14,6 +14,7 @@ offers before any weights are loaded, `Rater` what a loaded one does.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -38,8 +39,8 @@ __all__ = [
     "RatingFailure",
     "RatingRequest",
     "Spec",
+    "answer_token_ids",
     "answer_value",
-    "digit_token_ids",
     "key_of",
 ]
 
@@ -66,18 +67,38 @@ class RatingRequest:
     prompt: Prompt
     levels: int
     source: Image.Image | None = field(default=None, compare=False, repr=False)
+    words: tuple[str, ...] = ()  # answers read, worst first; () for the digits 1..levels
+    top: int = 0  # raw logits to keep: the N most probable tokens (0: none)
     key: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        parts = (self.model, self.prompt.text, str(self.levels), self.image, self.view.geometry)
+        if self.words and len(self.words) != self.levels:
+            raise ValueError(f"{len(self.words)} answer words for {self.levels} levels")
+        parts = [self.model, self.prompt.text, str(self.levels), self.image, self.view.geometry]
+        if self.words or self.top:  # digit requests keep the keys they always had
+            parts += [" ".join(self.words), str(self.top)]
         object.__setattr__(self, "key", key_of(*parts))
 
     @classmethod
     def of(
-        cls, pixels: Image.Image, prompt: Prompt, levels: int, model: str = "", view=View()
+        cls,
+        pixels: Image.Image,
+        prompt: Prompt,
+        levels: int,
+        model: str = "",
+        view=View(),
+        words: tuple[str, ...] = (),
+        top: int = 0,
     ) -> RatingRequest:
         """A request for these pixels (the whole image unless `view` says otherwise)."""
-        return cls(model, pixel_hash(pixels), pixels.size, view, prompt, levels, pixels)
+        return cls(model, pixel_hash(pixels), pixels.size, view, prompt, levels, pixels, words, top)
+
+    @property
+    def answers(self) -> tuple[str, ...]:
+        """The texts whose first token is read, level 1 first: " word" or the digit."""
+        if self.words:
+            return tuple(f" {word}" for word in self.words)
+        return tuple(str(level) for level in range(1, self.levels + 1))
 
     @property
     def pixels(self) -> Image.Image:
@@ -96,17 +117,25 @@ class RatingRequest:
 class Rating:
     """What one forward pass says about the answer token.
 
-    logprobs[k - 1] is log P("k") under the model's full next-token distribution.
-    `other_logprob` is the log-probability of the most probable token that is not one of
-    the K digits and `other_value` what the released code's int() makes of it (None: not
-    an integer, which that code scores as 1). A backend that cannot see a quantity (a
-    server returning only its top-n tokens) writes NaN there and sets `incomplete`.
+    logprobs[k - 1] is log P(answer k) under the model's full next-token distribution: the
+    digit "k", or the token that starts the k-th answer word. `other_logprob` is the
+    log-probability of the most probable token that is not one of the K answers and
+    `other_value` what the released code's int() makes of it (None: not an integer, which
+    that code scores as 1). A backend that cannot see a quantity (a server returning only
+    its top-n tokens) writes NaN there and sets `incomplete`.
+
+    When the request asked for `top` raw logits: the N most probable tokens' ids and raw
+    logits (before any softmax: SeP-IQA sums them), most probable first, and `lse`, the
+    log-sum-exp of the whole row (a raw logit minus it is its log-probability).
     """
 
     logprobs: np.ndarray  # (K,) float64
     other_logprob: float
     other_value: int | None
     incomplete: bool = False
+    top_ids: np.ndarray | None = None  # (N,) int64
+    top_logits: np.ndarray | None = None  # (N,) float32
+    lse: float = math.nan
 
     @property
     def levels(self) -> int:
@@ -214,31 +243,45 @@ class Backend(Protocol):
     def rate(self, requests: Sequence[RatingRequest]) -> Iterator[tuple[int, Outcome]]: ...
 
 
-def digit_token_ids(tokenizer, prompt: str, levels: int, model: str) -> list[int]:
-    """Token ids of the answers "1".."K" as they would follow `prompt`.
+def answer_token_ids(tokenizer, prompt: str, answers: Sequence[str], model: str) -> list[int]:
+    """Token ids of each answer as it would follow `prompt`: its first token.
 
-    The paper's insight 1 needs each score to be ONE token; we check it in context (prompt
+    The paper's insight 1 needs each digit to be ONE token; we check it in context (prompt
     + digit must add exactly one token) so tokenizers that merge a digit with the text
-    before it, or lack digit tokens, are refused instead of read wrongly.
+    before it, or lack digit tokens, are refused instead of read wrongly. An answer word
+    (" good") is read at the token that starts it, as Q-Align and Q-Bench read them; two
+    words that start with the same token cannot be told apart and are refused.
     """
     base = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     unknown = getattr(tokenizer, "unk_token_id", None)
     ids = []
-    for level in range(1, levels + 1):
-        digit = str(level)
-        extended = tokenizer(prompt + digit, add_special_tokens=False)["input_ids"]
+    for answer in answers:
+        extended = tokenizer(prompt + answer, add_special_tokens=False)["input_ids"]
         added = extended[len(base) :]
-        if extended[: len(base)] != base or len(added) != 1 or added[0] == unknown:
+        digit = answer.isdigit()
+        if (
+            extended[: len(base)] != base
+            or not added
+            or added[0] == unknown
+            or (digit and len(added) != 1)
+        ):
             pieces = tokenizer.convert_ids_to_tokens(added) if added else []
+            needed = f"single-token digits 1..{len(answers)} are" if digit else "a known token is"
             raise ModelLoadError(
-                f"{model}: the tokenizer does not encode the score {digit!r} as one token after "
-                f"the prompt (got {pieces}); single-token digits 1..{levels} are required"
+                f"{model}: the tokenizer does not encode the answer {answer!r} as one token "
+                f"after the prompt (got {pieces}); {needed} required"
             )
-        if tokenizer.decode(added).strip() != digit:
+        if digit and tokenizer.decode(added).strip() != answer:
             raise ModelLoadError(
-                f"{model}: token {added[0]} decodes to {tokenizer.decode(added)!r}, not {digit!r}"
+                f"{model}: token {added[0]} decodes to {tokenizer.decode(added)!r}, not {answer!r}"
             )
         ids.append(added[0])
+    if len(set(ids)) < len(ids):
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+        raise ModelLoadError(
+            f"{model}: the answers {list(answers)} start with the same tokens {pieces} in its "
+            "tokenizer: they cannot be told apart"
+        )
     return ids
 
 

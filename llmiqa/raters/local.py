@@ -9,8 +9,11 @@ Rating holds.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
 
 from llmiqa.background import one_ahead
 from llmiqa.errors import ModelLoadError, one_line
@@ -19,8 +22,8 @@ from llmiqa.raters.base import (
     RatingFailure,
     RatingRequest,
     Spec,
+    answer_token_ids,
     answer_value,
-    digit_token_ids,
 )
 from llmiqa.standards import Prompt
 
@@ -64,13 +67,24 @@ class LocalRater:
             rendered[prompt] = self._render(prompt)
         return rendered[prompt]
 
-    def digit_ids(self, prompt: Prompt, levels: int) -> list[int]:
-        found = self.__dict__.setdefault("_digit_ids", {})
-        if (prompt, levels) not in found:
-            found[prompt, levels] = digit_token_ids(
-                self.tokenizer, self.render(prompt), levels, self.model_name
+    def answer_ids(self, request: RatingRequest) -> list[int]:
+        """Token ids of the request's K answers after its prompt (checked once per prompt)."""
+        found = self.__dict__.setdefault("_answer_ids", {})
+        if (request.prompt, request.answers) not in found:
+            found[request.prompt, request.answers] = answer_token_ids(
+                self.tokenizer, self.render(request.prompt), request.answers, self.model_name
             )
-        return found[prompt, levels]
+        return found[request.prompt, request.answers]
+
+    def input_embeddings(self) -> torch.Tensor:
+        """(vocabulary, hidden): the model's input embedding table."""
+        return self.model.get_input_embeddings().weight
+
+    def token_cosines(self, positive: str, negative: str) -> np.ndarray:
+        """SeP-IQA's weight of every token: each word string tokenised whole, as its
+        get_embed does (with the tokenizer's special tokens, if it adds any)."""
+        ids = [self.tokenizer(text)["input_ids"] for text in (positive, negative)]
+        return direction_cosines(self.input_embeddings(), *ids)
 
     def rate(
         self, requests: Sequence[RatingRequest]
@@ -79,13 +93,26 @@ class LocalRater:
 
         A batch that fails is retried one request at a time, so one bad crop fails alone.
         """
-        for request in requests:  # refuses a tokenizer without digit tokens before any work
-            self.digit_ids(request.prompt, request.levels)
+        for request in requests:  # refuses a tokenizer without answer tokens before any work
+            self.answer_ids(request)
         starts = range(0, len(requests), self.batch_size)
         batches = [list(range(s, min(s + self.batch_size, len(requests)))) for s in starts]
         prepared = one_ahead(lambda batch: (batch, self._prepare(requests, batch)), batches)
         for batch, inputs in prepared:
             yield from self._run(requests, batch, inputs)
+
+    def _batch_refused(self, size: int, error: Exception) -> None:
+        """Say once that a batch failed although each of its requests rates alone: the model
+        is then rated one request at a time (each batch prepared twice), which is slow."""
+        if not self.__dict__.setdefault("_said_unbatched", False):
+            self._said_unbatched = True
+            logging.getLogger("llmiqa").warning(
+                "%s: a batch of %d failed although each request rates alone (%s); its "
+                "batches are rated one by one, slowly",
+                self.model_name,
+                size,
+                one_line(error),
+            )
 
     def _prepare(self, requests: Sequence[RatingRequest], batch: list[int]) -> object:
         try:
@@ -109,35 +136,69 @@ class LocalRater:
             raise
         except Exception as error:
             if len(batch) > 1:
-                for index in batch:
-                    yield from self._run(requests, [index], self._prepare(requests, [index]))
+                alone = [
+                    outcome
+                    for index in batch
+                    for outcome in self._run(requests, [index], self._prepare(requests, [index]))
+                ]
+                if not any(isinstance(rating, RatingFailure) for _, rating in alone):
+                    self._batch_refused(len(batch), error)
+                yield from alone
                 return
             yield batch[0], RatingFailure(f"rating failed ({one_line(error)})")
             return
-        chosen = [self.digit_ids(requests[i].prompt, requests[i].levels) for i in batch]
-        yield from zip(batch, ratings_from_logits(logits, chosen, self.tokenizer), strict=True)
+        chosen = [requests[i] for i in batch]
+        ratings = ratings_from_logits(
+            logits, [self.answer_ids(r) for r in chosen], [r.top for r in chosen], self.tokenizer
+        )
+        yield from zip(batch, ratings, strict=True)
+
+
+def direction_cosines(
+    table: torch.Tensor, positive: Sequence[int], negative: Sequence[int]
+) -> np.ndarray:
+    """(vocabulary,) float32: the cosine of each token's input embedding with the direction
+    mean(E[positive]) - mean(E[negative]), over every token id listed (repeats count), as
+    SeP-IQA computes it (float32 here; it ran bf16)."""
+    import torch
+
+    with torch.inference_mode():
+        table = table.detach().float().cpu()
+        direction = table[list(positive)].mean(dim=0) - table[list(negative)].mean(dim=0)
+        return torch.nn.functional.cosine_similarity(table, direction[None, :], dim=-1).numpy()
 
 
 def ratings_from_logits(
-    logits: torch.Tensor, digit_ids: Sequence[Sequence[int]], tokenizer
+    logits: torch.Tensor, answer_ids: Sequence[Sequence[int]], tops: Sequence[int], tokenizer
 ) -> list[Rating]:
-    """Ratings from (N, vocabulary) logits, in float64: the digits' full-vocabulary
+    """Ratings from (N, vocabulary) logits, in float64: the answers' full-vocabulary
     log-probabilities and the most probable other token, read as the released code does
-    (its text, stripped, through int())."""
+    (its text, stripped, through int()); and, where asked, the top raw logits and the
+    row's log-sum-exp."""
     import torch
 
-    logprobs = torch.log_softmax(logits.double(), dim=-1)
+    raw = logits.float()
+    lse = torch.logsumexp(raw.double(), dim=-1)
+    logprobs = raw.double() - lse[:, None]
     ratings = []
-    for row, ids in zip(logprobs, digit_ids, strict=True):
-        digits = row[list(ids)]
-        others = row.clone()
+    for i, (ids, top) in enumerate(zip(answer_ids, tops, strict=True)):
+        others = logprobs[i].clone()
         others[list(ids)] = -torch.inf
         best = int(others.argmax())
+        kept = {}
+        if top:
+            values, indices = torch.topk(raw[i], min(top, raw.shape[-1]))
+            kept = dict(
+                top_ids=indices.cpu().numpy().astype(np.int64),
+                top_logits=values.cpu().numpy().astype(np.float32),
+                lse=float(lse[i]),
+            )
         ratings.append(
             Rating(
-                logprobs=digits.cpu().numpy(),
+                logprobs=logprobs[i, list(ids)].cpu().numpy(),
                 other_logprob=float(others[best]),
                 other_value=answer_value(tokenizer.decode([best])),
+                **kept,
             )
         )
     return ratings

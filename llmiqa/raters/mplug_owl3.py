@@ -25,12 +25,15 @@ if TYPE_CHECKING:
 
 def owl3_messages(prompt: Prompt) -> list[dict]:
     """The prompt as the original processor takes it: text with one <|image|> marker, the
-    way the released evaluation code writes it."""
+    way the released evaluation code writes it; an opened answer as the last, open
+    assistant turn (the original's `preface=True`, as SeP-IQA calls it)."""
     from llmiqa.models.mplug_owl3.processing import IMAGE_MARKER
 
     messages = [{"role": "user", "content": prompt.user.replace(IMAGE, IMAGE_MARKER)}]
     if prompt.system is not None:
         messages.insert(0, {"role": "system", "content": prompt.system})
+    if prompt.answer:
+        messages.append({"role": "assistant", "content": prompt.answer})
     return messages
 
 
@@ -61,6 +64,9 @@ class MplugOwl3Rater(LocalRater):
         self.tokenizer = self.processor.tokenizer
         self.model_name, self.identity, self.batch_size = spec.model, spec.identity, spec.batch
         self.cut = spec.backend_options["cut"]
+
+    def input_embeddings(self) -> torch.Tensor:
+        return self.model.language_model.model.embed_tokens.weight
 
     @classmethod
     def render_for(cls, spec: Spec, prompt: Prompt) -> str:

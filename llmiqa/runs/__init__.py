@@ -7,7 +7,8 @@ A run folder holds everything needed to resume, recompute and report:
     store.sqlite      masks and ratings (unless --store points elsewhere): the resume point
     results.jsonl     one ImageResult per image with its MOS: every rating kept
     ratings.npz       the same ratings as arrays (images x views x models x K): ablations
-    results.csv       one row per image: image, mos, score, spread, s_global, s_local, regions, error
+    results.csv       one row per image: image, mos, score, spread, s_global, s_local,
+                      regions, error
     metrics.json      SRCC, KRCC, PLCC (raw and after the logistic fit), RMSE, intervals,
                       work done, time and memory
     invocations.jsonl one line per `llmiqa eval` on this folder (time, work, finished or not)

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from llmiqa import __version__, aggregate, metrics
-from llmiqa.environment import machine, versions
 from llmiqa.aggregate import Aggregation
+from llmiqa.environment import machine, versions
 from llmiqa.options import build
 from llmiqa.regions import RegionSettings
 from llmiqa.results import ImageResult, stack

@@ -201,7 +201,8 @@ def write_file(path: Path, data: str) -> None:
         os.replace(fresh, path)
     except OSError as error:
         fresh.unlink(missing_ok=True)
-        raise RunError(f"{path}: cannot write ({one_line(error)}); the previous one is kept") from None
+        kept = "the previous one is kept"
+        raise RunError(f"{path}: cannot write ({one_line(error)}); {kept}") from None
 
 
 def attach(out: Path, name: str, data: str) -> Path:
@@ -385,7 +386,8 @@ def read_arrays(out: Path, run_id: str) -> tuple[RatingArrays, np.ndarray, list[
             if "logprobs" not in data:
                 return None
             # arrays of runs made before answer words and top raw logits lack those fields
-            fields = {name: data[name] for name in RatingArrays.__dataclass_fields__ if name in data}
+            names = [name for name in RatingArrays.__dataclass_fields__ if name in data]
+            fields = {name: data[name] for name in names}
             return RatingArrays(**fields), data["mos"], [str(m) for m in data["models"]]
     except FileNotFoundError:
         raise RunError(f"{out}: no {ARRAYS}; rerun llmiqa eval (it reads the store)") from None

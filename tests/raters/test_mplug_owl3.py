@@ -14,7 +14,7 @@ import torch
 
 from llmiqa.aggregate import readout
 from llmiqa.images import load_image
-from llmiqa.raters.base import ModelLoadError, answer_value
+from llmiqa.raters.base import ModelLoadError, RatingRequest, answer_value
 from llmiqa.raters.mplug_owl3 import MplugOwl3Rater
 from llmiqa.raters.spec import RaterSpec
 from llmiqa.standards import Standard
@@ -74,7 +74,7 @@ def test_ratings_are_the_original_codes_full_vocabulary_logits(
     rater = cut(checkpoint, on)
     (rating,) = rate(rater, [image])
     full = torch.log_softmax(torch.as_tensor(arrays[f"{case}_last_logits"]).double(), -1)
-    digits = rater.digit_ids(Standard().prompt(), 7)
+    digits = rater.answer_ids(RatingRequest.of(image, Standard().prompt(), 7))
     np.testing.assert_allclose(rating.logprobs, full[digits].numpy(), atol=1e-6)
     full[digits] = -torch.inf
     assert rating.other_logprob == pytest.approx(float(full.max()), abs=1e-6)

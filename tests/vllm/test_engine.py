@@ -22,8 +22,13 @@ def spec(checkpoint) -> RaterSpec:
 
 
 @pytest.fixture(scope="module")
-def rater(spec) -> VllmRater:
-    return spec.load()
+def rater(spec, requests) -> VllmRater:
+    """Loaded, and its engine started by a first rating (it starts in the mode the first
+    ratings need)."""
+    loaded = spec.load()
+    assert loaded.llm is None
+    dict(loaded.rate(requests[:1]))
+    return loaded
 
 
 def test_the_engine_agrees_with_transformers_on_real_images_and_crops(rater, requests, reference):

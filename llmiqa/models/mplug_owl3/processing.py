@@ -108,15 +108,21 @@ class MplugOwl3Processor:
         turns = []
         if not messages or messages[0]["role"] != "system":
             turns.append("<|im_start|>system\n<|im_end|>")  # the original's empty system
-        for message in messages:
+        answer = ""
+        for index, message in enumerate(messages):
             role, text = message["role"], _text(message["content"])
             if role == "system":
                 turns.append(f"<|im_start|>system\n{text}<|im_end|>")
             elif role == "user":
                 turns.append(f"\n<|im_start|>user\n{text}<|im_end|>")
+            elif role == "assistant" and index == len(messages) - 1:
+                answer = text  # left open: the model continues it (the original's preface)
             else:
-                raise ValueError(f"unsupported role {role!r}: give system and user messages")
-        turns.append("\n<|im_start|>assistant\n")
+                raise ValueError(
+                    f"unsupported role {role!r}: give system and user messages, and at most "
+                    "a last assistant turn to continue"
+                )
+        turns.append(f"\n<|im_start|>assistant\n{answer}")
         return turns
 
     def __call__(
