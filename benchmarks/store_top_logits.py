@@ -11,12 +11,12 @@ a view adds, and the time to read every rating back (all validated) in both.
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from store_checksums import compacted
 
 from llmiqa.raters.base import Rating, RatingRequest
 from llmiqa.regions import View
@@ -47,14 +47,6 @@ def ratings(count: int, top: int, rng) -> list[Rating]:
         kept = dict(top_ids=ids, top_logits=logits, lse=float(logits[0]) + 1.5) if top else {}
         made.append(Rating(words, float(np.log(0.3)), None, **kept))
     return made
-
-
-def compacted(path: Path) -> int:
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=DELETE")
-    db.execute("VACUUM")
-    db.close()
-    return path.stat().st_size
 
 
 def measure(folder: Path, images: int, top: int) -> tuple[int, float]:

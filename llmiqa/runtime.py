@@ -12,6 +12,7 @@ needs coarse masks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from llmiqa.settings import option
 
@@ -88,3 +89,23 @@ class Runtime:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+class Placement:
+    """The torch device and dtype of a spec's `device` and `dtype` fields, resolved on first
+    use: torch is imported then, not when the spec is made."""
+
+    device: str | None
+    dtype: str | None
+
+    @cached_property
+    def torch_device(self):
+        from llmiqa.devices import resolve_device
+
+        return resolve_device(self.device)
+
+    @cached_property
+    def torch_dtype(self):
+        from llmiqa.devices import resolve_dtype
+
+        return resolve_dtype(self.dtype, self.torch_device)

@@ -18,12 +18,12 @@ from llmiqa.raters.base import Backend, Rater
 from llmiqa.raters.hf import TransformersRater
 from llmiqa.raters.local import LocalRater
 from llmiqa.raters.server import ServerRater
-from llmiqa.runtime import Runtime
+from llmiqa.runtime import Placement, Runtime
 from llmiqa.standards import Prompt
 
 
 @dataclass(frozen=True)
-class RaterSpec:
+class RaterSpec(Placement):
     """One MLLM to rate with: plain data, so it can be sent to another process."""
 
     model: str  # hub id or local path; a server's name for its model with `server`
@@ -84,18 +84,6 @@ class RaterSpec:
         if self.server:
             raise ModelLoadError(f"{self.model}: served by {self.server}, not a checkpoint here")
         return resolve(self.model, self.revision)
-
-    @cached_property
-    def torch_device(self):
-        from llmiqa.devices import resolve_device
-
-        return resolve_device(self.device)
-
-    @cached_property
-    def torch_dtype(self):
-        from llmiqa.devices import resolve_dtype
-
-        return resolve_dtype(self.dtype, self.torch_device)
 
     @cached_property
     def batch(self) -> int:

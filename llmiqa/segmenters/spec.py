@@ -20,7 +20,7 @@ from llmiqa.checkpoints import (
     split_revision,
 )
 from llmiqa.errors import ModelLoadError
-from llmiqa.runtime import Runtime
+from llmiqa.runtime import Placement, Runtime
 from llmiqa.segmenters.masks import MaskSettings
 
 # The facebook/sam2.1-hiera-* repos are "sam2_video" (one checkpoint serves images and
@@ -52,7 +52,7 @@ def segmenter_identity(checkpoint: str, dtype: object, settings: MaskSettings) -
 
 
 @dataclass(frozen=True)
-class SegmenterSpec:
+class SegmenterSpec(Placement):
     """A segmenter named before loading: stored masks are keyed by `identity`, so masks
     already in the store need no SAM2 at all; resolving it raises every problem early.
 
@@ -82,18 +82,6 @@ class SegmenterSpec:
         """(kind, what to load, checkpoint identity): kind "pt" (an original checkpoint file)
         or "transformers" (a resolved transformers checkpoint)."""
         return _resolve(self.model, self.revision)
-
-    @cached_property
-    def torch_device(self):
-        from llmiqa.devices import resolve_device
-
-        return resolve_device(self.device)
-
-    @cached_property
-    def torch_dtype(self):
-        from llmiqa.devices import resolve_dtype
-
-        return resolve_dtype(self.dtype, self.torch_device)
 
     @cached_property
     def identity(self) -> str:
