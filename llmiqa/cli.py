@@ -316,8 +316,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as transformers_logging
+
     from llmiqa import tiny
 
+    transformers_logging.disable_progress_bar()  # its "Writing model shards" bars say nothing
     folder = Path(args.folder)
     model, segmenter = tiny.build_qwen2_vl(folder / "qwen2-vl"), tiny.build_sam2(folder / "sam2")
     print(f"tiny random checkpoints in {folder} (random weights: the scores mean nothing)")

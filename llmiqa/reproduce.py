@@ -81,6 +81,9 @@ def reproduce(
     unknown = sorted(set(protocols) - set(PROTOCOLS))
     if unknown:
         raise UsageError(f"unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)}")
+    for name, root in roots.items():
+        if not Path(root).is_dir():
+            raise UsageError(f"--{name} {root}: folder not found")
     store = str((out / "store.sqlite").resolve())
     configs = {
         (protocol, name): RunConfig.create(

@@ -13,7 +13,8 @@ import scipy.io
 
 from llmiqa.cli import main
 from llmiqa.compare import agreement
-from llmiqa.reproduce import PAPER
+from llmiqa.errors import UsageError
+from llmiqa.reproduce import PAPER, reproduce
 
 IMAGES = 3
 
@@ -115,3 +116,8 @@ def test_agreement_counts_exact_and_near_matches():
     assert found.exact == 0.5 and found.within_one == 0.75
     assert found.confusion == {"5": {"5": 1}, "4": {"3": 1, "4": 1}, "3": {"1": 1}}
     assert found.mean_abs_diff == pytest.approx(0.75)
+
+
+def test_a_benchmark_folder_that_is_not_there_is_named_by_its_flag(tmp_path):
+    with pytest.raises(UsageError, match=r"^--livec /nonexistent: folder not found$"):
+        reproduce({"livec": "/nonexistent"}, tmp_path / "out", {})
