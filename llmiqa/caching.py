@@ -146,12 +146,15 @@ class CachingRater:
     def direction(self, positive: str, negative: str) -> np.ndarray:
         """SeP-IQA's weight of every token for these word lists: from the store, else
         computed once from the model's input embeddings (no image) and stored."""
-        words = f"{positive}\x1f{negative}"
-        cosines = self.store.direction(self.identity, words)
+        cosines = self.store.direction(self.identity, f"{positive}\x1f{negative}")
         if cosines is None:
             cosines = self._load(None).token_cosines(positive, negative)
-            self.store.put_direction(self.identity, words, cosines)
+            self.commit_direction((positive, negative), cosines)
         return cosines
+
+    def commit_direction(self, words: tuple[str, str], cosines: np.ndarray) -> None:
+        """Keep SeP-IQA's token weights for these (positive, negative) word lists."""
+        self.store.put_direction(self.identity, "\x1f".join(words), cosines)
 
     def _lookup(self, requests: Sequence[RatingRequest]) -> dict[str, Rating]:
         """Valid stored ratings by key (failures of this process are not looked up);
@@ -164,9 +167,14 @@ class CachingRater:
 
     def _load(self, request: RatingRequest | None):
         if not self.models:
-            missing = f"rating {request.key}" if request else "SeP-IQA's direction"
+            if request is None:
+                raise NoModels(
+                    f"{self.spec.model}: SeP-IQA's token weights are missing from the store "
+                    "(a run stopped between its ratings and them): run the same command once "
+                    "without --ray to compute them (one load of the model, no image)"
+                )
             raise NoModels(
-                f"{missing} is missing from the store after the Ray phases (the "
+                f"rating {request.key} is missing from the store after the Ray phases (the "
                 "store lost it, or another process changed it); rerun the same command"
             )
         if self._rater is None:

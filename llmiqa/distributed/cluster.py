@@ -27,6 +27,7 @@ from llmiqa.distributed.workers import (
 )
 from llmiqa.errors import UsageError, one_line
 from llmiqa.images import ImageError, load_image
+from llmiqa.standards import SEP_IQA_WORDS
 from llmiqa.store import unpack_masks
 
 if TYPE_CHECKING:
@@ -298,6 +299,8 @@ class RayCluster:
                         raise UsageError(done.problem)
                     for key, outcome in done.outcomes:  # a retried job may answer twice
                         rater.commit(requests[key], outcome)
+                    if done.direction is not None:
+                        rater.commit_direction(SEP_IQA_WORDS, done.direction)
                     bar.update(len(done.outcomes))
                     bar.set_postfix(rated=scorer.usage.rated, failed=len(rater.failures))
         return unplanned

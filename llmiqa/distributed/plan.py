@@ -18,6 +18,8 @@ from llmiqa.images import LoadedImage
 from llmiqa.raters.base import Outcome, RatingRequest
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from llmiqa.pipeline import Scorer
 
 
@@ -51,6 +53,8 @@ class Done:
     worker: tuple[str, int] = ("", 0)  # (node id, pid)
     busy: float = 0.0  # seconds on this job: decoding its images and the model
     load: float = 0.0  # seconds the actor took to load its model
+    # SeP-IQA's token weights, sent with an actor's first job that keeps top raw logits
+    direction: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from llmiqa import __version__
 from llmiqa.distributed.plan import Done, Job
 from llmiqa.errors import UsageError, one_line
 from llmiqa.images import ImageError, LoadedImage, load_image
+from llmiqa.standards import SEP_IQA_WORDS
 from llmiqa.store import pack_masks
 
 
@@ -195,7 +196,10 @@ class SegmentWorker(_Loaded):
 
 
 class RateWorker(_Loaded):
-    """Phase 3 (an actor per GPU share, one pool per model): a job's ratings."""
+    """Phase 3 (an actor per GPU share, one pool per model): a job's ratings; with its
+    first job that keeps top raw logits, SeP-IQA's token weights (no image needed)."""
+
+    directed = False
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         return {"done": [pickle.dumps(self.rate(pickle.loads(blob))) for blob in batch["job"]]}
@@ -215,9 +219,12 @@ class RateWorker(_Loaded):
                 return Done(problem=problem, worker=self.worker)
             images[digest] = image.image
         requests = [replace(r, source=images[r.image]) for r in job.requests]
+        direction = None
         try:
             outcomes = tuple((requests[i].key, o) for i, o in self.model.rate(requests))
+            if not self.directed and any(r.top for r in requests):
+                direction, self.directed = self.model.token_cosines(*SEP_IQA_WORDS), True
         except Exception as error:  # a whole-model problem (ModelLoadError) or a bug
             return Done(problem=f"on Ray node {_node_ip()}: {one_line(error)}", worker=self.worker)
         busy = time.perf_counter() - started
-        return Done(outcomes, worker=self.worker, busy=busy, load=self.load)
+        return Done(outcomes, worker=self.worker, busy=busy, load=self.load, direction=direction)

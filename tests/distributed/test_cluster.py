@@ -219,6 +219,21 @@ def test_regions_and_ratings_on_two_nodes_equal_a_single_process_run(
     same_results(tmp_path / "ray", tmp_path / "single")
 
 
+@pytest.mark.ray
+def test_a_sep_iqa_run_on_two_nodes_equals_a_single_process_run(
+    cluster, tmp_path, dibr, qwen2_vl_dir
+):
+    """Answer words and top raw logits: the workers also send SeP-IQA's token weights,
+    which the collect pass reads from the store (the driver loads no model)."""
+    question = {"kind": "sepiqa", "levels": 5, "readout": "sepiqa"}
+    config = config_for(dibr, qwen2_vl_dir, REGIONS, **question)
+    evaluate_run(config, tmp_path / "single", resamples=0)
+    evaluate_run(config, tmp_path / "ray", resamples=0, ray=on(cluster))
+    same_results(tmp_path / "ray", tmp_path / "single")
+    with sqlite3.connect(tmp_path / "ray" / "store.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM directions").fetchone() == (1,)
+
+
 # ---- faults -----------------------------------------------------------------------------
 
 
