@@ -655,12 +655,22 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def portable(argument: str) -> str:
+    """An argument as another machine can read it: a path inside the working folder
+    relative to it, any other absolute path as <its folder name> (NAME=PATH alike)."""
+    name, equals, value = argument.rpartition("=")
+    if not Path(value).is_absolute():
+        return argument
+    try:
+        value = str(Path(value).relative_to(Path.cwd()))
+    except ValueError:
+        value = f"<{Path(value).name}>"
+    return f"{name}{equals}{value}"
+
+
 def command() -> str:
-    """The command line as run, the interpreter relative to the working folder if inside it."""
-    python = Path(sys.executable)
-    with contextlib.suppress(ValueError):
-        python = python.relative_to(Path.cwd())
-    return shlex.join([str(python), *sys.argv])
+    """The command line as run, with portable paths (see portable)."""
+    return shlex.join(portable(argument) for argument in [sys.executable, *sys.argv])
 
 
 def llmiqa_state() -> dict:
@@ -815,14 +825,13 @@ def generate(
         key: {
             "repository": s.info["repository"],
             "commit": s.commit,
-            "git_dir": str(s.git),
             "run": s.info["files"],
         }
         for key, s in sources.items()
     }
     meta = {
         "model": name,
-        "checkpoint": str(folder),
+        "checkpoint": folder.name,  # its making is in checkpoint_description
         "checkpoint_description": description,
         "checkpoint_files_sha256": {
             p.name: sha256(p) for p in sorted(folder.iterdir()) if p.is_file()
@@ -984,7 +993,9 @@ repository root as
 {command}
 ```
 
-Models: {models}. Images: {images}.
+where `<name>` is a folder of that name outside the repository: a model's checkpoint (made
+as said under Checkpoints) or a git clone of an original repository (at the commits in
+each JSON's `original_code_run`). Models: {models}. Images: {images}.
 
 ## Checkpoints
 

@@ -178,8 +178,9 @@ def ratings_from_logits(
     import torch
 
     raw = logits.float()
-    lse = torch.logsumexp(raw.double(), dim=-1)
-    logprobs = raw.double() - lse[:, None]
+    exact = raw.double()
+    lse = torch.logsumexp(exact, dim=-1)
+    logprobs = exact - lse[:, None]
     ratings = []
     for i, (ids, top) in enumerate(zip(answer_ids, tops, strict=True)):
         others = logprobs[i].clone()
