@@ -57,8 +57,8 @@ demo: $(VENV)/.demo
 # The tests that need the extras (make test runs the rest and skips these): a missing
 # extra named in FACE_EXTRAS fails instead of skipping.
 test-face: $(VENV)/.face /usr/bin/chromium
-	LLMIQA_REQUIRE_FACE=$(FACE_EXTRAS) $(VENV)/bin/pytest -q tests/test_demo.py \
-		tests/test_metric.py -k "demo or pyiqa"
+	LLMIQA_REQUIRE_FACE=$(FACE_EXTRAS) $(VENV)/bin/pytest -q tests/integrations \
+		-k "demo or pyiqa"
 
 
 # vLLM pins another torch than .venv, so it gets its own venv (--backend vllm, its tests,

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from llmiqa.aggregate import Aggregation
-from llmiqa.options import resolve
-from llmiqa.results import ImageResult
-from llmiqa.runs.folder import ARRAYS, CONFIG, RESULTS, RunConfig, arrays_npz, results_jsonl
+from llmiqa.method.aggregate import Aggregation
+from llmiqa.method.results import ImageResult
+from llmiqa.runs.config import CONFIG, RunConfig
+from llmiqa.runs.files import ARRAYS, RESULTS, arrays_npz, results_jsonl
+from llmiqa.scoring.presets import resolve
 
 PROBE = """
 import resource, sys, time

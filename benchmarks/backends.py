@@ -11,7 +11,7 @@ Reports ratings per second, peak memory, the ratio to transformers and the large
     .venv-vllm/bin/python benchmarks/backends.py [--images 8] [--in-flight 32]
 
 `--families` instead rates the same requests through transformers on each family's tiny
-random checkpoint (llmiqa/families.py) at batch sizes 1, 4 and 8, in this process: ratings
+random checkpoint (llmiqa/tiny/families.py) at batch sizes 1, 4 and 8, in this process: ratings
 per second (absolute values mean little on ~0.2 M-parameter models; a family whose batch
 8 is no faster than batch 1 does not batch) and the batch sizes its forward passes saw:
 
@@ -38,9 +38,9 @@ BACKENDS = ("transformers", "vllm", "server")
 
 def requests(count: int, skip: int = 0) -> list:
     """Each image whole and its region crops, under the paper's standard (K = 7)."""
-    from llmiqa.images import load_image
+    from llmiqa.inputs.images import load_image
+    from llmiqa.method.standards import Standard
     from llmiqa.raters.base import RatingRequest
-    from llmiqa.standards import Standard
 
     prompt = Standard().prompt()
     made = []
@@ -142,7 +142,7 @@ def families(images: int) -> None:
 
     from llmiqa import tiny
     from llmiqa.raters.spec import RaterSpec
-    from llmiqa.tiny_families import BUILDERS
+    from llmiqa.tiny.matrix import BUILDERS
 
     build = {"qwen2_vl": tiny.build_qwen2_vl, "qwen2_5_vl": partial(tiny.build_qwen2_vl,
              version="2.5"), "llava": tiny.build_llava, **BUILDERS}  # fmt: skip

@@ -28,14 +28,14 @@ from pathlib import Path
 import torch
 
 from llmiqa import tiny
-from llmiqa.images import load_image
-from llmiqa.pipeline import Scorer
+from llmiqa.inputs.images import load_image
+from llmiqa.loading.runtime import Runtime
+from llmiqa.method.regions import RegionSettings
+from llmiqa.method.standards import Standard
 from llmiqa.raters.hf import render_chat
-from llmiqa.regions import RegionSettings
-from llmiqa.runtime import Runtime
+from llmiqa.scoring.pipeline import Scorer
 from llmiqa.segmenters.masks import MaskSettings
-from llmiqa.standards import Standard
-from llmiqa.tiny_families import build_qwen3_vl
+from llmiqa.tiny.matrix import build_qwen3_vl
 
 DIBR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dibr"
 MODELS = {  # name: (real config, tiny builder, image processor sizes of the real one)

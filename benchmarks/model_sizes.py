@@ -1,6 +1,6 @@
 """Parameter counts of real checkpoints, computed from their published configs on the meta
 device (nothing downloaded, nothing allocated), and their bf16 weight memory (2 bytes a
-parameter). llmiqa/families.py carries these numbers into README's models table.
+parameter). llmiqa/tiny/families.py carries these numbers into README's models table.
 
     .venv/bin/python benchmarks/model_sizes.py
 """

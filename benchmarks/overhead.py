@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from llmiqa import tiny
-from llmiqa.pipeline import Scorer
-from llmiqa.regions import RegionSettings
+from llmiqa.method.regions import RegionSettings
+from llmiqa.scoring.pipeline import Scorer
 
 DIBR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dibr"
 # A random SAM2 passes no default threshold: keep every candidate, as the tests do. Its

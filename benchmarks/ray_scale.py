@@ -26,9 +26,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from llmiqa import tiny
 from llmiqa.distributed.cluster import RayOptions, require_ray
-from llmiqa.options import resolve
+from llmiqa.runs.config import RunConfig
 from llmiqa.runs.evaluate import evaluate_run
-from llmiqa.runs.folder import RunConfig
+from llmiqa.scoring.presets import resolve
 
 DIBR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dibr"
 

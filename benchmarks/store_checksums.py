@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from llmiqa.method.regions import View
+from llmiqa.method.standards import Standard
 from llmiqa.raters.base import Rating, RatingRequest
-from llmiqa.regions import View
-from llmiqa.standards import Standard
-from llmiqa.store import Store, checksum
+from llmiqa.scoring.store import Store, checksum
 
 VIEWS = 5
 MASKS_PER_IMAGE, MASK_SHAPE = 8, (384, 512)

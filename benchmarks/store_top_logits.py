@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from store_checksums import compacted
 
+from llmiqa.method.regions import View
+from llmiqa.method.standards import Standard
 from llmiqa.raters.base import Rating, RatingRequest
-from llmiqa.regions import View
-from llmiqa.standards import Standard
-from llmiqa.store import Store
+from llmiqa.scoring.store import Store
 
 VIEWS = 5
 VOCABULARY = 151_936  # Qwen2's: ids take their full range

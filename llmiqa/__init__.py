@@ -13,13 +13,13 @@ import importlib
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "Scorer": "llmiqa.pipeline",
-    "ImageResult": "llmiqa.results",
-    "Aggregation": "llmiqa.aggregate",
-    "Standard": "llmiqa.standards",
-    "RegionSettings": "llmiqa.regions",
+    "Scorer": "llmiqa.scoring.pipeline",
+    "ImageResult": "llmiqa.method.results",
+    "Aggregation": "llmiqa.method.aggregate",
+    "Standard": "llmiqa.method.standards",
+    "RegionSettings": "llmiqa.method.regions",
     "MaskSettings": "llmiqa.segmenters.masks",
-    "create_metric": "llmiqa.metric",
+    "create_metric": "llmiqa.integrations.pyiqa",
 }
 __all__ = ["__version__", *_EXPORTS]
 

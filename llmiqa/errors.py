@@ -16,6 +16,10 @@ class ModelLoadError(UsageError):
     """A model id, folder or file that cannot be loaded for its role."""
 
 
+class RunError(UsageError):
+    """A run folder that cannot be used as asked."""
+
+
 def one_line(error: BaseException) -> str:
     """The first line of an exception's message (its type when it has none)."""
     lines = str(error).strip().splitlines()

@@ -78,7 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from llmiqa.environment import machine, versions  # noqa: E402
 
-IMAGE = "<image>"  # where the image goes in a user turn (llmiqa.standards.IMAGE)
+IMAGE = "<image>"  # where the image goes in a user turn (llmiqa.method.standards.IMAGE)
 
 # The prompts. User turns as llmiqa writes them (IMAGE marks the image), separators as in
 # each original: SeP-IQA puts its <|image|> right before the text; Q-Align writes

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from llmiqa import tiny
+from llmiqa.method.standards import Standard
 from llmiqa.raters.base import Rating, RatingRequest
-from llmiqa.standards import Standard
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -120,3 +120,53 @@ def test_the_code_map_is_in_import_order():
         if order[other] > order[module]
     ]
     assert late == []
+
+
+def folder(path: str) -> str:
+    """The part of the program a module belongs to: its folder under llmiqa/, or the root."""
+    parts = path.split("/")
+    return parts[1] if len(parts) > 2 else "(root)"
+
+
+def test_each_folder_is_one_block_of_the_code_map():
+    """With the import order above, folders then import only folders listed before them:
+    no two parts of the program depend on each other. (cli.py, the root's one module over
+    everything, closes the map.)"""
+    listed = [folder(path) for path in code_map() if path != "llmiqa/cli.py"]
+    blocks = [name for n, name in enumerate(listed) if n == 0 or listed[n - 1] != name]
+    assert len(blocks) == len(set(blocks)), f"a folder split across the code map: {blocks}"
+
+
+def test_the_root_holds_only_the_foundation_and_the_command_line():
+    root = {f.name for f in PACKAGE.glob("*.py")}
+    assert root == {"__init__.py", "background.py", "cli.py", "environment.py", "errors.py",
+                    "settings.py"}  # fmt: skip
+
+
+def writes_to_stderr(file: Path) -> bool:
+    return any(
+        isinstance(node, ast.Attribute) and node.attr == "stderr"
+        for node in ast.walk(ast.parse(file.read_text()))
+    )
+
+
+def test_only_the_command_line_writes_to_stderr():
+    """The library says things through logger "llmiqa" (the command line shows it), so a
+    program that embeds llmiqa decides where they go."""
+    writers = {str(f.relative_to(ROOT)) for f in PACKAGE.rglob("*.py") if writes_to_stderr(f)}
+    assert {w for w in writers if w != "llmiqa/cli.py" and folder(w) != "commands"} == set()
+    assert "llmiqa/commands/score.py" in writers  # the check sees a writer
+
+
+def test_the_library_leaves_its_test_support_to_the_commands():
+    """llmiqa.tiny (random checkpoints) is for `llmiqa tiny` and the tests, not for scoring."""
+    users = {name for name, others in graph().items() if "llmiqa.tiny" in others}
+    assert {u for u in users if not u.startswith(("llmiqa.tiny", "llmiqa.commands"))} == set()
+
+
+def test_every_command_adds_itself():
+    from llmiqa.commands import COMMANDS
+
+    files = {f.stem for f in (PACKAGE / "commands").glob("*.py")} - {"__init__", "arguments"}
+    assert {command.__name__.rpartition(".")[2] for command in COMMANDS} == files
+    assert all(callable(c.add_command) and callable(c.run) for c in COMMANDS)

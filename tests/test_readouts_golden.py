@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmiqa.aggregate import RatingArrays
+from llmiqa.method.aggregate import RatingArrays
 from llmiqa.raters.local import direction_cosines, ratings_from_logits
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "readouts"

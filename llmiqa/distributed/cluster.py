@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -26,12 +25,12 @@ from llmiqa.distributed.workers import (
     runtime_on_worker,
 )
 from llmiqa.errors import UsageError, one_line
-from llmiqa.images import ImageError, load_image
-from llmiqa.standards import SEP_IQA_WORDS
-from llmiqa.store import unpack_masks
+from llmiqa.inputs.images import ImageError, load_image
+from llmiqa.method.standards import SEP_IQA_WORDS
+from llmiqa.scoring.store import unpack_masks
 
 if TYPE_CHECKING:
-    from llmiqa.pipeline import Scorer
+    from llmiqa.scoring.pipeline import Scorer
 
 INSTALL = "pip install 'llmiqa[ray]'"
 LEDGER = "llmiqa-ledger"  # the name of a run's Ledger actor: `ray list actors` shows it
@@ -168,10 +167,11 @@ class RayCluster:
         self.user_device = scoring["device"]
         gpus = self.gpus("rater")
         if gpus > self.resources()[0]:
-            print(
-                f"llmiqa: waiting for a Ray node with {gpus:g} GPU(s) (the cluster has "
-                f"{self.resources()[0]:g}; an autoscaler may add one)",
-                file=sys.stderr,
+            logging.getLogger("llmiqa").warning(
+                "waiting for a Ray node with %g GPU(s) (the cluster has %g; an autoscaler "
+                "may add one)",
+                gpus,
+                self.resources()[0],
             )
         probe = self.ray.remote(runtime_on_worker).options(
             num_cpus=self.options.cpus, num_gpus=gpus

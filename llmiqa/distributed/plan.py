@@ -14,13 +14,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from llmiqa.errors import UsageError
-from llmiqa.images import LoadedImage
+from llmiqa.inputs.images import LoadedImage
 from llmiqa.raters.base import Outcome, RatingRequest
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from llmiqa.pipeline import Scorer
+    from llmiqa.scoring.pipeline import Scorer
 
 
 @dataclass(frozen=True)

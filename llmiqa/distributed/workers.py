@@ -15,9 +15,9 @@ import numpy as np
 from llmiqa import __version__
 from llmiqa.distributed.plan import Done, Job
 from llmiqa.errors import UsageError, one_line
-from llmiqa.images import ImageError, LoadedImage, load_image
-from llmiqa.standards import SEP_IQA_WORDS
-from llmiqa.store import pack_masks
+from llmiqa.inputs.images import ImageError, LoadedImage, load_image
+from llmiqa.method.standards import SEP_IQA_WORDS
+from llmiqa.scoring.store import pack_masks
 
 
 class Ledger:
@@ -80,7 +80,7 @@ def _node_ip() -> str:
 def runtime_on_worker(device: str | None, dtype: str | None, batch: int | None) -> dict:
     """On a worker with a rater actor's resources: what it resolves device, dtype and batch
     size to, and its llmiqa version (the store keys depend on all of them)."""
-    from llmiqa.devices import default_batch_size, resolve_device, resolve_dtype
+    from llmiqa.loading.devices import default_batch_size, resolve_device, resolve_dtype
 
     try:
         resolved = resolve_device(device)

@@ -23,12 +23,12 @@ import numpy as np
 from PIL import Image
 
 from llmiqa.errors import ModelLoadError
-from llmiqa.images import pixel_hash
-from llmiqa.regions import View
-from llmiqa.standards import Prompt
+from llmiqa.inputs.images import pixel_hash
+from llmiqa.method.regions import View
+from llmiqa.method.standards import Prompt
 
 if TYPE_CHECKING:
-    from llmiqa.checkpoints import Checkpoint
+    from llmiqa.loading.checkpoints import Checkpoint
 
 __all__ = [
     "Backend",

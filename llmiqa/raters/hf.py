@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, ClassVar
 from PIL import Image
 
 from llmiqa.errors import ModelLoadError, one_line
+from llmiqa.method.standards import Prompt
 from llmiqa.raters.base import BackendOption, Spec
 from llmiqa.raters.local import LocalRater
-from llmiqa.standards import Prompt
 
 if TYPE_CHECKING:
     import torch

@@ -17,6 +17,7 @@ import numpy as np
 
 from llmiqa.background import one_ahead
 from llmiqa.errors import ModelLoadError, one_line
+from llmiqa.method.standards import Prompt
 from llmiqa.raters.base import (
     Rating,
     RatingFailure,
@@ -25,7 +26,6 @@ from llmiqa.raters.base import (
     answer_token_ids,
     answer_value,
 )
-from llmiqa.standards import Prompt
 
 if TYPE_CHECKING:
     import torch

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from llmiqa.method.standards import IMAGE, Prompt
 from llmiqa.raters.base import BackendOption, Spec
 from llmiqa.raters.local import LocalRater
-from llmiqa.standards import IMAGE, Prompt
 
 if TYPE_CHECKING:
     import torch

@@ -43,6 +43,7 @@ import numpy as np
 from PIL import Image
 
 from llmiqa.errors import ModelLoadError
+from llmiqa.method.standards import IMAGE, Prompt, Standard
 from llmiqa.raters.base import (
     BackendOption,
     Rating,
@@ -52,7 +53,6 @@ from llmiqa.raters.base import (
     answer_value,
 )
 from llmiqa.raters.http import Endpoint, HttpError, JsonClient
-from llmiqa.standards import IMAGE, Prompt, Standard
 
 KEY_VARIABLES = ("LLMIQA_API_KEY", "OPENAI_API_KEY")
 TOP_N = 20  # OpenAI's and vLLM's default maximum of top_logprobs
@@ -389,7 +389,7 @@ def check_levels(server: Server, levels: int) -> None:
 
 def canary_file() -> Path:
     """Where canaries are recorded: beside the checkpoint hash cache ($LLMIQA_CACHE)."""
-    from llmiqa.checkpoints import hash_cache_path
+    from llmiqa.loading.checkpoints import hash_cache_path
 
     return hash_cache_path().parent / "server-canaries.json"
 

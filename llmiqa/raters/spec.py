@@ -11,15 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
-from llmiqa.checkpoints import Checkpoint, resolve, split_revision
 from llmiqa.errors import ModelLoadError
+from llmiqa.loading.checkpoints import Checkpoint, resolve, split_revision
+from llmiqa.loading.runtime import Placement, Runtime
+from llmiqa.method.standards import Prompt
 from llmiqa.raters import registry
 from llmiqa.raters.base import Backend, Rater
 from llmiqa.raters.hf import TransformersRater
 from llmiqa.raters.local import LocalRater
 from llmiqa.raters.server import ServerRater
-from llmiqa.runtime import Placement, Runtime
-from llmiqa.standards import Prompt
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class RaterSpec(Placement):
 
     @cached_property
     def batch(self) -> int:
-        from llmiqa.devices import default_batch_size
+        from llmiqa.loading.devices import default_batch_size
 
         return self.batch_size or default_batch_size(self.torch_device)
 

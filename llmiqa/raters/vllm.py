@@ -35,8 +35,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from llmiqa.checkpoints import input_embeddings
 from llmiqa.errors import ModelLoadError, one_line
+from llmiqa.loading.checkpoints import input_embeddings
 from llmiqa.raters.base import (
     BackendOption,
     Rating,

@@ -1,5 +1,6 @@
 """Benchmark runs: score a dataset into a run folder (evaluate), then ablate from what is
-stored (ablate); the folder, its files and its lock are in `folder`.
+stored (ablate). A run folder's configuration is in `config`, its files in `files`, how its
+outputs are published in `publish`, and its lock in `lock`.
 
 A run folder holds everything needed to resume, recompute and report:
 
@@ -16,7 +17,7 @@ A run folder holds everything needed to resume, recompute and report:
     current           -> published/<run id>-...: the outputs above are links through it
 
 What it guarantees: a run's outputs are published as one unit when it finishes (written
-into a new folder, switched in with one rename; see `folder`), and every output names
+into a new folder, switched in with one rename; see `publish`), and every output names
 the run id of the config it belongs to; a run that fails or is interrupted leaves the
 previous outputs as they were (its ratings are in the store). A finished run with other
 options is replaced only when asked (`--overwrite`). Only one process writes a run

@@ -12,13 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from llmiqa import aggregate, metrics
-from llmiqa.aggregate import Aggregation, RatingArrays
-from llmiqa.options import build
-from llmiqa.regions import REGION_MODES
+from llmiqa.evaluation import correlation
+from llmiqa.method import aggregate
+from llmiqa.method.aggregate import Aggregation, RatingArrays
+from llmiqa.method.regions import REGION_MODES
+from llmiqa.method.standards import KINDS, LEVELS, QUESTIONS
+from llmiqa.runs.config import RunConfig
 from llmiqa.runs.evaluate import scored
-from llmiqa.runs.folder import RunConfig, attach, current, read_arrays, strict_json
-from llmiqa.standards import KINDS, LEVELS, QUESTIONS
+from llmiqa.runs.files import read_arrays, strict_json
+from llmiqa.runs.publish import attach, current
+from llmiqa.scoring.knobs import build
 
 # Every readout the stored quantities allow (RatingArrays.readouts), so named.
 READOUT_NAMES = {
@@ -71,14 +74,14 @@ class Row:
 
 
 def _row(variant: str, pred: np.ndarray, mos: np.ndarray, new_ratings: int) -> Row:
-    values = metrics.evaluate(pred, mos, resamples=0)
-    notes = sorted({f"NaN because {values[m]['reason']}" for m in metrics.METRICS
+    values = correlation.evaluate(pred, mos, resamples=0)
+    notes = sorted({f"NaN because {values[m]['reason']}" for m in correlation.METRICS
                     if values[m]["reason"]})  # fmt: skip
     if values["fit_warning"]:
         notes.append(f"PLCC (fit): {values['fit_warning']}")
     return Row(
         variant,
-        {m: values[m]["value"] for m in metrics.METRICS},
+        {m: values[m]["value"] for m in correlation.METRICS},
         new_ratings,
         int(pred.size),
         "; ".join(notes),
@@ -137,9 +140,9 @@ def ablate(out: Path, axes: Sequence[str] = ()) -> list[Row]:
 def rows_csv(rows: Sequence[Row], run_id: str) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["run", "variant", *metrics.METRICS, "images", "new_ratings", "note"])
+    writer.writerow(["run", "variant", *correlation.METRICS, "images", "new_ratings", "note"])
     for row in rows:
-        values = [f"{row.metrics[m]:.6f}" for m in metrics.METRICS]
+        values = [f"{row.metrics[m]:.6f}" for m in correlation.METRICS]
         writer.writerow([run_id, row.variant, *values, row.scored, row.new_ratings, row.note])
     return buffer.getvalue()
 

@@ -14,32 +14,31 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from llmiqa import __version__, aggregate, metrics
-from llmiqa.aggregate import Aggregation
+from llmiqa import __version__
 from llmiqa.environment import machine, versions
-from llmiqa.options import build
-from llmiqa.regions import RegionSettings
-from llmiqa.results import ImageResult, stack
-from llmiqa.runs.folder import (
+from llmiqa.errors import RunError
+from llmiqa.evaluation import correlation
+from llmiqa.method import aggregate
+from llmiqa.method.aggregate import Aggregation
+from llmiqa.method.regions import RegionSettings
+from llmiqa.method.results import ImageResult, stack
+from llmiqa.method.standards import Standard
+from llmiqa.runs.config import CONFIG, RunConfig, shard_of
+from llmiqa.runs.files import (
     ARRAYS,
-    CONFIG,
     METRICS,
     RESULTS,
     TABLE,
-    RunConfig,
-    RunError,
     arrays_npz,
-    current,
     invocations,
-    locked,
     log_invocation,
-    publishing,
     results_csv,
     results_jsonl,
-    shard_of,
     strict_json,
 )
-from llmiqa.standards import Standard
+from llmiqa.runs.lock import locked
+from llmiqa.runs.publish import current, publishing
+from llmiqa.scoring.knobs import build
 
 if TYPE_CHECKING:
     from llmiqa.distributed.cluster import RayOptions
@@ -89,7 +88,7 @@ def summarize(
         "images": len(results),
         "scored": int(pred.size),
         "failed": len(failures),
-        "metrics": metrics.evaluate(pred, truth, resamples=resamples),
+        "metrics": correlation.evaluate(pred, truth, resamples=resamples),
         "masks": mask_counts(results),
         "usage": usage,
         "peak_memory_mb": peak_memory_mb(),
@@ -98,7 +97,7 @@ def summarize(
     if failures:  # the released code scores an image without a prediction as 1
         full = np.ones(len(results))
         full[[i for i, r in enumerate(results) if r.ok]] = pred
-        summary["metrics_failures_as_1"] = metrics.evaluate(full, np.asarray(mos), resamples=0)
+        summary["metrics_failures_as_1"] = correlation.evaluate(full, np.asarray(mos), resamples=0)
     return summary
 
 
@@ -117,7 +116,7 @@ def evaluate_run(
     overwrite: bool = False,
 ) -> dict | None:
     """`llmiqa eval`: score, then publish the results, metrics and report of `out` as one
-    unit (runs.folder.publishing). A finished run with other options is replaced only
+    unit (runs.publish.publishing). A finished run with other options is replaced only
     with `overwrite` (its ratings stay in the store either way).
 
     A shard only fills the store; the run without --shard then finds every rating stored.
@@ -214,8 +213,8 @@ def refuse_replacing(out: Path, config: RunConfig) -> None:
 
 
 def _publish(out, config, results, mos, summary, scorer) -> None:
-    """Every output of a finished run, published as one unit (see runs.folder)."""
-    from llmiqa.report import build_report
+    """Every output of a finished run, published as one unit (see runs.publish)."""
+    from llmiqa.evaluation.report import build_report
 
     run_id = config.run_id
     segmenter = scorer.segmenter

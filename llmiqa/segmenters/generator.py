@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from llmiqa.errors import ModelLoadError, one_line
-from llmiqa.regions import Box
+from llmiqa.method.regions import Box
 from llmiqa.segmenters import amg
 from llmiqa.segmenters.masks import MaskSettings
 from llmiqa.segmenters.original import load_original

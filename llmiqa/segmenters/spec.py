@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
-from llmiqa.checkpoints import (
+from llmiqa.errors import ModelLoadError
+from llmiqa.loading.checkpoints import (
     Checkpoint,
     hub_file,
     hub_has_config,
@@ -19,8 +20,7 @@ from llmiqa.checkpoints import (
     resolve,
     split_revision,
 )
-from llmiqa.errors import ModelLoadError
-from llmiqa.runtime import Placement, Runtime
+from llmiqa.loading.runtime import Placement, Runtime
 from llmiqa.segmenters.masks import MaskSettings
 
 # The facebook/sam2.1-hiera-* repos are "sam2_video" (one checkpoint serves images and

@@ -23,10 +23,10 @@ import pytest
 
 from llmiqa.cli import main
 from llmiqa.errors import UsageError
-from llmiqa.options import resolve
+from llmiqa.runs.config import RunConfig
 from llmiqa.runs.evaluate import evaluate_run
-from llmiqa.runs.folder import RunConfig
-from llmiqa.store import Store
+from llmiqa.scoring.presets import resolve
+from llmiqa.scoring.store import Store
 from llmiqa.tiny import PERMISSIVE_MASKS
 
 WHOLE = 48  # images in the fault tests: 6 rating jobs of 8 images (batch 1 on a CPU)

@@ -7,11 +7,11 @@ import pytest
 
 from llmiqa.distributed.plan import Decoded, Undecoded, plan
 from llmiqa.errors import UsageError
-from llmiqa.images import load_image
-from llmiqa.pipeline import Scorer
-from llmiqa.regions import RegionSettings
-from llmiqa.runtime import Runtime
-from llmiqa.store import Store
+from llmiqa.inputs.images import load_image
+from llmiqa.loading.runtime import Runtime
+from llmiqa.method.regions import RegionSettings
+from llmiqa.scoring.pipeline import Scorer
+from llmiqa.scoring.store import Store
 from llmiqa.tiny import PERMISSIVE_MASKS
 
 

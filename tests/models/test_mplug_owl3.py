@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from llmiqa.method.standards import Standard
 from llmiqa.models.mplug_owl3 import MplugOwl3Model, MplugOwl3Processor, check_supported
 from llmiqa.raters.base import ModelLoadError
 from llmiqa.raters.mplug_owl3 import owl3_messages
-from llmiqa.standards import Standard
 
 IMAGE_CASES = ["a_cut", "a_nocut", "b_cut", "b_nocut", "c_cut", "c_nocut"]
 # Float32 rounding of another machine's kernels (the golden README's suggestion): the largest

@@ -1,6 +1,6 @@
-"""Every family of the model matrix (llmiqa/families.py) through the transformers rater,
+"""Every family of the model matrix (llmiqa/tiny/families.py) through the transformers rater,
 each on a tiny random checkpoint built from its real config class with its published chat
-template (llmiqa/templates/SOURCES.md).
+template (llmiqa/tiny/templates/SOURCES.md).
 
 Random weights: these tests prove the plumbing (the prompt each template renders, real
 batching, regions, the digit check, refusals), never that a family rates well.
@@ -18,14 +18,14 @@ import pytest
 from PIL import Image
 
 from llmiqa import tiny
-from llmiqa.families import FAMILIES
-from llmiqa.images import load_image
-from llmiqa.pipeline import Scorer
+from llmiqa.inputs.images import load_image
+from llmiqa.method.regions import RegionSettings
+from llmiqa.method.standards import Standard
 from llmiqa.raters.base import ModelLoadError, RatingRequest
 from llmiqa.raters.spec import RaterSpec
-from llmiqa.regions import RegionSettings
-from llmiqa.standards import Standard
-from llmiqa.tiny_families import BUILDERS
+from llmiqa.scoring.pipeline import Scorer
+from llmiqa.tiny.families import FAMILIES
+from llmiqa.tiny.matrix import BUILDERS
 
 BUILD = {
     "qwen2_vl": tiny.build_qwen2_vl,

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from llmiqa import tiny
-from llmiqa.images import load_image
+from llmiqa.inputs.images import load_image
+from llmiqa.method.standards import IMAGE, Standard
 from llmiqa.raters.base import ModelLoadError, RatingFailure, RatingRequest
 from llmiqa.raters.hf import shrink
 from llmiqa.raters.spec import RaterSpec
-from llmiqa.standards import IMAGE, Standard
 
 FAMILIES = ["qwen2_vl_dir", "qwen2_5_vl_dir", "llava_dir"]
 

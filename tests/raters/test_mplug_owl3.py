@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from llmiqa.aggregate import readout
-from llmiqa.images import load_image
+from llmiqa.inputs.images import load_image
+from llmiqa.method.aggregate import readout
+from llmiqa.method.standards import Standard
 from llmiqa.raters.base import ModelLoadError, RatingRequest, answer_value
 from llmiqa.raters.mplug_owl3 import MplugOwl3Rater
 from llmiqa.raters.spec import RaterSpec
-from llmiqa.standards import Standard
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,15 @@ import pytest
 
 from llmiqa.cli import main
 from llmiqa.errors import ModelLoadError
-from llmiqa.options import knobs, resolve
-from llmiqa.pipeline import Scorer
+from llmiqa.loading.runtime import Runtime
+from llmiqa.method.regions import RegionSettings
+from llmiqa.method.standards import Prompt
 from llmiqa.raters import registry
 from llmiqa.raters.base import BackendOption, Rating, RatingRequest, Spec
 from llmiqa.raters.spec import RaterSpec
-from llmiqa.regions import RegionSettings
-from llmiqa.runtime import Runtime
-from llmiqa.standards import Prompt
+from llmiqa.scoring.knobs import knobs
+from llmiqa.scoring.pipeline import Scorer
+from llmiqa.scoring.presets import resolve
 
 
 class PeakRater:

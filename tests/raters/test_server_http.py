@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from llmiqa.method.standards import Standard
 from llmiqa.raters import server as server_module
 from llmiqa.raters.base import ModelLoadError, RatingFailure, RatingRequest
 from llmiqa.raters.server import ServerRater, canary_file, png_data_url
 from llmiqa.raters.spec import RaterSpec
-from llmiqa.standards import Standard
 
 KEY = "sk-test-0123456789abcdef"
 # A model's answer as a server returns it: the sampled token first, then the top list.

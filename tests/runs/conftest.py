@@ -3,9 +3,10 @@ for real but mean nothing about accuracy."""
 
 import pytest
 
-from llmiqa.options import resolve, values_of
+from llmiqa.runs.config import RunConfig
 from llmiqa.runs.evaluate import evaluate_run
-from llmiqa.runs.folder import RunConfig
+from llmiqa.scoring.knobs import values_of
+from llmiqa.scoring.presets import resolve
 from llmiqa.tiny import PERMISSIVE_MASKS
 
 LIMIT = 6

@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from llmiqa import metrics
+from llmiqa.evaluation import correlation
 from llmiqa.raters.spec import RaterSpec
 from llmiqa.runs.ablate import ablate
 from llmiqa.runs.evaluate import evaluate_run
-from llmiqa.runs.folder import read_results
+from llmiqa.runs.files import read_results
 
 
 def test_aggregation_ablations_call_no_model(finished_run, monkeypatch):
@@ -26,16 +26,16 @@ def test_aggregation_ablations_call_no_model(finished_run, monkeypatch):
     results, mos = read_results(out)
     s_global = np.array([r.s_global[0] for r in results])
     assert rows["view=global (Table 3, exp. 6)"].metrics["srcc"] == pytest.approx(
-        metrics.srcc(s_global, mos)
+        correlation.srcc(s_global, mos)
     )
     mean_weighted = np.array(
         [(r.s_global[0] + np.mean([g.score for g in r.regions])) / 2 for r in results]
     )
     assert rows["weighting=mean (Table 3, exp. 4)"].metrics["plcc"] == pytest.approx(
-        metrics.plcc(mean_weighted, mos)
+        correlation.plcc(mean_weighted, mos)
     )
     lam2 = np.array([(r.s_global[0] + 2 * r.s_local[0]) / 3 for r in results])
-    assert rows["lambda=2"].metrics["srcc"] == pytest.approx(metrics.srcc(lam2, mos))
+    assert rows["lambda=2"].metrics["srcc"] == pytest.approx(correlation.srcc(lam2, mos))
     assert len({round(row.metrics["plcc"], 12) for row in rows.values()}) > 3  # they differ
 
 
@@ -82,5 +82,5 @@ def test_a_word_run_gives_every_word_readout_with_no_model_call(
     results, mos = read_results(out)
     sepiqa = [np.nansum(r.top_logits[0, 0] * r.top_weights[0, 0]) for r in results]
     assert rows["readout=sepiqa (SeP-IQA)"].metrics["srcc"] == pytest.approx(
-        metrics.srcc(np.array(sepiqa), mos)
+        correlation.srcc(np.array(sepiqa), mos)
     )

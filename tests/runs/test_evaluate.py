@@ -15,14 +15,17 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from llmiqa import metrics
-from llmiqa.caching import CachingSegmenter
 from llmiqa.cli import main
-from llmiqa.pipeline import Scorer
+from llmiqa.errors import RunError
+from llmiqa.evaluation import correlation
 from llmiqa.runs.ablate import ablate
+from llmiqa.runs.config import RunConfig
 from llmiqa.runs.evaluate import evaluate_run
-from llmiqa.runs.folder import RunConfig, RunError, locked, read_results
-from llmiqa.store import StoreError
+from llmiqa.runs.files import read_results
+from llmiqa.runs.lock import locked
+from llmiqa.scoring.caching import CachingSegmenter
+from llmiqa.scoring.pipeline import Scorer
+from llmiqa.scoring.store import StoreError
 
 LIMIT = 6
 
@@ -43,7 +46,9 @@ def test_eval_writes_results_metrics_and_report(finished_run):
     assert [float(r["spread"]) for r in rows] == pytest.approx([r.spread for r in results])
     assert all(0 < r.spread < 3 for r in results)  # K = 7 levels: at most 3 apart from the mean
     written = json.loads((out / "metrics.json").read_text(), parse_constant=_no_nan)
-    assert written["metrics"]["srcc"]["value"] == pytest.approx(metrics.srcc(pred, mos), abs=1e-6)
+    assert written["metrics"]["srcc"]["value"] == pytest.approx(
+        correlation.srcc(pred, mos), abs=1e-6
+    )
     usage = written["usage"]
     assert usage["rated"] > LIMIT and usage["segmented"] == LIMIT  # + regions
     assert set(usage["seconds"]) >= {"rate", "load images", "segment"}

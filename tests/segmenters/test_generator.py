@@ -43,7 +43,7 @@ from PIL import Image
 
 from llmiqa.environment import machine
 from llmiqa.errors import ModelLoadError
-from llmiqa.regions import RegionSettings, region_view, select_regions
+from llmiqa.method.regions import RegionSettings, region_view, select_regions
 from llmiqa.segmenters import amg
 from llmiqa.segmenters.masks import DOGIQA_MASKS, MaskSettings
 from llmiqa.segmenters.spec import SegmenterSpec, segmenter_identity

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from llmiqa import tiny
-from llmiqa.images import load_image
+from llmiqa.inputs.images import load_image
+from llmiqa.method.standards import Standard
 from llmiqa.raters.base import RatingRequest
-from llmiqa.standards import Standard
 
 SERVED_NAME = "tiny-qwen"
 # |Δp| between two backends run on the same machine (no golden file): their float32 kernels

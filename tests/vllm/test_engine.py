@@ -8,10 +8,10 @@ from PIL import Image
 
 pytest.importorskip("vllm")
 
+from llmiqa.method.standards import Standard
 from llmiqa.raters.base import RatingFailure, RatingRequest
 from llmiqa.raters.spec import RaterSpec
 from llmiqa.raters.vllm import VllmRater
-from llmiqa.standards import Standard
 
 TOLERANCE = 1e-4  # see tests/vllm/conftest.py
 

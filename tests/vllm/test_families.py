@@ -1,4 +1,4 @@
-"""vLLM's engine on every family of the matrix (llmiqa/families.py) that it serves, against
+"""vLLM's engine on every family of the matrix (llmiqa/tiny/families.py) that it serves, against
 the transformers rater on the same tiny checkpoint (text heads of 32: vLLM's CPU attention
 takes no smaller); a one-line refusal, before any engine starts, for those it does not.
 Random weights: agreement proves the plumbing (prompt, image, tokens), not accuracy.
@@ -19,12 +19,12 @@ import pytest
 pytest.importorskip("vllm")
 
 from llmiqa import tiny
-from llmiqa.families import FAMILIES
-from llmiqa.images import load_image
+from llmiqa.inputs.images import load_image
+from llmiqa.method.standards import Standard
 from llmiqa.raters.base import ModelLoadError, RatingRequest
 from llmiqa.raters.spec import RaterSpec
-from llmiqa.standards import Standard
-from llmiqa.tiny_families import BUILDERS, VLLM_WIDTH
+from llmiqa.tiny.families import FAMILIES
+from llmiqa.tiny.matrix import BUILDERS, VLLM_WIDTH
 
 # |Δ| of a log-probability (and of a probability) between vLLM and transformers on the same
 # CPU: float32 kernels that sum in another order. Seen at most 7.3e-7 (log-probability) on

@@ -24,8 +24,8 @@ from transformers import SiglipVisionConfig
 from transformers.models.qwen2.modeling_qwen2 import Qwen2MLP, Qwen2RMSNorm, repeat_kv, rotate_half
 from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
 
-from llmiqa.checkpoints import resolve
 from llmiqa.errors import ModelLoadError
+from llmiqa.loading.checkpoints import resolve
 from llmiqa.models.mplug_owl3.configuration import (
     CHECKPOINT_FILES,
     MplugOwl3Config,

@@ -1,0 +1,33 @@
+"""`llmiqa ablate`: the paper's ablations recomputed from a run's stored ratings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:
+    ablation = commands.add_parser("ablate", help="the paper's ablations from a run folder")
+    ablation.add_argument("run", help="run folder written by llmiqa eval")
+    ablation.add_argument(
+        "--axes",
+        nargs="*",
+        default=[],
+        choices=("kind", "levels", "region-mode", "masks"),
+        help="also vary these (they need new ratings; whatever is stored is reused)",
+    )
+    ablation.add_argument("--json", action="store_true", help="one JSON list of rows")
+    ablation.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from llmiqa.runs.ablate import ablate, rows_markdown
+    from llmiqa.runs.files import strict_json
+
+    rows = ablate(Path(args.run), args.axes)
+    if args.json:
+        print(json.dumps(strict_json([vars(row) for row in rows])))
+    else:
+        print(rows_markdown(rows))
+    return 0

@@ -1,0 +1,28 @@
+"""`llmiqa tiny`: tiny random checkpoints to try llmiqa offline."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:
+    tiny = commands.add_parser("tiny", help="build tiny random models to try llmiqa offline")
+    tiny.add_argument("folder", help="where to write them")
+    tiny.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as transformers_logging
+
+    from llmiqa import tiny
+
+    transformers_logging.disable_progress_bar()  # its "Writing model shards" bars say nothing
+    folder = Path(args.folder)
+    model, segmenter = tiny.build_qwen2_vl(folder / "qwen2-vl"), tiny.build_sam2(folder / "sam2")
+    print(f"tiny random checkpoints in {folder} (random weights: the scores mean nothing)")
+    print(
+        f"try: llmiqa score IMAGE --model {model} --segmenter {segmenter} "
+        f"{tiny.PERMISSIVE_MASK_FLAGS}"
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""llmiqa inside other tools: a pyiqa-style metric (pyiqa) and a web page (demo)."""

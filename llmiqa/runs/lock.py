@@ -1,0 +1,46 @@
+"""One process writes a run folder at a time: an flock that dies with its process."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from llmiqa.errors import RunError, one_line
+
+LOCK = ".lock"
+
+
+@contextmanager
+def locked(out: Path, shared: bool) -> Iterator[None]:
+    """Hold the run folder: exclusively for a run, shared among shards. The lock dies with
+    its process (an flock), and its file says which process held it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / LOCK, "a+")  # noqa: SIM115 - held for the whole run
+    except OSError as error:
+        raise RunError(f"{out}: cannot write to the run folder ({one_line(error)})") from None
+    try:
+        fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunError(
+            f"{out}: another llmiqa eval ({holder}) is using this run folder; wait for it, "
+            "or use another --out (shards of one run may share it)"
+        ) from None
+    if not shared:
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+    try:
+        yield
+    finally:
+        with suppress(OSError):  # the last holder leaves no lock file behind
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            (out / LOCK).unlink()
+        handle.close()
