@@ -49,6 +49,9 @@ class Publication:
             self.folder.mkdir(parents=True)  # the mode the umask gives a new folder
         except OSError as error:
             raise RunError(f"{out}: cannot write the run's outputs ({one_line(error)})") from None
+        except BaseException:  # a Ctrl-C as the folder appears: nothing of it is left
+            self.abort()
+            raise
 
     def write(self, path: Path, data: str | bytes) -> None:
         """One new file of the publication (a path inside its folder), flushed to disk."""
@@ -82,7 +85,17 @@ class Publication:
                 f"{self.out}: cannot publish the run's outputs ({one_line(error)}); "
                 f"{self.holding()}"
             ) from None
-        for link in self.out.iterdir():  # ablation.csv and the like, of the previous run
+        self.tidy()
+
+    def published(self) -> bool:
+        """Whether `current` names this publication (the switch is done)."""
+        link = self.out / CURRENT
+        return link.is_symlink() and Path(os.readlink(link)).name == self.final.name
+
+    def tidy(self) -> None:
+        """After the switch: the previous run's links (ablation.csv and the like) and its
+        outputs go."""
+        for link in self.out.iterdir():
             if link.is_symlink() and not link.exists() and link.name not in ENTRIES:
                 link.unlink(missing_ok=True)
         for old in (self.out / PUBLISHED).iterdir():
@@ -91,8 +104,7 @@ class Publication:
 
     def holding(self) -> str:
         """Which run the folder holds now: said when a publication is cut short."""
-        link = self.out / CURRENT
-        if link.is_symlink() and Path(os.readlink(link)).name == self.final.name:
+        if self.published():
             return f"{self.out} holds the new run (it was published before the interruption)"
         return f"{self.out} still holds its previous outputs"
 
@@ -105,15 +117,19 @@ def publishing(out: Path, run_id: str) -> Iterator[Publication]:
     """Write a run's outputs into the Publication, then switch; on any failure (a full
     disk, Ctrl-C) nothing of it is left, and the previous outputs stay as they were (a
     Ctrl-C after the switch says the folder holds the new run)."""
-    publication = Publication(out, run_id)
+    publication = None
     try:
+        publication = Publication(out, run_id)  # a Ctrl-C in there leaves nothing of it
         yield publication
         publication.switch()
-    except KeyboardInterrupt:
+    except BaseException as error:
+        if publication is None:
+            raise
         publication.abort()
-        raise Interrupted(publication.holding()) from None
-    except BaseException:
-        publication.abort()
+        if publication.published():  # stopped after the switch: finish tidying
+            publication.tidy()
+        if isinstance(error, KeyboardInterrupt):
+            raise Interrupted(publication.holding()) from None
         raise
 
 
