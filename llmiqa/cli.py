@@ -8,9 +8,9 @@ examples:
 
 exit status, the same rule for every command:
   0    everything asked for was done
-  1    it finished, but not all of it: some images failed (any, in any run), compare
-       found names that do not match up, check flagged a distortion, or an output could
-       not be saved; what did work is printed (and saved where it could be)
+  1    it finished, but not all of it: an image failed (for reproduce: in any of its
+       runs), compare found names that do not match up, check flagged a distortion, or
+       an output could not be saved; what did work is printed (and saved where it could)
   2    nothing was done: a problem with the whole run (an option, a file, a model, the
        store, the install), in one line before any work
   3    an internal error (a bug: please report it); 130: interrupted (Ctrl-C)
