@@ -104,7 +104,7 @@ def engine(options):
 def server(engine):
     """The real app, served by Gradio on 127.0.0.1 from a thread of this process."""
     need("gradio", "demo")
-    from llmiqa import demo
+    from llmiqa.integrations import demo
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
