@@ -1,4 +1,5 @@
-"""SQLite store of everything expensive: SAM2 masks and the MLLM's ratings.
+"""SQLite store of everything expensive: SAM2 masks and the MLLM's ratings (and the
+canaries that say a server still serves the model its ratings came from).
 
 Every rating is committed as it arrives, so a run killed at any moment keeps what it
 computed and a rerun computes only what is missing. WAL mode lets several processes (one
@@ -27,11 +28,11 @@ import numpy as np
 
 from llmiqa import __version__
 from llmiqa.errors import UsageError, one_line
-from llmiqa.raters.base import Rating, RatingRequest, key_of
+from llmiqa.raters.base import Canary, Rating, RatingRequest, key_of
 
 # 1: llmiqa 0.1, ratings held only the K-restricted probabilities; 2: no checksums;
-# 3: no top raw logits, no SeP-IQA directions
-SCHEMA = 4
+# 3: no top raw logits, no SeP-IQA directions; 4: no canaries
+SCHEMA = 5
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ratings (
@@ -67,8 +68,22 @@ CREATE TABLE IF NOT EXISTS directions (
     cosines BLOB NOT NULL,
     checksum BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS canaries (
+    identity TEXT PRIMARY KEY,
+    logprobs BLOB NOT NULL,
+    other_logprob REAL,
+    fingerprint TEXT,
+    checksum BLOB NOT NULL
+);
 """
-_DIRECTIONS_SQL = _SCHEMA_SQL[_SCHEMA_SQL.index("CREATE TABLE IF NOT EXISTS directions") :]
+
+
+def _table_sql(name: str) -> str:
+    """The CREATE statement of one table, as _SCHEMA_SQL writes it (for upgrades)."""
+    start = _SCHEMA_SQL.index(f"CREATE TABLE IF NOT EXISTS {name} ")
+    return _SCHEMA_SQL[start : _SCHEMA_SQL.index(";", start)]
+
+
 _RATING_COLUMNS = ("key", "model", "prompt", "image", "geometry", "levels", "logprobs",
                    "other_logprob", "other_value", "incomplete")  # fmt: skip
 _TOP_COLUMNS = ("top_ids", "top_logits", "lse")  # schema 4; NULL on digit ratings
@@ -215,6 +230,9 @@ class Store:
             found = "3"
         if found == "3":
             self._add_top_logits()
+            found = "4"
+        if found == "4":
+            self._add_canaries()
         elif found != str(SCHEMA):
             raise StoreError(
                 f"{self.path}: store schema {found} is not {SCHEMA} (written by another "
@@ -254,11 +272,24 @@ class Store:
                 return
             for column, kind in zip(_TOP_COLUMNS, ("BLOB", "BLOB", "REAL"), strict=True):
                 self.db.execute(f"ALTER TABLE ratings ADD COLUMN {column} {kind}")
-            self.db.execute(_DIRECTIONS_SQL)
-            self.db.execute("UPDATE meta SET value = ? WHERE name = 'schema'", (str(SCHEMA),))
+            self.db.execute(_table_sql("directions"))
+            self.db.execute("UPDATE meta SET value = '4' WHERE name = 'schema'")
         self.notes.append(
-            f"{self.path}: upgraded to store schema {SCHEMA} (ratings may keep top raw logits); "
+            f"{self.path}: upgraded to store schema 4 (ratings may keep top raw logits); "
             "its ratings are unchanged"
+        )
+
+    def _add_canaries(self) -> None:
+        """Schema 4 -> 5: servers' canaries get their table (every other row unchanged)."""
+        with self._transaction():
+            row = self.db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+            if row[0] != "4":  # another process migrated it meanwhile
+                return
+            self.db.execute(_table_sql("canaries"))
+            self.db.execute("UPDATE meta SET value = '5' WHERE name = 'schema'")
+        self.notes.append(
+            f"{self.path}: upgraded to store schema 5 (it keeps servers' canaries beside their "
+            "ratings); its rows are unchanged"
         )
 
     def check_writable(self) -> None:
@@ -277,30 +308,30 @@ class Store:
         the others were refused (a refused row counts as missing: it will be rated again)."""
         asked = {request.key: request for request in requests}
         found, refused = {}, []
-        digests = list(asked)
+        keys = list(asked)
         columns = ", ".join((*_RATING_COLUMNS, "checksum", *_TOP_COLUMNS))
-        for start in range(0, len(digests), _CHUNK):
-            chunk = digests[start : start + _CHUNK]
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
             query = f"SELECT {columns} FROM ratings WHERE key IN ({marks})"
             with self._errors("read"):
                 rows = self.db.execute(query, chunk).fetchall()
             for *values, check, top_ids, top_logits, lse in rows:
-                digest, levels = values[0], values[5]
+                key, levels = values[0], values[5]
                 problem = None
-                if digest not in asked:  # the key itself was changed (its index was not)
+                if key not in asked:  # the key itself was changed (its index was not)
                     problem = "its key does not match its index (the row is damaged)"
                 elif checksum([*values, top_ids, top_logits, lse]) != check:
                     problem = "checksum mismatch: the row changed after it was written"
-                elif levels != asked[digest].levels:
-                    problem = f"K = {levels} for a K = {asked[digest].levels} prompt"
+                elif levels != asked[key].levels:
+                    problem = f"K = {levels} for a K = {asked[key].levels} prompt"
                 else:
                     rating = _rating(*values[6:], top_ids, top_logits, lse)
-                    problem = rating_problem(rating, levels, asked[digest].top)
+                    problem = rating_problem(rating, levels, asked[key].top)
                 if problem:
-                    refused.append(f"{self.path}: stored rating {digest} refused ({problem})")
+                    refused.append(f"{self.path}: stored rating {key} refused ({problem})")
                     continue
-                found[digest] = rating
+                found[key] = rating
         return found, refused
 
     def put_rating(self, request: RatingRequest, rating: Rating) -> None:
@@ -351,6 +382,38 @@ class Store:
         with self._transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO directions VALUES (?, ?, ?, ?, ?)", (*row, checksum(row))
+            )
+
+    # ---- servers' canaries --------------------------------------------------------------
+
+    def canary(self, identity: str) -> Canary | None:
+        """The canary recorded for an identity, or None. A damaged row is one StoreError: it
+        cannot be computed again (the model it fingerprinted may be gone)."""
+        with self._errors("read"):
+            row = self.db.execute(
+                "SELECT identity, logprobs, other_logprob, fingerprint, checksum FROM canaries "
+                "WHERE identity = ?",
+                (identity,),
+            ).fetchone()
+        if row is None:
+            return None
+        if checksum(row[:4]) != row[4] or len(row[1]) % 8:
+            raise StoreError(
+                f"{self.path}: the canary recorded for {identity} is damaged (its checksum does "
+                "not hold), so the model behind the name cannot be checked; pass another "
+                "--store, or serve the model under another name"
+            )
+        return Canary(_rating(row[1], row[2], None, 0), row[3])
+
+    def put_canary(self, identity: str, canary: Canary) -> None:
+        """Record the canary of an identity seen for the first time (a recorded one stays)."""
+        rating = canary.rating
+        other = None if math.isnan(rating.other_logprob) else rating.other_logprob
+        logprobs = np.asarray(rating.logprobs, "<f8").tobytes()
+        row = (identity, logprobs, other, canary.fingerprint)
+        with self._transaction():
+            self.db.execute(
+                "INSERT OR IGNORE INTO canaries VALUES (?, ?, ?, ?, ?)", (*row, checksum(row))
             )
 
     # ---- masks --------------------------------------------------------------------------
