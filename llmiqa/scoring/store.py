@@ -20,7 +20,7 @@ import os
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -225,72 +225,56 @@ class Store:
             return
         row = self.db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
         found = row[0] if row else "?"
-        if found == "2":
-            self._add_checksums()
-            found = "3"
-        if found == "3":
-            self._add_top_logits()
-            found = "4"
-        if found == "4":
-            self._add_canaries()
-        elif found != str(SCHEMA):
+        upgrades = {"2": self._add_checksums, "3": self._add_top_logits, "4": self._add_canaries}
+        if found != str(SCHEMA) and found not in upgrades:
             raise StoreError(
                 f"{self.path}: store schema {found} is not {SCHEMA} (written by another "
                 "llmiqa version); pass another --store"
             )
+        while found != str(SCHEMA):
+            self._upgrade(found, upgrades[found])
+            found = str(int(found) + 1)
 
-    def _add_checksums(self) -> None:
-        """Schema 2 -> 3: every row gets its checksum (its earlier damage, if any, stays
-        undetectable; plausibility checks still apply). One transaction: all or nothing."""
+    def _upgrade(self, schema: str, change: Callable[[], str]) -> None:
+        """One schema up, in one transaction (all or nothing), unless another process did it
+        meanwhile; `change` alters the tables and says how, for the notes."""
         with self._transaction():
             row = self.db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
-            if row[0] != "2":  # another process migrated it meanwhile
+            if row[0] != schema:
                 return
-            for table, columns in (("ratings", _RATING_COLUMNS), ("segmentations", _MASK_COLUMNS)):
+            how = change()
+            upgraded = str(int(schema) + 1)
+            self.db.execute("UPDATE meta SET value = ? WHERE name = 'schema'", (upgraded,))
+        self.notes.append(f"{self.path}: upgraded to store schema {upgraded}{how}")
+
+    def _add_checksums(self) -> str:
+        """Schema 2 -> 3: every row gets its checksum (its earlier damage, if any, stays
+        undetectable; plausibility checks still apply)."""
+        for table, columns in (("ratings", _RATING_COLUMNS), ("segmentations", _MASK_COLUMNS)):
+            self.db.execute(f"ALTER TABLE {table} ADD COLUMN checksum BLOB NOT NULL DEFAULT x''")
+            rows = self.db.execute(f"SELECT rowid, {', '.join(columns)} FROM {table}")
+            for rowid, *values in rows.fetchall():
                 self.db.execute(
-                    f"ALTER TABLE {table} ADD COLUMN checksum BLOB NOT NULL DEFAULT x''"
+                    f"UPDATE {table} SET checksum = ? WHERE rowid = ?", (checksum(values), rowid)
                 )
-                rows = self.db.execute(f"SELECT rowid, {', '.join(columns)} FROM {table}")
-                for rowid, *values in rows.fetchall():
-                    self.db.execute(
-                        f"UPDATE {table} SET checksum = ? WHERE rowid = ?",
-                        (checksum(values), rowid),
-                    )
-            self.db.execute("UPDATE meta SET value = '3' WHERE name = 'schema'")
         counts = self.counts()
-        self.notes.append(
-            f"{self.path}: upgraded to store schema 3: checksums given to its "
-            f"{counts['ratings']} ratings and {counts['segmentations']} segmentations"
+        return (
+            f": checksums given to its {counts['ratings']} ratings and "
+            f"{counts['segmentations']} segmentations"
         )
 
-    def _add_top_logits(self) -> None:
+    def _add_top_logits(self) -> str:
         """Schema 3 -> 4: ratings may keep top raw logits (empty on every existing row, whose
         checksums stay valid), and SeP-IQA's directions get their table."""
-        with self._transaction():
-            row = self.db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
-            if row[0] != "3":  # another process migrated it meanwhile
-                return
-            for column, kind in zip(_TOP_COLUMNS, ("BLOB", "BLOB", "REAL"), strict=True):
-                self.db.execute(f"ALTER TABLE ratings ADD COLUMN {column} {kind}")
-            self.db.execute(_table_sql("directions"))
-            self.db.execute("UPDATE meta SET value = '4' WHERE name = 'schema'")
-        self.notes.append(
-            f"{self.path}: upgraded to store schema 4 (ratings may keep top raw logits); "
-            "its ratings are unchanged"
-        )
+        for column, kind in zip(_TOP_COLUMNS, ("BLOB", "BLOB", "REAL"), strict=True):
+            self.db.execute(f"ALTER TABLE ratings ADD COLUMN {column} {kind}")
+        self.db.execute(_table_sql("directions"))
+        return " (ratings may keep top raw logits); its ratings are unchanged"
 
-    def _add_canaries(self) -> None:
+    def _add_canaries(self) -> str:
         """Schema 4 -> 5: servers' canaries get their table (every other row unchanged)."""
-        with self._transaction():
-            row = self.db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
-            if row[0] != "4":  # another process migrated it meanwhile
-                return
-            self.db.execute(_table_sql("canaries"))
-            self.db.execute("UPDATE meta SET value = '5' WHERE name = 'schema'")
-        self.notes.append(
-            f"{self.path}: upgraded to store schema 5 (it keeps servers' canaries beside their "
-            "ratings); its rows are unchanged"
-        )
+        self.db.execute(_table_sql("canaries"))
+        return " (it keeps servers' canaries beside their ratings); its rows are unchanged"
 
     def check_writable(self) -> None:
         """Fail now, before any work, if ratings could not be committed later; record which
