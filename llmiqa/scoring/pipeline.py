@@ -32,8 +32,8 @@ from llmiqa.method.aggregate import Aggregation, allowed_readouts
 from llmiqa.method.regions import Region, RegionSettings, View, region_view, select_regions
 from llmiqa.method.results import ImageResult
 from llmiqa.method.standards import SEP_IQA_WORDS, Standard
+from llmiqa.raters import registry
 from llmiqa.raters.base import Outcome, RatingFailure, RatingRequest
-from llmiqa.raters.local import LocalRater
 from llmiqa.raters.spec import RaterSpec
 from llmiqa.scoring.caching import CachingRater, CachingSegmenter, Usage
 from llmiqa.scoring.store import Store
@@ -189,8 +189,9 @@ class Scorer:
             prompts = [whole] + [region] * len(regions)
             standard = self.standard
             per_model.append([
-                RatingRequest(rater.identity, image.digest, size, view, prompt, standard.levels,
-                              image.image, standard.words, standard.top_logits)
+                RatingRequest(model=rater.identity, image=image.digest, size=size, view=view,
+                              prompt=prompt, levels=standard.levels, source=image.image,
+                              words=standard.words, top=standard.top_logits)
                 for view, prompt in zip(views, prompts, strict=True)
             ])  # fmt: skip
         return per_model
@@ -294,10 +295,11 @@ def check_readout(standard: Standard, aggregation: Aggregation, specs: Sequence[
             f"{', '.join(allowed)}{hint}"
         )
     for spec in specs:
-        if standard.words and not issubclass(spec.runs_on, LocalRater):
+        if standard.words and not spec.runs_on.reads_words:
+            readers = [backend.name for backend in registry.backends() if backend.reads_words]
             raise UsageError(
                 f"{spec.model}: the {spec.runs_on.name} backend reads digit answers only; the "
-                f"{standard.kind} question runs on the transformers, mplug-owl3 and vllm backends"
+                f"{standard.kind} question runs on the {', '.join(readers)} backends"
             )
 
 

@@ -5,15 +5,15 @@ from dataclasses import fields
 
 import pytest
 
+from llmiqa.commands.arguments import add_arguments, from_arguments
 from llmiqa.errors import UsageError
 from llmiqa.loading.runtime import Models, Runtime
 from llmiqa.method.aggregate import Aggregation
 from llmiqa.method.regions import RegionSettings
 from llmiqa.method.standards import Standard
-from llmiqa.commands.arguments import add_arguments, from_arguments
 from llmiqa.scoring.knobs import GROUPS, build, flags_of, knobs, values_of
-from llmiqa.scoring.presets import resolve
 from llmiqa.scoring.pipeline import Scorer
+from llmiqa.scoring.presets import resolve
 from llmiqa.segmenters.masks import DOGIQA_MASKS, MaskSettings
 from llmiqa.settings import declared
 
