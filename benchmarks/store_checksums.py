@@ -32,8 +32,8 @@ def requests(images: int) -> list[RatingRequest]:
     prompt = Standard().prompt()
     views = [View(), *(View((i * 10, 0, i * 10 + 100, 80)) for i in range(VIEWS - 1))]
     return [
-        RatingRequest("Qwen/Qwen2.5-VL-7B-Instruct@abc|bfloat16|backend=transformers",
-                      f"{n:032x}", (1024, 768), view, prompt, 7)
+        RatingRequest(model="Qwen/Qwen2.5-VL-7B-Instruct@abc|bfloat16|backend=transformers",
+                      image=f"{n:032x}", size=(1024, 768), view=view, prompt=prompt, levels=7)
         for n in range(images) for view in views
     ]  # fmt: skip
 

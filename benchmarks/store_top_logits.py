@@ -32,8 +32,9 @@ def requests(images: int, top: int) -> list[RatingRequest]:
     prompt = question.prompt()
     views = [View(), *(View((i * 10, 0, i * 10 + 100, 80)) for i in range(VIEWS - 1))]
     return [
-        RatingRequest("Qwen/Qwen2.5-VL-7B-Instruct@abc|bfloat16|backend=transformers",
-                      f"{n:032x}", (1024, 768), view, prompt, 5, None, question.words, top)
+        RatingRequest(model="Qwen/Qwen2.5-VL-7B-Instruct@abc|bfloat16|backend=transformers",
+                      image=f"{n:032x}", size=(1024, 768), view=view, prompt=prompt, levels=5,
+                      words=question.words, top=top)
         for n in range(images) for view in views
     ]  # fmt: skip
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import stat
 import warnings
@@ -58,6 +59,15 @@ class LoadedImage:
     name: str  # the path as given, or "<image N>" for in-memory images
     image: Image.Image  # mode "RGB", EXIF orientation applied
     digest: str  # hash of the decoded pixels: the store's key for this image
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An image file's bytes read from elsewhere (a tar shard's member, a Parquet cell),
+    under the stable name that says where: decoded like a file of that name."""
+
+    name: str
+    data: bytes
 
 
 def pixel_hash(image: Image.Image) -> str:
@@ -171,20 +181,30 @@ def load_image(path: str | Path) -> LoadedImage:
     """Open, fully decode and normalise one image file; raise ImageError on any problem."""
     name = str(path)
     with _open_regular(Path(path), name) as file:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = Image.open(file)
-                image.seek(0)  # animated files: the first frame
-                image.load()
-                image = to_rgb(_upright(image))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ImageError(f"{name}: too many pixels to decode safely ({error})") from None
-        except UnidentifiedImageError:
-            raise ImageError(f"{name}: not an image file PIL can read") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as error:
-            problem = one_line(error)
-            raise ImageError(f"{name}: truncated or corrupt image data ({problem})") from None
+        return decode(file, name)
+
+
+def load_encoded(item: Encoded) -> LoadedImage:
+    """Decode an image's bytes as `load_image` decodes a file."""
+    return decode(io.BytesIO(item.data), item.name)
+
+
+def decode(file: BinaryIO, name: str) -> LoadedImage:
+    """Fully decode and normalise the image in `file`; raise ImageError naming `name`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(file)
+            image.seek(0)  # animated files: the first frame
+            image.load()
+            image = to_rgb(_upright(image))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(f"{name}: too many pixels to decode safely ({error})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file PIL can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        problem = one_line(error)
+        raise ImageError(f"{name}: truncated or corrupt image data ({problem})") from None
     if image.width < 1 or image.height < 1:
         raise ImageError(f"{name}: empty image ({image.width}x{image.height})")
     return LoadedImage(name=name, image=image, digest=pixel_hash(image))

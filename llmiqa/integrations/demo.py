@@ -3,10 +3,12 @@
 What a user sees: the score of each image; for the image selected, the probability of
 each level for the whole image and each region (a bar chart), the paper's Figure 6
 overlay (masks, boxes, region scores and areas) and the regions table. Changing the
-aggregation (readout, weighting, g, λ, c, normalising, complement) recomputes every score
-from the ratings already held, with no model call; changing K or the standard needs
-ratings under the new prompt, which the demo's store returns when it holds them (e.g.
-going back to a K seen before) and the model computes otherwise. The page says which.
+aggregation recomputes every score from the ratings already held, with no model call;
+changing K or the standard needs ratings under the new prompt, which the demo's store
+returns when it holds them (e.g. going back to a K seen before) and the model computes
+otherwise. The page says which. The aggregation's controls, and the HTTP API's
+parameters, are its options as the options table declares them (llmiqa.scoring.knobs):
+a new field of Aggregation is on the page with no change here.
 
 All model and store work runs on one worker thread (the SQLite store and the models
 belong to it), and Gradio's queue runs one event at a time: concurrent users wait in
@@ -17,7 +19,7 @@ nothing here imports it until the app is built.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,10 +29,11 @@ import numpy as np
 
 from llmiqa.errors import UsageError
 from llmiqa.inputs.images import ImageError, LoadedImage, load_image
-from llmiqa.method.aggregate import WEIGHTINGS, Aggregation, allowed_readouts
+from llmiqa.method.aggregate import Aggregation, allowed_readouts
 from llmiqa.method.regions import Region
 from llmiqa.method.results import ImageResult
 from llmiqa.method.standards import KINDS, QUESTIONS, Standard
+from llmiqa.scoring.knobs import Knob, build, knobs
 
 INSTALL_HINT = "llmiqa demo needs Gradio: pip install 'llmiqa[demo]'"
 MAX_FILE_MB = 50  # per upload; Gradio refuses larger files before they reach us
@@ -51,7 +54,7 @@ class Scored:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Scoring:
     """What one request did: the files, and how many sub-images the model rated."""
 
     items: tuple[Scored, ...]
@@ -104,11 +107,11 @@ class Engine:
 
     def score(
         self, files: Sequence[tuple[str, str]], standard: Standard, aggregation: Aggregation
-    ) -> Outcome:
+    ) -> Scoring:
         """Score (name, path) pairs; bad files become items with an error."""
         return self._run(self._score, files, standard, aggregation)
 
-    def _score(self, files, standard, aggregation) -> Outcome:
+    def _score(self, files, standard, aggregation) -> Scoring:
         from llmiqa.scoring.pipeline import check_readout
 
         check_readout(standard, aggregation, self.base.specs)
@@ -135,7 +138,7 @@ class Engine:
                 else:
                     item = Scored(name, path, error=result.error.replace(path, name))
             done.append(item)
-        return Outcome(tuple(done), self.usage.rated - rated, self.usage.from_store - stored)
+        return Scoring(tuple(done), self.usage.rated - rated, self.usage.from_store - stored)
 
     def _load(self, path: str) -> LoadedImage:
         size = Path(path).stat().st_size if Path(path).is_file() else 0
@@ -162,16 +165,24 @@ class Engine:
 # ---- what the page shows (plain data, no Gradio) -----------------------------------------------
 
 
-def aggregation_from(
-    readout: str, weighting: str, global_weight, lam, count_weight, normalize, complement
-) -> Aggregation:
-    try:
-        return Aggregation(
-            readout, weighting, float(global_weight), float(lam), float(count_weight),
-            bool(normalize), bool(complement),
-        )  # fmt: skip
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+def aggregation_knobs() -> list[Knob]:
+    """The aggregation's options, as the options table declares them (each a field of the
+    settings class it builds: Aggregation, or whatever the table names in its place)."""
+    return [k for k in knobs() if k.owner is not None and issubclass(k.owner, Aggregation)]
+
+
+def aggregation_from(values: Mapping[str, Any]) -> Aggregation:
+    """The aggregation the page's (or the API's) values describe, one value per option."""
+    chosen = aggregation_knobs()
+    typed = {}
+    for knob in chosen:
+        value = values[knob.key]
+        try:
+            typed[knob.key] = knob.kind(value)
+        except (TypeError, ValueError):  # e.g. a number field left empty
+            needed = f"a {knob.kind.__name__} is needed"
+            raise UsageError(f"{knob.key}: {needed}, not {value!r}") from None
+    return build(chosen[0].owner, typed)
 
 
 def summary_rows(items: Sequence[Scored]) -> list[list]:
@@ -261,7 +272,7 @@ def probability_figure(result: ImageResult):
     return figure
 
 
-def status_text(outcome: Outcome | None, what: str) -> str:
+def status_text(outcome: Scoring | None, what: str) -> str:
     """One line on what the request cost, then one line per file that failed."""
     lines = []
     if outcome is not None:
@@ -301,7 +312,7 @@ class Controls:
     files: Any
     levels: Any
     kind: Any
-    aggregation: list  # readout, weighting, g, λ, c, normalize, complement (aggregation_from)
+    aggregation: dict[str, Any]  # one per option, by its name (aggregation_from)
 
 
 @dataclass
@@ -372,19 +383,28 @@ def _controls(gr, engine: Engine) -> Controls:
         kind = gr.Radio(list(kinds), value=standard.kind, label="standard")
     with gr.Group():
         gr.Markdown("**Aggregation** (recomputed, no model call)")
+        # the readouts these ratings can take: digits' or answer words'
         readouts = allowed_readouts(words, bool(standard.top_logits))
-        aggregation = [
-            gr.Radio(list(readouts), value=options["readout"], label="readout",
-                     elem_id="llmiqa-readout"),
-            gr.Radio(list(WEIGHTINGS), value=options["weighting"], label="region weights"),
-            gr.Slider(0, 4, value=options["global_weight"], step=0.05, label="g (s_global)"),
-            gr.Slider(0, 4, value=options["lam"], step=0.05, label="λ (s_local)",
-                      elem_id="llmiqa-lam"),
-            gr.Slider(0, 1, value=options["count_weight"], step=0.01, label="c (per region)"),
-            gr.Checkbox(value=options["normalize"], label="divide by g + λ"),
-            gr.Checkbox(value=options["complement"], label="count the complement region"),
-        ]  # fmt: skip
+        aggregation = {
+            knob.key: _input(gr, knob, options[knob.key], readouts if knob.key == "readout"
+                             else knob.choices, info=knob.help,
+                             elem_id="llmiqa-" + knob.key.replace("_", "-"))
+            for knob in aggregation_knobs()
+        }  # fmt: skip
     return Controls(files, levels, kind, aggregation)
+
+
+def _input(gr, knob: Knob, value, choices: Sequence | None = None, **style):
+    """The component that takes one option's value: one of its choices, a checkbox, a
+    number, or text."""
+    label = knob.key.replace("_", " ")
+    if choices:
+        return gr.Radio(list(choices), value=value, label=label, **style)
+    if knob.kind is bool:
+        return gr.Checkbox(value=value, label=label, **style)
+    if knob.kind in (int, float):
+        return gr.Number(value, label=label, precision=0 if knob.kind is int else None, **style)
+    return gr.Textbox(value, label=label, **style)
 
 
 def _panel(gr) -> Panel:
@@ -429,56 +449,57 @@ class Handlers:
         return (score_card(item, low_high), drawing, probability_figure(item.result),
                 region_rows(item.result))  # fmt: skip
 
-    def page(self, outcome: Outcome, what: str, name: str | None):
+    def page(self, outcome: Scoring, what: str, name: str | None):
         items = list(outcome.items)
         names = [item.name for item in items]
         name = name if name in names else (names[0] if names else None)
         return (items, status_text(outcome, what), summary_rows(items),
                 self.gr.update(choices=names, value=name), *self.details(items, name))  # fmt: skip
 
-    def files(self, paths, k, kind, *aggregation):
+    def files(self, paths, k, kind, **aggregation):
         if not paths:
             return [], "", [], self.gr.update(choices=[], value=None), *self.details([], None)
         try:
             standard = self.engine.standard(k, kind)
-            outcome = self.engine.score(_named(paths), standard, aggregation_from(*aggregation))
+            outcome = self.engine.score(_named(paths), standard, aggregation_from(aggregation))
         except UsageError as error:
             return _failed(self.gr, str(error))
         return self.page(outcome, "Scored", None)
 
-    def standard(self, items, name, k, kind, *aggregation):
+    def standard(self, items, name, k, kind, **aggregation):
         if not items:
             return _failed(self.gr, "", keep=True)
         try:
             standard = self.engine.standard(k, kind)
             files_named = [(item.name, item.path) for item in items]
-            outcome = self.engine.score(files_named, standard, aggregation_from(*aggregation))
+            outcome = self.engine.score(files_named, standard, aggregation_from(aggregation))
         except UsageError as error:
             return _failed(self.gr, str(error), keep=True)
         return self.page(outcome, f"K = {k}, {kind} standard", name)
 
-    def aggregation(self, items, name, *aggregation):
+    def aggregation(self, items, name, **aggregation):
         if not items:
             return _failed(self.gr, "", keep=True)
         try:
-            chosen = aggregation_from(*aggregation)
+            chosen = aggregation_from(aggregation)
         except UsageError as error:
             return _failed(self.gr, str(error), keep=True)
         rescored = [replace(i, result=i.result.rescored(chosen)) if i.result else i for i in items]
-        return self.page(Outcome(tuple(rescored), 0, 0), "aggregation", name)
+        return self.page(Scoring(tuple(rescored), 0, 0), "aggregation", name)
 
 
 def _wire(gr, handlers: Handlers, state, controls: Controls, panel: Panel) -> None:
     """Every event on one queue slot: the models run one at a time."""
     common = dict(concurrency_limit=1, concurrency_id=CONCURRENCY, api_visibility="private")
+    scoring = dict(common, inputs_kwargs=controls.aggregation)  # the aggregation by name
     outputs = [state, panel.status, panel.summary, panel.chosen, *panel.details]
-    standard = [controls.levels, controls.kind, *controls.aggregation]
-    controls.files.change(handlers.files, [controls.files, *standard], outputs, **common)
+    standard = [controls.levels, controls.kind]
+    controls.files.change(handlers.files, [controls.files, *standard], outputs, **scoring)
     for control in (controls.levels, controls.kind):
-        control.change(handlers.standard, [state, panel.chosen, *standard], outputs, **common)
-    for control in controls.aggregation:
-        control.change(handlers.aggregation, [state, panel.chosen, *controls.aggregation],
-                       outputs, trigger_mode="always_last", **common)  # fmt: skip
+        control.change(handlers.standard, [state, panel.chosen, *standard], outputs, **scoring)
+    for control in controls.aggregation.values():
+        control.change(handlers.aggregation, [state, panel.chosen], outputs,
+                       trigger_mode="always_last", **scoring)  # fmt: skip
     panel.chosen.change(handlers.details, [state, panel.chosen], panel.details, **common)
 
 
@@ -490,30 +511,21 @@ def _api(gr, engine: Engine) -> None:
             gr.File(label="images", file_count="multiple"),
             gr.Number(standard.levels, label="levels", precision=0),
             gr.Textbox(standard.kind, label="kind"),
-            gr.Textbox(options["readout"], label="readout"),
-            gr.Textbox(options["weighting"], label="weighting"),
-            gr.Number(options["global_weight"], label="global_weight"),
-            gr.Number(options["lam"], label="lam"),
-            gr.Number(options["count_weight"], label="count_weight"),
-            gr.Checkbox(options["normalize"], label="normalize"),
-            gr.Checkbox(options["complement"], label="complement"),
         ]
+        # the aggregation's options by name, after the three above (/score's parameters)
+        aggregation = {
+            knob.key: _input(gr, knob, options[knob.key]) for knob in aggregation_knobs()
+        }
         output = gr.JSON(label="results")
 
-    def score(
-        images, levels, kind, readout, weighting, global_weight, lam, count_weight, normalize,
-        complement,
-    ) -> list[dict]:  # fmt: skip
+    def score(images, levels, kind, **values) -> list[dict]:
         """Score images; one record per file: its score, probabilities, regions and
         ratings (as `llmiqa score --json`), or {"name", "error"}."""
         if not images:
             raise gr.Error("no images given")
         try:
             chosen = engine.standard(levels, kind)
-            aggregation = aggregation_from(
-                readout, weighting, global_weight, lam, count_weight, normalize, complement
-            )
-            outcome = engine.score(_named(images), chosen, aggregation)
+            outcome = engine.score(_named(images), chosen, aggregation_from(values))
         except UsageError as error:
             raise gr.Error(str(error)) from None
         return [
@@ -524,8 +536,8 @@ def _api(gr, engine: Engine) -> None:
         ]
 
     hidden = gr.Button(visible=False)
-    hidden.click(score, inputs, output, api_name="score", concurrency_limit=1,
-                 concurrency_id=CONCURRENCY)  # fmt: skip
+    hidden.click(score, inputs, output, api_name="score", inputs_kwargs=aggregation,
+                 concurrency_limit=1, concurrency_id=CONCURRENCY)  # fmt: skip
 
 
 def _named(paths: Sequence[Any]) -> list[tuple[str, str]]:

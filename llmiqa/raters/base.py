@@ -7,12 +7,14 @@ probable token that is not one of them (the released code's greedy answer can be
 token). Everything model-specific (chat templates, processors, devices, HTTP) stays
 behind the contract, so the pipeline, the store and the aggregation never see a model.
 
-A backend is a class registered by name (raters.registry); `Backend` is what the class
-offers before any weights are loaded, `Rater` what a loaded one does.
+A backend is a subclass of `Backend` registered by name (raters.registry): what the class
+offers before any weights are loaded, and what a loaded one does. `Rater` is what anything
+that rates does: a loaded backend, or the store in front of one.
 """
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,8 +33,10 @@ if TYPE_CHECKING:
     from llmiqa.loading.checkpoints import Checkpoint
 
 __all__ = [
+    "CANARY_TOLERANCE",
     "Backend",
     "BackendOption",
+    "Canary",
     "ModelLoadError",
     "Rater",
     "Rating",
@@ -50,7 +54,7 @@ def key_of(*parts: str) -> str:
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RatingRequest:
     """One rating to obtain, as plain data (lm-evaluation-harness's Instance): which model
     rates which view of which image, asked how and read out over how many levels.
@@ -91,7 +95,10 @@ class RatingRequest:
         top: int = 0,
     ) -> RatingRequest:
         """A request for these pixels (the whole image unless `view` says otherwise)."""
-        return cls(model, pixel_hash(pixels), pixels.size, view, prompt, levels, pixels, words, top)
+        return cls(
+            model=model, image=pixel_hash(pixels), size=pixels.size, view=view, prompt=prompt,
+            levels=levels, source=pixels, words=words, top=top,
+        )  # fmt: skip
 
     @property
     def answers(self) -> tuple[str, ...]:
@@ -213,34 +220,78 @@ class Spec(Protocol):
     def identity(self) -> str: ...
 
 
-class Backend(Protocol):
-    """A rater class, registered under `name`: the word --backend, RaterSpec.backend and
-    the store identity use. All of it is known before any weights are loaded."""
+# Ratings of one fixed request by one model differ by batch noise (bf16) well below this
+# many nats in log-probability; another model's differ by more.
+CANARY_TOLERANCE = 0.25
+
+
+@dataclass(frozen=True)
+class Canary:
+    """The rating of a fixed request that fingerprints the model behind an identity which
+    cannot name the model's content (a server's name for its model). The run's store keeps
+    the first one per identity; a later one further than CANARY_TOLERANCE from it is another
+    model under the same name, refused rather than its ratings mixed (scoring.caching)."""
+
+    rating: Rating
+    fingerprint: str | None = None  # what the backend reported beside it (shown, not compared)
+
+    def distance(self, other: Canary) -> float:
+        """Largest log-probability difference between the two ratings (inf if they do not
+        even see the same tokens)."""
+        a = np.append(self.rating.logprobs, self.rating.other_logprob)
+        b = np.append(other.rating.logprobs, other.rating.other_logprob)
+        if a.shape != b.shape or not np.array_equal(np.isnan(a), np.isnan(b)):
+            return math.inf
+        seen = ~np.isnan(a)
+        return float(np.max(np.abs(a[seen] - b[seen]), initial=0.0))
+
+
+class Backend(abc.ABC):
+    """A rater class, registered under `name` (raters.registry): the word --backend,
+    RaterSpec.backend and the store identity use. Its class attributes and class methods
+    are known before any weights are loaded; `cls(spec)` loads it, and the instance is a
+    Rater. A backend subclasses this and implements the abstract methods; registering a
+    class that does not is refused."""
 
     name: ClassVar[str]
     # the options it takes that change ratings, with their defaults (CLI flags, identity)
-    options: ClassVar[Mapping[str, BackendOption]]
+    options: ClassVar[Mapping[str, BackendOption]] = {}
     # the narrowest sub-image its processor accepts (thinner crops are widened)
     min_crop_side: ClassVar[int]
     # config.json model types that `--backend auto` gives to it (a native port)
-    model_types: ClassVar[tuple[str, ...]]
+    model_types: ClassVar[tuple[str, ...]] = ()
+    # it loads the checkpoint the spec names (so a native port's claim on its type applies)
+    reads_checkpoint: ClassVar[bool] = False
+    # it reads answer words (another protocol's question), not only digits: it holds the
+    # tokenizer that says which token starts each word
+    reads_words: ClassVar[bool] = False
 
-    def __init__(self, spec: Spec) -> None: ...
+    identity: str
 
     @classmethod
+    @abc.abstractmethod
     def identify(cls, spec: Spec) -> str:
         """What names its ratings: checkpoint, dtype, options (a server: what it reports)."""
-        ...
 
     @classmethod
+    @abc.abstractmethod
     def render_for(cls, spec: Spec, prompt: Prompt) -> str | None:
         """The text the model would read, without loading weights (None: a server applies
         its own template, unseen here)."""
-        ...
 
-    def render(self, prompt: Prompt) -> str: ...
+    @classmethod
+    def canary(cls, spec: Spec) -> Canary | None:
+        """The canary of the model behind `spec.identity` when the identity cannot name the
+        model's content (a server's model name); None when it does (a checkpoint's hash)."""
+        return None
 
-    def rate(self, requests: Sequence[RatingRequest]) -> Iterator[tuple[int, Outcome]]: ...
+    @abc.abstractmethod
+    def render(self, prompt: Prompt) -> str:
+        """The exact text the model reads before its answer (chat template applied)."""
+
+    @abc.abstractmethod
+    def rate(self, requests: Sequence[RatingRequest]) -> Iterator[tuple[int, Outcome]]:
+        """As Rater.rate."""
 
 
 def answer_token_ids(tokenizer, prompt: str, answers: Sequence[str], model: str) -> list[int]:

@@ -11,7 +11,7 @@ from PIL import Image
 from llmiqa.errors import ModelLoadError, one_line
 from llmiqa.method.standards import Prompt
 from llmiqa.raters.base import BackendOption, Spec
-from llmiqa.raters.local import LocalRater
+from llmiqa.raters.local import BatchedRater
 
 if TYPE_CHECKING:
     import torch
@@ -78,12 +78,16 @@ def load_processor(spec: Spec):
     return processor
 
 
-def render_chat(processor, prompt: Prompt) -> str:
+def render_chat(processor, prompt: Prompt, model: str | None = None) -> str:
     """The chat template applied up to the answer. The system turn goes as a list of parts
     (LLaVA-OneVision's and Idefics3's templates drop a plain string, Mistral's refuses
     one); a template that prints the list as it is (GLM-4.1V) gets plain text instead; one
     that refuses a system turn (Llama 3.2 Vision beside an image) gets the standard at the
-    start of the user turn. A prompt's opened answer follows the generation prompt."""
+    start of the user turn. A prompt's opened answer follows the generation prompt.
+
+    Every backend that renders with the checkpoint's processor (transformers, vLLM) calls
+    this, so all read the same tokens. With `model`, the name of a model about to rate with
+    the text, a template that writes today's date into it is warned about."""
 
     def render(messages: list[dict]) -> str:
         text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -94,9 +98,17 @@ def render_chat(processor, prompt: Prompt) -> str:
     except Exception as error:  # jinja raises on templates without a system role
         if prompt.system is None or "system" not in str(error).lower():
             raise
-        return render(chat_messages(prompt.merged()))
-    if prompt.system is not None and "{'type': 'text'" in text:
-        return render(chat_messages(prompt, system_as_text=True))
+        text = render(chat_messages(prompt.merged()))
+    else:
+        if prompt.system is not None and "{'type': 'text'" in text:
+            text = render(chat_messages(prompt, system_as_text=True))
+    if model is not None and dated(text, prompt):
+        logging.getLogger("llmiqa").warning(
+            "%s: its chat template writes today's date into a prompt without a system "
+            "turn, so its ratings change from day to day; give the prompt a system turn "
+            "(e.g. --preset paper)",
+            model,
+        )
     return text
 
 
@@ -107,7 +119,7 @@ def dated(text: str, prompt: Prompt) -> bool:
     return today in text and today not in prompt.text
 
 
-class TransformersRater(LocalRater):
+class TransformersRater(BatchedRater):
     """AutoModelForImageTextToText + AutoProcessor; one forward pass per batch, no generate()."""
 
     name: ClassVar[str] = "transformers"
@@ -121,7 +133,7 @@ class TransformersRater(LocalRater):
         self.device, self.dtype = spec.torch_device, spec.torch_dtype
         self.processor = load_processor(spec)
         try:
-            self.model = AutoModelForImageTextToText.from_pretrained(
+            model = AutoModelForImageTextToText.from_pretrained(
                 _source(spec), revision=spec.checkpoint.commit, dtype=self.dtype
             )
         except (ImportError, OSError, ValueError, KeyError, TypeError) as error:
@@ -129,12 +141,11 @@ class TransformersRater(LocalRater):
                 f"{spec.model}: cannot load as a vision-language model with "
                 f"AutoModelForImageTextToText ({one_line(error)})"
             ) from None
-        self.tokenizer = self.processor.tokenizer
-        self.tokenizer.padding_side = "left"  # the answer position is then the last one
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model.to(self.device).eval()
-        self.model_name, self.identity, self.batch_size = spec.model, spec.identity, spec.batch
+        tokenizer = self.processor.tokenizer
+        tokenizer.padding_side = "left"  # the answer position is then the last one
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        super().__init__(spec, tokenizer, model.to(self.device).eval())
         self.max_pixels = spec.backend_options["max_pixels"]
 
     @classmethod
@@ -143,15 +154,7 @@ class TransformersRater(LocalRater):
         return render_chat(load_processor(spec), prompt)
 
     def _render(self, prompt: Prompt) -> str:
-        text = render_chat(self.processor, prompt)
-        if dated(text, prompt):
-            logging.getLogger("llmiqa").warning(
-                "%s: its chat template writes today's date into a prompt without a system "
-                "turn, so its ratings change from day to day; give the prompt a system turn "
-                "(e.g. --preset paper)",
-                self.model_name,
-            )
-        return text
+        return render_chat(self.processor, prompt, self.model_name)
 
     def prepare(self, requests) -> dict[str, torch.Tensor]:
         images = [request.pixels for request in requests]

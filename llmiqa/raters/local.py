@@ -1,17 +1,23 @@
-"""What every in-process (torch) backend shares: batches prepared apart from the forward.
+"""The contract of an in-process backend, and the batching the torch ones share.
 
-As in transformers pipelines, preprocessing (processor, crops, tokens: CPU work) is kept
-apart from the forward pass, and the next batch is prepared in a background thread while
-the current one runs. One forward pass per batch gives the next-token logits at the
-answer position; a float64 log-softmax over the full vocabulary then gives every number a
-Rating holds.
+`LocalRater` is what a backend that runs a checkpoint in this process holds (transformers,
+the mPLUG-Owl3 port, vLLM's engine): the model's name and identity, its tokenizer, the
+prompts rendered and the answers' token ids, each worked out once, and SeP-IQA's token
+weights from its input embeddings.
+
+`BatchedRater` runs a torch model one forward pass per batch. As in transformers
+pipelines, preprocessing (processor, crops, tokens: CPU work) is kept apart from the
+forward pass, and the next batch is prepared in a background thread while the current
+one runs. One forward pass per batch gives the next-token logits at the answer position;
+a float64 log-softmax over the full vocabulary then gives every number a Rating holds.
 """
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +25,7 @@ from llmiqa.background import one_ahead
 from llmiqa.errors import ModelLoadError, one_line
 from llmiqa.method.standards import Prompt
 from llmiqa.raters.base import (
+    Backend,
     Rating,
     RatingFailure,
     RatingRequest,
@@ -31,15 +38,22 @@ if TYPE_CHECKING:
     import torch
 
 
-class LocalRater:
-    """A backend that runs a checkpoint in this process. It sets `model_name`, `identity`,
-    `tokenizer` and `batch_size` and implements `_render`, `prepare` and `forward`."""
+class LocalRater(Backend):
+    """A backend that runs the checkpoint its spec names in this process. A subclass loads
+    its model and tokenizer, calls `LocalRater.__init__`, and implements `_render` (its chat
+    template), `input_embeddings` and `rate`."""
 
-    model_types: ClassVar[tuple[str, ...]] = ()  # none claimed: `auto` never picks it
-    model_name: str
+    reads_checkpoint = True
+    reads_words = True
+
+    model_name: str  # as the user named it, for messages
     identity: str
-    tokenizer: object
-    batch_size: int
+    tokenizer: Any  # the checkpoint's (transformers) tokenizer
+
+    def __init__(self, spec: Spec, tokenizer: Any) -> None:
+        self.model_name, self.identity, self.tokenizer = spec.model, spec.identity, tokenizer
+        self._rendered: dict[Prompt, str] = {}
+        self._answer_ids: dict[tuple[Prompt, tuple[str, ...]], list[int]] = {}
 
     @classmethod
     def identify(cls, spec: Spec) -> str:
@@ -50,41 +64,57 @@ class LocalRater:
         parts += [f"{key}={value}" for key, value in sorted(spec.backend_options.items())]
         return "|".join(parts)
 
+    @abc.abstractmethod
     def _render(self, prompt: Prompt) -> str:
-        raise NotImplementedError
+        """The text the model reads before its answer (`render` keeps it per prompt)."""
 
-    def prepare(self, requests: Sequence[RatingRequest]) -> object:
-        """CPU work for one batch: whatever `forward` needs, on the model's device."""
-        raise NotImplementedError
-
-    def forward(self, prepared: object) -> torch.Tensor:
-        """(N, vocabulary) next-token logits at the answer position."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def input_embeddings(self) -> torch.Tensor:
+        """(vocabulary, hidden): the model's input embedding table."""
 
     def render(self, prompt: Prompt) -> str:
-        rendered = self.__dict__.setdefault("_rendered", {})
-        if prompt not in rendered:
-            rendered[prompt] = self._render(prompt)
-        return rendered[prompt]
+        if prompt not in self._rendered:
+            self._rendered[prompt] = self._render(prompt)
+        return self._rendered[prompt]
 
     def answer_ids(self, request: RatingRequest) -> list[int]:
         """Token ids of the request's K answers after its prompt (checked once per prompt)."""
-        found = self.__dict__.setdefault("_answer_ids", {})
-        if (request.prompt, request.answers) not in found:
-            found[request.prompt, request.answers] = answer_token_ids(
+        asked = (request.prompt, request.answers)
+        if asked not in self._answer_ids:
+            self._answer_ids[asked] = answer_token_ids(
                 self.tokenizer, self.render(request.prompt), request.answers, self.model_name
             )
-        return found[request.prompt, request.answers]
-
-    def input_embeddings(self) -> torch.Tensor:
-        """(vocabulary, hidden): the model's input embedding table."""
-        return self.model.get_input_embeddings().weight
+        return self._answer_ids[asked]
 
     def token_cosines(self, positive: str, negative: str) -> np.ndarray:
         """SeP-IQA's weight of every token: each word string tokenised whole, as its
         get_embed does (with the tokenizer's special tokens, if it adds any)."""
         ids = [self.tokenizer(text)["input_ids"] for text in (positive, negative)]
         return direction_cosines(self.input_embeddings(), *ids)
+
+
+class BatchedRater(LocalRater):
+    """A local rater whose model is a torch module: one forward pass per batch of
+    `batch_size` requests. A subclass implements `prepare` and `forward`."""
+
+    model: torch.nn.Module
+    batch_size: int
+
+    def __init__(self, spec: Spec, tokenizer: Any, model: torch.nn.Module) -> None:
+        super().__init__(spec, tokenizer)
+        self.model, self.batch_size = model, spec.batch
+        self._said_unbatched = False
+
+    @abc.abstractmethod
+    def prepare(self, requests: Sequence[RatingRequest]) -> object:
+        """CPU work for one batch: whatever `forward` needs, on the model's device."""
+
+    @abc.abstractmethod
+    def forward(self, prepared: object) -> torch.Tensor:
+        """(N, vocabulary) next-token logits at the answer position."""
+
+    def input_embeddings(self) -> torch.Tensor:
+        return self.model.get_input_embeddings().weight
 
     def rate(
         self, requests: Sequence[RatingRequest]
@@ -104,7 +134,7 @@ class LocalRater:
     def _batch_refused(self, size: int, error: Exception) -> None:
         """Say once that a batch failed although each of its requests rates alone: the model
         is then rated one request at a time (each batch prepared twice), which is slow."""
-        if not self.__dict__.setdefault("_said_unbatched", False):
+        if not self._said_unbatched:
             self._said_unbatched = True
             logging.getLogger("llmiqa").warning(
                 "%s: a batch of %d failed although each request rates alone (%s); its "

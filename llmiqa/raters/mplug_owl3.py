@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from llmiqa.method.standards import IMAGE, Prompt
 from llmiqa.raters.base import BackendOption, Spec
-from llmiqa.raters.local import LocalRater
+from llmiqa.raters.local import BatchedRater
 
 if TYPE_CHECKING:
     import torch
@@ -37,7 +37,7 @@ def owl3_messages(prompt: Prompt) -> list[dict]:
     return messages
 
 
-class MplugOwl3Rater(LocalRater):
+class MplugOwl3Rater(BatchedRater):
     """One forward pass per batch up to the answer position; one image per sample."""
 
     name: ClassVar[str] = "mplug-owl3"
@@ -59,10 +59,9 @@ class MplugOwl3Rater(LocalRater):
 
         folder = spec.checkpoint.local_folder(CHECKPOINT_FILES)
         self.device, self.dtype = spec.torch_device, spec.torch_dtype
-        self.model = MplugOwl3Model.from_pretrained(folder, dtype=self.dtype, device=self.device)
+        model = MplugOwl3Model.from_pretrained(folder, dtype=self.dtype, device=self.device)
         self.processor = MplugOwl3Processor.from_pretrained(folder)
-        self.tokenizer = self.processor.tokenizer
-        self.model_name, self.identity, self.batch_size = spec.model, spec.identity, spec.batch
+        super().__init__(spec, self.processor.tokenizer, model)
         self.cut = spec.backend_options["cut"]
 
     def input_embeddings(self) -> torch.Tensor:

@@ -1,13 +1,15 @@
 """Rater backends by name: the built-in ones, and any a plugin or a test registers.
 
 The name is the one word for a backend everywhere: `--backend NAME`, Spec.backend
-and the `backend=NAME` part of a rating's identity in the store. A new backend is a class
-fulfilling base.Backend plus its registration (a line below, or `register(cls)`); its
+and the `backend=NAME` part of a rating's identity in the store. A new backend is a
+subclass of base.Backend plus its registration (a line below, or `register(cls)`); its
 options become command-line flags. Backend modules import nothing heavy at import time,
 so `llmiqa --help` lists them without loading torch.
 """
 
 from __future__ import annotations
+
+import inspect
 
 from llmiqa.errors import ModelLoadError
 from llmiqa.raters.base import Backend, BackendOption
@@ -22,9 +24,14 @@ _BACKENDS: dict[str, type[Backend]] = {}
 
 def register(backend: type[Backend]) -> type[Backend]:
     """Make `backend` available by its name (usable as a class decorator)."""
-    name = backend.name
+    if not isinstance(backend, type) or not issubclass(backend, Backend):
+        raise ValueError(f"{backend!r} is not a subclass of llmiqa.raters.base.Backend")
+    if inspect.isabstract(backend):
+        missing = ", ".join(sorted(backend.__abstractmethods__))
+        raise ValueError(f"backend {backend.__name__} does not implement {missing}")
+    name = getattr(backend, "name", None)
     if not name or name == AUTO or _BACKENDS.get(name, backend) is not backend:
-        raise ValueError(f"backend name {name!r} is taken or reserved")
+        raise ValueError(f"backend name {name!r} is missing, taken or reserved")
     for option, declared in backend.options.items():
         for other in _BACKENDS.values():
             known = other.options.get(option, declared)
@@ -41,6 +48,11 @@ for _builtin in (TransformersRater, MplugOwl3Rater, VllmRater, ServerRater):
 def names() -> tuple[str, ...]:
     """What --backend accepts."""
     return (AUTO, *_BACKENDS)
+
+
+def backends() -> tuple[type[Backend], ...]:
+    """Every registered backend, the built-in ones first."""
+    return tuple(_BACKENDS.values())
 
 
 def options() -> dict[str, BackendOption]:

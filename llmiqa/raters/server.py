@@ -15,9 +15,11 @@ and so the rating). Two ways to read it, chosen once per server:
 Identity and the guard against a server that changes its model under the same name:
 the identity is the model name plus what the server reports (vLLM's `root`: the hub id
 or path it loaded; the `model` a response names, e.g. a dated snapshot). A fixed canary
-request (a synthetic image) is rated when the rater is identified and compared with the
-canary recorded the first time this identity was seen; a difference beyond
-CANARY_TOLERANCE refuses the run. Every response's `system_fingerprint` and `model` must
+request (a synthetic image) is rated when the rater is identified, and the run's store
+compares it with the canary it recorded the first time it saw this identity (base.Canary,
+scoring.caching): a store copied to another machine carries its canaries, and another
+model served under the name refuses the run rather than mixing its ratings with the
+first one's. Every response's `system_fingerprint` and `model` must
 also stay those seen at the start: a server restarted mid-run stops the run, and the
 rerun checks the canary again. The API key (LLMIQA_API_KEY or OPENAI_API_KEY) is sent
 as a bearer token and appears in no identity, message or file.
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import io
 import json
 import math
@@ -36,7 +37,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -45,7 +45,8 @@ from PIL import Image
 from llmiqa.errors import ModelLoadError
 from llmiqa.method.standards import IMAGE, Prompt, Standard
 from llmiqa.raters.base import (
-    BackendOption,
+    Backend,
+    Canary,
     Rating,
     RatingFailure,
     RatingRequest,
@@ -57,7 +58,6 @@ from llmiqa.raters.http import Endpoint, HttpError, JsonClient
 KEY_VARIABLES = ("LLMIQA_API_KEY", "OPENAI_API_KEY")
 TOP_N = 20  # OpenAI's and vLLM's default maximum of top_logprobs
 DEFAULT_IN_FLIGHT = 16
-CANARY_TOLERANCE = 0.25  # nats; bf16 batch noise stays well below, another model does not
 _REFUSED_INPUT = frozenset({400, 413, 422})  # a problem with one request, not the server
 _DIGITS = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
 
@@ -119,7 +119,7 @@ class Server:
     digit_ids: list[int] | None = None  # ids of "1".."9" when vLLM's extras are used
     fingerprint: str | None = None  # system_fingerprint of the canary's answer
     answered_as: str | None = None  # `model` of the canary's answer
-    canary: Rating | None = None
+    canary: Canary | None = None
 
     @property
     def mode(self) -> str:
@@ -201,12 +201,10 @@ class Server:
             )
 
 
-class ServerRater:
+class ServerRater(Backend):
     """Ratings from an OpenAI-compatible server, many requests in flight at once."""
 
     name: ClassVar[str] = "server"
-    model_types: ClassVar[tuple[str, ...]] = ()
-    options: ClassVar[dict[str, BackendOption]] = {}
     min_crop_side: ClassVar[int] = 28  # unknown model behind the name: Qwen-VL's minimum
 
     @classmethod
@@ -217,6 +215,12 @@ class ServerRater:
     @classmethod
     def render_for(cls, spec: Spec, prompt: Prompt) -> None:
         return None  # the server applies its own chat template to the turns
+
+    @classmethod
+    def canary(cls, spec: Spec) -> Canary:
+        """The canary rated when the server was identified: a name is all the identity
+        holds of the model."""
+        return identified(spec.server, spec.model).canary
 
     def __init__(self, spec: Spec) -> None:
         self.server = identified(spec.server, spec.model)
@@ -314,10 +318,10 @@ def identify(url: str, model: str) -> Server:
     answer = _call(server, request)
     server.fingerprint = answer.get("system_fingerprint")
     server.answered_as = answer.get("model")
-    server.canary = server.rating(answer, request.levels)
+    server.canary = Canary(server.rating(answer, request.levels), server.fingerprint)
     if server.digit_ids:
         unbiased = server.rating(_call(server, request, bias=False), request.levels)
-        if not np.allclose(server.canary.logprobs, unbiased.logprobs, atol=1e-3):
+        if not np.allclose(server.canary.rating.logprobs, unbiased.logprobs, atol=1e-3):
             raise ModelLoadError(
                 f"{url}: the digits' log-probabilities change with a logit bias, so this "
                 "vLLM server reports processed logprobs; start it with the default "
@@ -329,7 +333,6 @@ def identify(url: str, model: str) -> Server:
     if server.answered_as and server.answered_as != model:
         parts.append(f"as={server.answered_as}")
     server.identity = "|".join(parts)
-    check_canary(server)
     return server
 
 
@@ -382,79 +385,3 @@ def _vllm_digits(server: Server) -> list[int] | None:
 def check_levels(server: Server, levels: int) -> None:
     if not 1 <= levels <= 9:
         raise ModelLoadError(f"{server.url}: K = {levels} levels; single digits need 1..9")
-
-
-# ---- the canary --------------------------------------------------------------------------
-
-
-def canary_file() -> Path:
-    """Where canaries are recorded: beside the checkpoint hash cache ($LLMIQA_CACHE)."""
-    from llmiqa.loading.checkpoints import hash_cache_path
-
-    return hash_cache_path().parent / "server-canaries.json"
-
-
-def canary_distance(reference: Rating, fresh: Rating) -> float:
-    """Largest log-probability difference between two canary ratings (inf if they do
-    not even see the same tokens)."""
-    a = np.append(reference.logprobs, reference.other_logprob)
-    b = np.append(fresh.logprobs, fresh.other_logprob)
-    if a.shape != b.shape or not np.array_equal(np.isnan(a), np.isnan(b)):
-        return math.inf
-    seen = ~np.isnan(a)
-    return float(np.max(np.abs(a[seen] - b[seen]), initial=0.0))
-
-
-def check_canary(server: Server, tolerance: float = CANARY_TOLERANCE) -> None:
-    """Record the canary the first time an identity is seen; refuse a different one later."""
-    path = canary_file()
-    try:
-        book = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        book = None
-    if not isinstance(book, dict) or not all(isinstance(e, dict) for e in book.values()):
-        raise ModelLoadError(
-            f"{path}: damaged, so no server's model can be checked against its canary; move "
-            "it away (the canaries are recorded again, trusting the servers as they are now)"
-        )
-    canary = server.canary
-    entry = book.get(server.identity)
-    if entry is None:
-        entry = {
-            "logprobs": [None if math.isnan(v) else v for v in canary.logprobs.tolist()],
-            "other_logprob": None if math.isnan(canary.other_logprob) else canary.other_logprob,
-            "fingerprint": server.fingerprint,
-        }
-        book[server.identity] = {**entry, "check": _entry_check(server.identity, entry)}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(book, indent=1))
-        except OSError:
-            pass  # no record, no check next time; ratings are still keyed by the name
-        return
-    recorded = {k: v for k, v in entry.items() if k != "check"}
-    if entry.get("check") != _entry_check(server.identity, recorded):
-        raise ModelLoadError(
-            f"{path}: the canary recorded for {server.identity} is damaged (its checksum does "
-            "not hold), so the model behind the name cannot be checked; remove that entry if "
-            "no ratings of an older model are kept under the name"
-        )
-    reference = Rating(
-        np.asarray([math.nan if v is None else v for v in entry["logprobs"]], dtype=np.float64),
-        math.nan if entry["other_logprob"] is None else entry["other_logprob"],
-        None,
-    )
-    distance = canary_distance(reference, canary)
-    if distance > tolerance:
-        raise ModelLoadError(
-            f"{server.url}: {server.model} rates the canary image differently from when "
-            f"its first ratings were made (max |Δ log p| = {distance:.3g} > {tolerance}; "
-            f"fingerprint then {entry.get('fingerprint')}, now {server.fingerprint}): the "
-            "server's model changed under the same name. Serve it under another name, or "
-            f"remove its entry from {path} if no ratings of the old model are kept"
-        )
-
-
-def _entry_check(identity: str, entry: dict) -> str:
-    text = json.dumps([identity, entry], sort_keys=True)
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()

@@ -16,9 +16,8 @@ from llmiqa.loading.checkpoints import Checkpoint, resolve, split_revision
 from llmiqa.loading.runtime import Placement, Runtime
 from llmiqa.method.standards import Prompt
 from llmiqa.raters import registry
-from llmiqa.raters.base import Backend, Rater
+from llmiqa.raters.base import Backend, Canary, Rater
 from llmiqa.raters.hf import TransformersRater
-from llmiqa.raters.local import LocalRater
 from llmiqa.raters.server import ServerRater
 
 
@@ -64,8 +63,8 @@ class RaterSpec(Placement):
             return ServerRater
         if named is ServerRater:
             raise ModelLoadError("the server backend needs --server URL")
-        if named is not None and not issubclass(named, LocalRater):
-            return named  # it reads no checkpoint here
+        if named is not None and not named.reads_checkpoint:
+            return named
         model_type = self.checkpoint.config.get("model_type")
         if model_type is None:
             raise ModelLoadError(f"{self.model}: config.json has no model_type")
@@ -115,6 +114,11 @@ class RaterSpec(Placement):
     def render(self, prompt: Prompt) -> str | None:
         """What the model reads before its answer, without loading its weights."""
         return self.runs_on.render_for(self, prompt)
+
+    def canary(self) -> Canary | None:
+        """The canary of the model behind the identity, when the identity cannot name the
+        model's content (a server's name); None when it does."""
+        return self.runs_on.canary(self)
 
     def load(self) -> Rater:
         return self.runs_on(self)

@@ -37,6 +37,7 @@ import numpy as np
 
 from llmiqa.errors import ModelLoadError, one_line
 from llmiqa.loading.checkpoints import input_embeddings
+from llmiqa.method.standards import Prompt
 from llmiqa.raters.base import (
     BackendOption,
     Rating,
@@ -45,7 +46,7 @@ from llmiqa.raters.base import (
     Spec,
     answer_value,
 )
-from llmiqa.raters.hf import MAX_PIXELS, TransformersRater, load_processor, shrink
+from llmiqa.raters.hf import MAX_PIXELS, load_processor, render_chat, shrink
 from llmiqa.raters.local import LocalRater, ratings_from_logits
 
 # Requests handed to the engine at once when the spec names no window: enough to keep a
@@ -98,20 +99,24 @@ class VllmRater(LocalRater):
     options: ClassVar[dict[str, BackendOption]] = {"max_pixels": MAX_PIXELS}
     min_crop_side: ClassVar[int] = 28  # the Qwen-VL processors' minimum, as for transformers
 
-    # The prompt text exactly as the transformers rater renders it (system-role fallback
-    # included), from the same processor files.
-    _render = TransformersRater._render
-    render_for = TransformersRater.render_for
-
     def __init__(self, spec: Spec) -> None:
+        self.processor = load_processor(spec)
+        super().__init__(spec, self.processor.tokenizer)
         self.spec = spec
-        self.model_name, self.identity = spec.model, spec.identity
         self.max_pixels = spec.backend_options["max_pixels"]
         self.max_in_flight = spec.max_in_flight or DEFAULT_IN_FLIGHT
-        self.processor = load_processor(spec)
-        self.tokenizer = self.processor.tokenizer
         check_engine(spec)
         self.llm, self.raw_logits = None, False
+
+    @classmethod
+    def render_for(cls, spec: Spec, prompt: Prompt) -> str:
+        """The text the model would read, from its processor alone (no weights loaded)."""
+        return render_chat(load_processor(spec), prompt)
+
+    def _render(self, prompt: Prompt) -> str:
+        """The prompt text exactly as the transformers rater renders it (system-role
+        fallback included), from the same processor files."""
+        return render_chat(self.processor, prompt, self.model_name)
 
     def _engine(self, raw_logits: bool):
         """The engine, started in the mode these requests need (see the module doc)."""

@@ -1,9 +1,10 @@
 """The store in front of the models: a rater and a segmenter that never compute twice.
 
-As lm-evaluation-harness's CachingLM wraps any model, `CachingRater` wraps any rater
-(behind its spec, loaded on first need) and `CachingSegmenter` any segmenter: the same job
-as the thing they wrap, keyed by what the result depends on. Their seam is public and is
-the only way results enter or leave the store, whoever computes them:
+As lm-evaluation-harness's CachingLM wraps any model, one `Cache` wraps any model behind
+its spec (loaded on first need): `CachingRater` any rater and `CachingSegmenter` any
+segmenter, each doing the job of the thing it wraps, keyed by what the result depends on.
+Their seam is public and is the only way results enter or leave the store, whoever
+computes them:
 
     missing(requests)   what the store lacks, each key once, in the order to rate it
     commit(request, x)  one result, as it arrives (a failure is remembered, not stored)
@@ -11,23 +12,26 @@ the only way results enter or leave the store, whoever computes them:
 
 A Scorer rates through `rate`; the Ray driver (llmiqa.distributed) plans with `missing`
 and commits what its workers send, then the Scorer collects through `rate` with models
-switched off. Usage counts what came from where, once.
+switched off. Usage counts what came from where, once. A rater whose identity is only a
+server's name for its model is checked against the canary the store recorded for it.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Self
 
 import numpy as np
 
-from llmiqa.errors import UsageError
+from llmiqa.errors import ModelLoadError, UsageError
 from llmiqa.inputs.images import LoadedImage
-from llmiqa.raters.base import Outcome, Rating, RatingFailure, RatingRequest
+from llmiqa.raters.base import CANARY_TOLERANCE, Outcome, Rating, RatingFailure, RatingRequest
 from llmiqa.raters.spec import RaterSpec
 from llmiqa.scoring.store import Store
 from llmiqa.segmenters.spec import SegmenterSpec
@@ -78,27 +82,67 @@ def announce(model: str, what: str) -> None:
 
 
 class NoModels(UsageError):
-    """A cache asked for a result it lacks while its models are switched off."""
+    """A cache asked for a result it lacks while its model is switched off."""
 
 
-class CachingRater:
-    """One model behind the store; loads it on the first rating the store lacks."""
+class Cache:
+    """One model behind the store, loaded on the first result the store lacks (the base of
+    CachingRater and CachingSegmenter, as CachingLM is one cache for every model).
 
-    def __init__(
-        self, spec: RaterSpec, store: Store, usage: Usage, failures: dict | None = None
-    ) -> None:
+    What this process committed is counted as computed once (`fresh`); what the model
+    could not compute is remembered here (`failures`, retried by the next run, never
+    stored). `computes` False (`offline()`) serves what is stored or committed and loads
+    nothing: the Ray driver's collect pass, after its workers committed everything.
+    """
+
+    def __init__(self, spec: RaterSpec | SegmenterSpec, store: Store, usage: Usage) -> None:
         self.spec, self.store, self.usage = spec, store, usage
         self.identity = spec.identity
-        self.failures: dict[str, RatingFailure] = {} if failures is None else failures
-        self.fresh: set[str] = set()  # keys this process committed (counted as rated)
-        self.models = True  # False: serve what is stored or committed, load nothing
-        self._rater = None
+        self.failures: dict = {}  # key: why the model could not compute it
+        self.fresh: set[str] = set()  # keys this process committed (counted as computed)
+        self.computes = True
+        self._model = None
 
-    def offline(self) -> CachingRater:
-        """The same cache (store, usage, failures committed) with its model switched off."""
-        twin = CachingRater(self.spec, self.store, self.usage, self.failures)
-        twin.fresh, twin.models = self.fresh, False
+    def offline(self) -> Self:
+        """The same cache (store, usage, failures and commits shared) with its model off."""
+        twin = copy.copy(self)
+        twin.computes = False
         return twin
+
+    def _first_commit(self, key: str) -> bool:
+        """Note `key` as committed by this process: True the first time (count it then)."""
+        if key in self.fresh:
+            return False
+        self.fresh.add(key)
+        return True
+
+    def _from_store(self, key: str) -> bool:
+        """Whether a stored result counts as coming from the store: offline, what this
+        process committed (its Ray workers' results) was counted as computed already."""
+        return self.computes or key not in self.fresh
+
+    def _loaded(self, what: str, missing: str):
+        """The model (`what` it is, announced when it loads); offline, NoModels(missing)."""
+        if not self.computes:
+            raise NoModels(missing)
+        if self._model is None:
+            announce(self.spec.model, what)
+            with self.usage.timed("load models"):
+                self._model = self.spec.load()
+            self.usage.loaded.append(self.spec.model)
+        return self._model
+
+
+class CachingRater(Cache):
+    """One MLLM behind the store, under its identity (checked against the store's canary
+    when the identity is only a server's name for its model)."""
+
+    spec: RaterSpec
+    failures: dict[str, RatingFailure]
+
+    def __init__(self, spec: RaterSpec, store: Store, usage: Usage) -> None:
+        super().__init__(spec, store, usage)
+        check_canary(spec, store)
 
     def missing(self, requests: Sequence[RatingRequest]) -> list[RatingRequest]:
         """Each key the store lacks (or holds a refused row for) once, smallest sub-image
@@ -114,8 +158,7 @@ class CachingRater:
             self.failures[request.key] = outcome
             return
         self.store.put_rating(request, outcome)
-        if request.key not in self.fresh:
-            self.fresh.add(request.key)
+        if self._first_commit(request.key):
             self.usage.rated += 1
 
     def rate(self, requests: Sequence[RatingRequest]) -> Iterator[tuple[int, Outcome]]:
@@ -125,8 +168,7 @@ class CachingRater:
             where[request.key].append(index)
         first = [requests[indices[0]] for indices in where.values()]
         found = self._lookup(first)
-        # offline (collecting after Ray), what the workers committed was counted as rated
-        self.usage.from_store += sum(1 for key in found if self.models or key not in self.fresh)
+        self.usage.from_store += sum(map(self._from_store, found))
         todo = []
         for request in first:
             outcome = found.get(request.key) or self.failures.get(request.key)
@@ -137,7 +179,10 @@ class CachingRater:
         if not todo:
             return
         todo.sort(key=lambda r: r.cost)
-        rater = self._load(todo[0])
+        rater = self._rater(
+            f"rating {todo[0].key} is missing from the store after the Ray phases (the store "
+            "lost it, or another process changed it); rerun the same command"
+        )
         with self.usage.timed("rate"):
             for index, outcome in rater.rate(todo):
                 self.commit(todo[index], outcome)
@@ -148,7 +193,12 @@ class CachingRater:
         computed once from the model's input embeddings (no image) and stored."""
         cosines = self.store.direction(self.identity, f"{positive}\x1f{negative}")
         if cosines is None:
-            cosines = self._load(None).token_cosines(positive, negative)
+            rater = self._rater(
+                f"{self.spec.model}: SeP-IQA's token weights are missing from the store (a "
+                "run stopped between its ratings and them): run the same command once "
+                "without --ray to compute them (one load of the model, no image)"
+            )
+            cosines = rater.token_cosines(positive, negative)
             self.commit_direction((positive, negative), cosines)
         return cosines
 
@@ -165,43 +215,37 @@ class CachingRater:
             self.usage.note(message)
         return found
 
-    def _load(self, request: RatingRequest | None):
-        if not self.models:
-            if request is None:
-                raise NoModels(
-                    f"{self.spec.model}: SeP-IQA's token weights are missing from the store "
-                    "(a run stopped between its ratings and them): run the same command once "
-                    "without --ray to compute them (one load of the model, no image)"
-                )
-            raise NoModels(
-                f"rating {request.key} is missing from the store after the Ray phases (the "
-                "store lost it, or another process changed it); rerun the same command"
-            )
-        if self._rater is None:
-            announce(self.spec.model, f"{self.spec.runs_on.name} backend")
-            with self.usage.timed("load models"):
-                self._rater = self.spec.load()
-            self.usage.loaded.append(self.spec.model)
-        return self._rater
+    def _rater(self, missing: str):
+        return self._loaded(f"{self.spec.runs_on.name} backend", missing)
 
 
-class CachingSegmenter:
-    """SAM2 behind the store; loads it on the first image the store has no masks for."""
+def check_canary(spec: RaterSpec, store: Store) -> None:
+    """Record the canary of an identity the store sees for the first time; refuse, before
+    any work, a model whose canary differs from the recorded one: another model answering
+    under the same name, whose ratings must not join the stored ones."""
+    canary = spec.canary()
+    if canary is None:
+        return
+    recorded = store.canary(spec.identity)
+    if recorded is None:
+        store.put_canary(spec.identity, canary)
+        return
+    distance = recorded.distance(canary)
+    if distance > CANARY_TOLERANCE:
+        raise ModelLoadError(
+            f"{spec.identity}: rates the canary image differently from when its first "
+            f"ratings in {store.path} were made (max |Δ log p| = {distance:.3g} > "
+            f"{CANARY_TOLERANCE}; fingerprint then {recorded.fingerprint}, now "
+            f"{canary.fingerprint}): the served model changed under the same name. Serve "
+            "it under another name, or pass another --store"
+        )
 
-    def __init__(
-        self, spec: SegmenterSpec, store: Store, usage: Usage, failures: dict | None = None
-    ) -> None:
-        self.spec, self.store, self.usage = spec, store, usage
-        self.identity = spec.identity
-        self.failures: dict[str, str] = {} if failures is None else failures
-        self.fresh: set[str] = set()
-        self.models = True
-        self._segmenter = None
 
-    def offline(self) -> CachingSegmenter:
-        twin = CachingSegmenter(self.spec, self.store, self.usage, self.failures)
-        twin.fresh, twin.models = self.fresh, False
-        return twin
+class CachingSegmenter(Cache):
+    """SAM2 behind the store, under its identity."""
+
+    spec: SegmenterSpec
+    failures: dict[str, str]
 
     def missing(self, digests: Sequence[str]) -> list[str]:
         """The images (by digest) whose masks the store lacks, each once, in order."""
@@ -214,8 +258,7 @@ class CachingSegmenter:
             self.failures[digest] = masks
             return
         self.store.put_masks(digest, self.identity, shape, masks)
-        if digest not in self.fresh:
-            self.fresh.add(digest)
+        if self._first_commit(digest):
             self.usage.segmented += 1
 
     def masks(self, image: LoadedImage) -> list[np.ndarray]:
@@ -228,20 +271,15 @@ class CachingSegmenter:
             self.usage.refused += 1
             self.usage.note(refused)
         if masks is not None:
-            if self.models or image.digest not in self.fresh:
+            if self._from_store(image.digest):
                 self.usage.masks_from_store += 1
             return masks
-        if not self.models:
-            raise NoModels(
-                f"masks of {image.name} are missing from the store after the Ray phases; "
-                "rerun the same command"
-            )
-        if self._segmenter is None:
-            announce(self.spec.model, "SAM2")
-            with self.usage.timed("load models"):
-                self._segmenter = self.spec.load()
-            self.usage.loaded.append(self.spec.model)
+        segmenter = self._loaded(
+            "SAM2",
+            f"masks of {image.name} are missing from the store after the Ray phases; rerun "
+            "the same command",
+        )
         with self.usage.timed("segment"):
-            masks = self._segmenter.masks(image.image)
+            masks = segmenter.masks(image.image)
         self.commit(image.digest, (image.image.height, image.image.width), masks)
         return masks

@@ -17,7 +17,8 @@ workers rate through the same caches; `offline()` then collects with models swit
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 
 import numpy as np
@@ -26,21 +27,28 @@ from tqdm.auto import tqdm
 
 from llmiqa.background import one_ahead
 from llmiqa.errors import ModelLoadError, UsageError, one_line
-from llmiqa.inputs.images import ImageError, LoadedImage, from_pil, load_image
+from llmiqa.inputs.images import (
+    Encoded,
+    ImageError,
+    LoadedImage,
+    from_pil,
+    load_encoded,
+    load_image,
+)
 from llmiqa.loading.runtime import DEFAULT_MODEL, DEFAULT_SEGMENTER, Runtime
 from llmiqa.method.aggregate import Aggregation, allowed_readouts
 from llmiqa.method.regions import Region, RegionSettings, View, region_view, select_regions
 from llmiqa.method.results import ImageResult
 from llmiqa.method.standards import SEP_IQA_WORDS, Standard
+from llmiqa.raters import registry
 from llmiqa.raters.base import Outcome, RatingFailure, RatingRequest
-from llmiqa.raters.local import LocalRater
 from llmiqa.raters.spec import RaterSpec
 from llmiqa.scoring.caching import CachingRater, CachingSegmenter, Usage
 from llmiqa.scoring.store import Store
 from llmiqa.segmenters.masks import MaskSettings
 from llmiqa.segmenters.spec import SegmenterSpec
 
-ImageInput = str | Path | Image.Image | LoadedImage
+ImageInput = str | Path | Image.Image | LoadedImage | Encoded
 
 
 class Scorer:
@@ -143,18 +151,22 @@ class Scorer:
 
     def score(self, images: Sequence[ImageInput] | ImageInput) -> list[ImageResult]:
         """Score images (paths or PIL images); failures come back as results with `.error`."""
-        single = isinstance(images, str | Path | Image.Image | LoadedImage)
+        single = isinstance(images, str | Path | Image.Image | LoadedImage | Encoded)
         return list(self.iter_score([images] if single else list(images)))
 
     def iter_score(
-        self, images: Sequence[ImageInput], chunk: int | None = None
+        self, images: Iterable[ImageInput], chunk: int | None = None, total: int | None = None
     ) -> Iterator[ImageResult]:
         """Yield results in input order, one chunk of images at a time (for long runs); the
-        next chunk is decoded while this one is scored."""
+        next chunk is decoded while this one is scored. `images` is read lazily, a chunk
+        at a time, so a stream of millions holds one chunk in memory; `total` sizes the
+        progress bar of an iterable without a length."""
         chunk = chunk or self.chunk_size
-        numbered = list(enumerate(images))
-        parts = [numbered[i : i + chunk] for i in range(0, len(numbered), chunk)]
-        bar = tqdm(total=len(numbered), unit="img", disable=not self.progress, dynamic_ncols=True)
+        numbered = enumerate(images)
+        parts = iter(lambda: list(itertools.islice(numbered, chunk)), [])
+        if total is None and isinstance(images, Sized):
+            total = len(images)
+        bar = tqdm(total=total, unit="img", disable=not self.progress, dynamic_ncols=True)
         for loaded in one_ahead(self._load_part, parts):
             yield from self._score_loaded(loaded)
             bar.update(len(loaded))
@@ -189,8 +201,9 @@ class Scorer:
             prompts = [whole] + [region] * len(regions)
             standard = self.standard
             per_model.append([
-                RatingRequest(rater.identity, image.digest, size, view, prompt, standard.levels,
-                              image.image, standard.words, standard.top_logits)
+                RatingRequest(model=rater.identity, image=image.digest, size=size, view=view,
+                              prompt=prompt, levels=standard.levels, source=image.image,
+                              words=standard.words, top=standard.top_logits)
                 for view, prompt in zip(views, prompts, strict=True)
             ])  # fmt: skip
         return per_model
@@ -294,10 +307,11 @@ def check_readout(standard: Standard, aggregation: Aggregation, specs: Sequence[
             f"{', '.join(allowed)}{hint}"
         )
     for spec in specs:
-        if standard.words and not issubclass(spec.runs_on, LocalRater):
+        if standard.words and not spec.runs_on.reads_words:
+            readers = [backend.name for backend in registry.backends() if backend.reads_words]
             raise UsageError(
                 f"{spec.model}: the {spec.runs_on.name} backend reads digit answers only; the "
-                f"{standard.kind} question runs on the transformers, mplug-owl3 and vllm backends"
+                f"{standard.kind} question runs on the {', '.join(readers)} backends"
             )
 
 
@@ -307,6 +321,8 @@ def _load(item: ImageInput, number: int) -> LoadedImage | ImageResult:
             return item
         if isinstance(item, Image.Image):
             return from_pil(item, f"<image {number}>")
+        if isinstance(item, Encoded):
+            return load_encoded(item)
         return load_image(item)
     except ImageError as error:
-        return ImageResult(name=str(item), error=str(error))
+        return ImageResult(name=getattr(item, "name", str(item)), error=str(error))

@@ -1,4 +1,5 @@
-"""SQLite store of everything expensive: SAM2 masks and the MLLM's ratings.
+"""SQLite store of everything expensive: SAM2 masks and the MLLM's ratings (and the
+canaries that say a server still serves the model its ratings came from).
 
 Every rating is committed as it arrives, so a run killed at any moment keeps what it
 computed and a rerun computes only what is missing. WAL mode lets several processes (one
@@ -19,7 +20,7 @@ import os
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,11 +28,11 @@ import numpy as np
 
 from llmiqa import __version__
 from llmiqa.errors import UsageError, one_line
-from llmiqa.raters.base import Rating, RatingRequest, key_of
+from llmiqa.raters.base import Canary, Rating, RatingRequest, key_of
 
 # 1: llmiqa 0.1, ratings held only the K-restricted probabilities; 2: no checksums;
-# 3: no top raw logits, no SeP-IQA directions
-SCHEMA = 4
+# 3: no top raw logits, no SeP-IQA directions; 4: no canaries
+SCHEMA = 5
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ratings (
@@ -67,8 +68,22 @@ CREATE TABLE IF NOT EXISTS directions (
     cosines BLOB NOT NULL,
     checksum BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS canaries (
+    identity TEXT PRIMARY KEY,
+    logprobs BLOB NOT NULL,
+    other_logprob REAL,
+    fingerprint TEXT,
+    checksum BLOB NOT NULL
+);
 """
-_DIRECTIONS_SQL = _SCHEMA_SQL[_SCHEMA_SQL.index("CREATE TABLE IF NOT EXISTS directions") :]
+
+
+def _table_sql(name: str) -> str:
+    """The CREATE statement of one table, as _SCHEMA_SQL writes it (for upgrades)."""
+    start = _SCHEMA_SQL.index(f"CREATE TABLE IF NOT EXISTS {name} ")
+    return _SCHEMA_SQL[start : _SCHEMA_SQL.index(";", start)]
+
+
 _RATING_COLUMNS = ("key", "model", "prompt", "image", "geometry", "levels", "logprobs",
                    "other_logprob", "other_value", "incomplete")  # fmt: skip
 _TOP_COLUMNS = ("top_ids", "top_logits", "lse")  # schema 4; NULL on digit ratings
@@ -214,56 +229,56 @@ class Store:
             return
         row = self.db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
         found = row[0] if row else "?"
-        if found == "2":
-            self._add_checksums()
-            found = "3"
-        if found == "3":
-            self._add_top_logits()
-        elif found != str(SCHEMA):
+        upgrades = {"2": self._add_checksums, "3": self._add_top_logits, "4": self._add_canaries}
+        if found != str(SCHEMA) and found not in upgrades:
             raise StoreError(
                 f"{self.path}: store schema {found} is not {SCHEMA} (written by another "
                 "llmiqa version); pass another --store"
             )
+        while found != str(SCHEMA):
+            self._upgrade(found, upgrades[found])
+            found = str(int(found) + 1)
 
-    def _add_checksums(self) -> None:
-        """Schema 2 -> 3: every row gets its checksum (its earlier damage, if any, stays
-        undetectable; plausibility checks still apply). One transaction: all or nothing."""
+    def _upgrade(self, schema: str, change: Callable[[], str]) -> None:
+        """One schema up, in one transaction (all or nothing), unless another process did it
+        meanwhile; `change` alters the tables and says how, for the notes."""
         with self._transaction():
             row = self.db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
-            if row[0] != "2":  # another process migrated it meanwhile
+            if row[0] != schema:
                 return
-            for table, columns in (("ratings", _RATING_COLUMNS), ("segmentations", _MASK_COLUMNS)):
+            how = change()
+            upgraded = str(int(schema) + 1)
+            self.db.execute("UPDATE meta SET value = ? WHERE name = 'schema'", (upgraded,))
+        self.notes.append(f"{self.path}: upgraded to store schema {upgraded}{how}")
+
+    def _add_checksums(self) -> str:
+        """Schema 2 -> 3: every row gets its checksum (its earlier damage, if any, stays
+        undetectable; plausibility checks still apply)."""
+        for table, columns in (("ratings", _RATING_COLUMNS), ("segmentations", _MASK_COLUMNS)):
+            self.db.execute(f"ALTER TABLE {table} ADD COLUMN checksum BLOB NOT NULL DEFAULT x''")
+            rows = self.db.execute(f"SELECT rowid, {', '.join(columns)} FROM {table}")
+            for rowid, *values in rows.fetchall():
                 self.db.execute(
-                    f"ALTER TABLE {table} ADD COLUMN checksum BLOB NOT NULL DEFAULT x''"
+                    f"UPDATE {table} SET checksum = ? WHERE rowid = ?", (checksum(values), rowid)
                 )
-                rows = self.db.execute(f"SELECT rowid, {', '.join(columns)} FROM {table}")
-                for rowid, *values in rows.fetchall():
-                    self.db.execute(
-                        f"UPDATE {table} SET checksum = ? WHERE rowid = ?",
-                        (checksum(values), rowid),
-                    )
-            self.db.execute("UPDATE meta SET value = '3' WHERE name = 'schema'")
         counts = self.counts()
-        self.notes.append(
-            f"{self.path}: upgraded to store schema 3: checksums given to its "
-            f"{counts['ratings']} ratings and {counts['segmentations']} segmentations"
+        return (
+            f": checksums given to its {counts['ratings']} ratings and "
+            f"{counts['segmentations']} segmentations"
         )
 
-    def _add_top_logits(self) -> None:
+    def _add_top_logits(self) -> str:
         """Schema 3 -> 4: ratings may keep top raw logits (empty on every existing row, whose
         checksums stay valid), and SeP-IQA's directions get their table."""
-        with self._transaction():
-            row = self.db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
-            if row[0] != "3":  # another process migrated it meanwhile
-                return
-            for column, kind in zip(_TOP_COLUMNS, ("BLOB", "BLOB", "REAL"), strict=True):
-                self.db.execute(f"ALTER TABLE ratings ADD COLUMN {column} {kind}")
-            self.db.execute(_DIRECTIONS_SQL)
-            self.db.execute("UPDATE meta SET value = ? WHERE name = 'schema'", (str(SCHEMA),))
-        self.notes.append(
-            f"{self.path}: upgraded to store schema {SCHEMA} (ratings may keep top raw logits); "
-            "its ratings are unchanged"
-        )
+        for column, kind in zip(_TOP_COLUMNS, ("BLOB", "BLOB", "REAL"), strict=True):
+            self.db.execute(f"ALTER TABLE ratings ADD COLUMN {column} {kind}")
+        self.db.execute(_table_sql("directions"))
+        return " (ratings may keep top raw logits); its ratings are unchanged"
+
+    def _add_canaries(self) -> str:
+        """Schema 4 -> 5: servers' canaries get their table (every other row unchanged)."""
+        self.db.execute(_table_sql("canaries"))
+        return " (it keeps servers' canaries beside their ratings); its rows are unchanged"
 
     def check_writable(self) -> None:
         """Fail now, before any work, if ratings could not be committed later; record which
@@ -289,30 +304,30 @@ class Store:
         the others were refused (a refused row counts as missing: it will be rated again)."""
         asked = {request.key: request for request in requests}
         found, refused = {}, []
-        digests = list(asked)
+        keys = list(asked)
         columns = ", ".join((*_RATING_COLUMNS, "checksum", *_TOP_COLUMNS))
-        for start in range(0, len(digests), _CHUNK):
-            chunk = digests[start : start + _CHUNK]
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
             query = f"SELECT {columns} FROM ratings WHERE key IN ({marks})"
             with self._errors("read"):
                 rows = self.db.execute(query, chunk).fetchall()
             for *values, check, top_ids, top_logits, lse in rows:
-                digest, levels = values[0], values[5]
+                key, levels = values[0], values[5]
                 problem = None
-                if digest not in asked:  # the key itself was changed (its index was not)
+                if key not in asked:  # the key itself was changed (its index was not)
                     problem = "its key does not match its index (the row is damaged)"
                 elif checksum([*values, top_ids, top_logits, lse]) != check:
                     problem = "checksum mismatch: the row changed after it was written"
-                elif levels != asked[digest].levels:
-                    problem = f"K = {levels} for a K = {asked[digest].levels} prompt"
+                elif levels != asked[key].levels:
+                    problem = f"K = {levels} for a K = {asked[key].levels} prompt"
                 else:
                     rating = _rating(*values[6:], top_ids, top_logits, lse)
-                    problem = rating_problem(rating, levels, asked[digest].top)
+                    problem = rating_problem(rating, levels, asked[key].top)
                 if problem:
-                    refused.append(f"{self.path}: stored rating {digest} refused ({problem})")
+                    refused.append(f"{self.path}: stored rating {key} refused ({problem})")
                     continue
-                found[digest] = rating
+                found[key] = rating
         return found, refused
 
     def put_rating(self, request: RatingRequest, rating: Rating) -> None:
@@ -363,6 +378,38 @@ class Store:
         with self._transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO directions VALUES (?, ?, ?, ?, ?)", (*row, checksum(row))
+            )
+
+    # ---- servers' canaries --------------------------------------------------------------
+
+    def canary(self, identity: str) -> Canary | None:
+        """The canary recorded for an identity, or None. A damaged row is one StoreError: it
+        cannot be computed again (the model it fingerprinted may be gone)."""
+        with self._errors("read"):
+            row = self.db.execute(
+                "SELECT identity, logprobs, other_logprob, fingerprint, checksum FROM canaries "
+                "WHERE identity = ?",
+                (identity,),
+            ).fetchone()
+        if row is None:
+            return None
+        if checksum(row[:4]) != row[4] or len(row[1]) % 8:
+            raise StoreError(
+                f"{self.path}: the canary recorded for {identity} is damaged (its checksum does "
+                "not hold), so the model behind the name cannot be checked; pass another "
+                "--store, or serve the model under another name"
+            )
+        return Canary(_rating(row[1], row[2], None, 0), row[3])
+
+    def put_canary(self, identity: str, canary: Canary) -> None:
+        """Record the canary of an identity seen for the first time (a recorded one stays)."""
+        rating = canary.rating
+        other = None if math.isnan(rating.other_logprob) else rating.other_logprob
+        logprobs = np.asarray(rating.logprobs, "<f8").tobytes()
+        row = (identity, logprobs, other, canary.fingerprint)
+        with self._transaction():
+            self.db.execute(
+                "INSERT OR IGNORE INTO canaries VALUES (?, ?, ?, ?, ?)", (*row, checksum(row))
             )
 
     # ---- masks --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from llmiqa.commands import arguments
 from llmiqa.integrations.demo import CONCURRENCY, INSTALL_HINT, Engine
 from llmiqa.method.aggregate import Aggregation
 from llmiqa.method.results import ImageResult
+from llmiqa.settings import option
 from llmiqa.tiny import PERMISSIVE_MASK_FLAGS
 
 CHROMIUM = "/usr/bin/chromium"
@@ -226,6 +228,52 @@ def test_curl_as_the_readme_shows_it(server, photo, cli_result):
     assert "event: complete" in lines, stream.stdout[:500]
     data = json.loads(lines[lines.index("event: complete") + 1].removeprefix("data: "))
     assert data[0][0]["score"] == cli_result.score
+
+
+def test_a_new_aggregation_option_is_on_the_page_and_reaches_the_score(
+    engine, photo, cli_result, monkeypatch
+):
+    """A field added to Aggregation (here by a subclass the options table names in its
+    place) is a control on the page and a parameter of /score, with no change to the demo."""
+    need("gradio", "demo")
+    need("gradio_client", "demo")
+    from gradio_client import Client, handle_file
+
+    from llmiqa.integrations import demo
+    from llmiqa.scoring import knobs
+
+    @dataclass(frozen=True)
+    class Wider(Aggregation):
+        boost: float = field(default=0.5, metadata=option("a test's own knob"))
+
+    groups = {Wider if cls is Aggregation else cls: group for cls, group in knobs.GROUPS.items()}
+    monkeypatch.setattr(knobs, "GROUPS", groups)
+    monkeypatch.setattr(engine, "options", {**engine.options, "boost": 0.5})
+    reached = []
+    score = engine.score
+    monkeypatch.setattr(engine, "score", lambda *a: reached.append(a[2]) or score(*a))
+
+    app = demo.build_app(engine)
+    (control,) = [c["props"] for c in app.get_config_file()["components"]
+                  if c["props"].get("elem_id") == "llmiqa-boost"]  # fmt: skip
+    assert (control["label"], control["info"], control["value"]) == (
+        "boost",
+        "a test's own knob",
+        0.5,
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo.launch(app, "127.0.0.1", port, block=False)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        (record,) = client.predict(images=[handle_file(str(photo))], boost=2.0, lam=3,
+                                   api_name="/score")  # fmt: skip
+    finally:
+        app.close()
+    assert reached == [Wider(lam=3.0, boost=2.0)]
+    assert record["score"] == cli_result.rescored(Aggregation(lam=3)).score
+    assert record["aggregation"]["boost"] == 2.0
 
 
 # ---- the page in a real browser -----------------------------------------------------------------

@@ -17,14 +17,14 @@ from llmiqa.loading.runtime import Runtime
 from llmiqa.method.regions import RegionSettings
 from llmiqa.method.standards import Prompt
 from llmiqa.raters import registry
-from llmiqa.raters.base import BackendOption, Rating, RatingRequest, Spec
+from llmiqa.raters.base import Backend, BackendOption, Rating, RatingRequest, Spec
 from llmiqa.raters.spec import RaterSpec
 from llmiqa.scoring.knobs import knobs
 from llmiqa.scoring.pipeline import Scorer
 from llmiqa.scoring.presets import resolve
 
 
-class PeakRater:
+class PeakRater(Backend):
     """Puts most probability on one level, `peak` (an option of its own): no model at all.
     Each image's rating is the same, so the score is known in advance."""
 
@@ -108,6 +108,14 @@ def test_names_are_unique_and_options_agree():
         "peak": BackendOption(4, int, "another default")}})  # fmt: skip
     with pytest.raises(ValueError, match="differs"):
         registry.register(clash)
+
+
+def test_only_a_whole_backend_is_registered():
+    with pytest.raises(ValueError, match=r"not a subclass of llmiqa\.raters\.base\.Backend"):
+        registry.register(type("Loose", (), dict(vars(PeakRater), name="loose")))
+    half = type("Half", (PeakRater,), {"name": "half", "rate": Backend.rate})  # abstract again
+    with pytest.raises(ValueError, match="backend Half does not implement rate"):
+        registry.register(half)
 
 
 def test_unknown_backends_and_wrong_pairings_are_one_line(qwen2_vl_dir, owl3_dir):

@@ -1,7 +1,8 @@
 """The server rater's HTTP behaviour against a small stdlib OpenAI-style server.
 
 These cases need no model: authentication, time-outs, retries, malformed or incomplete
-answers, bounded concurrency, lossless images, the identity and its canary guard. The
+answers, bounded concurrency, lossless images, the identity and its canary guard (kept in
+the run's store). The
 agreement with the transformers rater is tested against a real `vllm serve`
 (tests/vllm/test_server.py).
 """
@@ -22,8 +23,10 @@ from PIL import Image
 from llmiqa.method.standards import Standard
 from llmiqa.raters import server as server_module
 from llmiqa.raters.base import ModelLoadError, RatingFailure, RatingRequest
-from llmiqa.raters.server import ServerRater, canary_file, png_data_url
+from llmiqa.raters.server import ServerRater, png_data_url
 from llmiqa.raters.spec import RaterSpec
+from llmiqa.scoring.caching import CachingRater, Usage
+from llmiqa.scoring.store import Store, StoreError
 
 KEY = "sk-test-0123456789abcdef"
 # A model's answer as a server returns it: the sampled token first, then the top list.
@@ -132,6 +135,11 @@ def load(fake: FakeServer, **options) -> ServerRater:
     return RaterSpec(fake.model, server=fake.url, **options).load()
 
 
+def cache(fake: FakeServer, store: Store) -> CachingRater:
+    """The server's model behind a run's store, as a Scorer puts it (its canary checked)."""
+    return CachingRater(RaterSpec(fake.model, server=fake.url), store, Usage())
+
+
 def test_a_full_answer_gives_every_digit_and_the_best_other_token(fake, requests):
     rater = load(fake)
     ratings = dict(rater.rate(requests))
@@ -184,12 +192,17 @@ def test_the_messages_carry_the_standard_as_the_system_turn(fake, requests):
     assert json.loads(rater.render(prompt))[0] == system
 
 
-def test_the_key_is_sent_as_a_bearer_token_and_appears_nowhere_else(fake, requests, monkeypatch):
+def test_the_key_is_sent_as_a_bearer_token_and_appears_nowhere_else(
+    fake, requests, monkeypatch, tmp_path
+):
     rater = load(fake)
     list(rater.rate(requests[:1]))
     assert fake.headers_seen[-1]["Authorization"] == f"Bearer {KEY}"
     assert KEY not in rater.identity and KEY not in rater.render(requests[0].prompt)
-    assert KEY not in canary_file().read_text()
+    store = Store(tmp_path / "s.sqlite")
+    list(cache(fake, store).rate(requests[:1]))
+    store.close()
+    assert KEY.encode() not in b"".join(f.read_bytes() for f in tmp_path.glob("s.sqlite*"))
     monkeypatch.delenv("LLMIQA_API_KEY")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-other")
     server_module.identified.cache_clear()
@@ -296,16 +309,18 @@ def test_the_identity_names_the_model_and_what_the_server_answers_as(fake):
         _ = RaterSpec(fake.model, server=fake.url, revision="abc").runs_on
 
 
-def test_a_model_changed_under_the_same_name_is_refused(fake, requests):
-    load(fake)  # records the canary
+def test_a_model_changed_under_the_same_name_is_refused_by_the_store(fake, requests, tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    cache(fake, store)  # records the canary
     fake.tokens = [("The", -0.3), *[(str(k), -1.0 - k) for k in range(1, 8)]]
     server_module.identified.cache_clear()
     with pytest.raises(ModelLoadError, match=r"changed under the same name") as caught:
-        load(fake)
-    assert str(canary_file()) in str(caught.value)
+        cache(fake, store)
+    assert str(store.path) in str(caught.value) and "\n" not in str(caught.value)
+    cache(fake, Store())  # a store with no ratings of the old model takes it
     fake.tokens = [(t, p + 0.01) for t, p in FULL]  # numerical noise only: accepted
     server_module.identified.cache_clear()
-    assert not dict(load(fake).rate(requests[:1]))[0].incomplete
+    assert not dict(cache(fake, store).rate(requests[:1]))[0].incomplete
 
 
 def test_a_server_that_changes_its_model_mid_run_stops_the_run(fake, requests):
@@ -325,17 +340,12 @@ def test_png_data_urls_round_trip_exactly():
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(image))
 
 
-def test_a_damaged_canary_record_is_refused_not_trusted(fake, requests):
-    load(fake)  # records the canary
-    book = json.loads(canary_file().read_text())
-    (entry,) = book.values()
-    entry["logprobs"][0] += 0.5  # a plausible other canary: the model would pass as changed
-    canary_file().write_text(json.dumps(book))
-    server_module.identified.cache_clear()
-    with pytest.raises(ModelLoadError, match="is damaged") as caught:
-        load(fake)
-    assert str(canary_file()) in str(caught.value) and "\n" not in str(caught.value)
-    canary_file().write_text("{not json")
-    server_module.identified.cache_clear()
-    with pytest.raises(ModelLoadError, match="damaged, so no server"):
-        load(fake)
+def test_a_damaged_canary_record_is_refused_not_trusted(fake, tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    cache(fake, store)  # records the canary
+    (logprobs,) = store.db.execute("SELECT logprobs FROM canaries").fetchone()
+    changed = np.frombuffer(logprobs, "<f8") + np.eye(1, 7)[0] * 0.5  # a plausible other one
+    store.db.execute("UPDATE canaries SET logprobs = ?", (changed.tobytes(),))
+    with pytest.raises(StoreError, match="is damaged") as caught:
+        cache(fake, store)
+    assert str(store.path) in str(caught.value) and "\n" not in str(caught.value)

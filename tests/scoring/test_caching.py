@@ -27,12 +27,14 @@ def requests(spec, photos) -> list[RatingRequest]:
     prompt = Standard().prompt()
     images = [load_image(p) for p in photos[:2]]
     made = [
-        RatingRequest(spec.identity, i.digest, i.image.size, View(), prompt, 7, i.image)
+        RatingRequest(model=spec.identity, image=i.digest, size=i.image.size, view=View(),
+                      prompt=prompt, levels=7, source=i.image)
         for i in images
-    ]
+    ]  # fmt: skip
     first = images[0]
-    made.append(RatingRequest(spec.identity, first.digest, first.image.size,
-                              View((0, 0, 64, 64)), prompt, 7, first.image))  # fmt: skip
+    made.append(RatingRequest(model=spec.identity, image=first.digest, size=first.image.size,
+                              view=View((0, 0, 64, 64)), prompt=prompt, levels=7,
+                              source=first.image))  # fmt: skip
     return [*made, made[0]]
 
 

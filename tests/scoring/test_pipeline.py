@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from llmiqa.errors import ModelLoadError, UsageError
-from llmiqa.inputs.images import load_image
+from llmiqa.inputs.images import Encoded, load_image
 from llmiqa.loading.checkpoints import split_revision
 from llmiqa.loading.runtime import Runtime
 from llmiqa.method.aggregate import Aggregation, readout
@@ -339,3 +339,32 @@ def test_the_server_backend_refuses_answer_words_in_one_line():
     server = RaterSpec("served-name", server="http://127.0.0.1:9")
     with pytest.raises(UsageError, match="the server backend reads digit answers only"):
         check_readout(Standard("qalign", 5), Aggregation(readout="qalign"), [server])
+
+
+def test_image_bytes_read_elsewhere_score_as_their_file_does(qwen2_vl_dir, real_images):
+    """An Encoded image (a tar member's or a Parquet cell's bytes) is decoded as the file
+    with those bytes, under the name given; a corrupt one fails alone, by that name."""
+    scorer = Scorer([str(qwen2_vl_dir)], regions=RegionSettings(region_mode="whole-only"))
+    path = real_images[0]
+    encoded = Encoded(name="shard-0.tar#photo", data=path.read_bytes())
+    broken = Encoded(name="shard-0.tar#broken", data=path.read_bytes()[:100])
+    from_file, from_bytes, failed = scorer.score([path, encoded, broken])
+    assert from_bytes.name == "shard-0.tar#photo" and from_bytes.digest == from_file.digest
+    assert from_bytes.score == from_file.score
+    assert failed.name == "shard-0.tar#broken" and "truncated or corrupt" in failed.error
+
+
+def test_a_stream_of_images_is_read_one_chunk_at_a_time(qwen2_vl_dir, real_images):
+    scorer = Scorer([str(qwen2_vl_dir)], regions=RegionSettings(region_mode="whole-only"))
+    taken = []
+
+    def stream():
+        for n in range(10 * scorer.chunk_size):
+            taken.append(n)
+            yield real_images[n % len(real_images)]
+
+    results = scorer.iter_score(stream())
+    next(results)
+    # the first chunk scored, the second decoded and waiting, the third being decoded
+    assert len(taken) <= 3 * scorer.chunk_size
+    assert len(list(results)) == 10 * scorer.chunk_size - 1

@@ -12,17 +12,20 @@ import pytest
 
 from llmiqa.method.regions import View
 from llmiqa.method.standards import IMAGE, Prompt
-from llmiqa.raters.base import Rating, RatingRequest
+from llmiqa.raters.base import Canary, Rating, RatingRequest
 from llmiqa.scoring.store import Store, StoreError, pack_masks, unpack_masks
 
 PROMPT = Prompt("standard", f"{IMAGE} score it")
+TABLES = ("ratings", "segmentations", "directions")
 
 
 def key(
     n: int, model: str = "m@1", levels: int = 4, prompt: Prompt = PROMPT, view: View = View()
 ) -> RatingRequest:
     """A request for image n (no pixels: the store needs none)."""
-    return RatingRequest(model, f"image{n}", (10, 10), view, prompt, levels)
+    return RatingRequest(
+        model=model, image=f"image{n}", size=(10, 10), view=view, prompt=prompt, levels=levels
+    )
 
 
 @pytest.fixture
@@ -156,6 +159,30 @@ def test_sep_iqa_directions_are_kept_per_model_and_word_lists(tmp_path):
     assert store.direction("m@1", "good|bad") is None  # damaged: computed again
 
 
+def test_a_servers_canary_is_kept_once_per_identity_and_travels_with_the_file(tmp_path, good):
+    store = Store(tmp_path / "s.sqlite")
+    assert store.canary("server:m") is None
+    incomplete = replace(good, other_logprob=math.nan, incomplete=True)
+    store.put_canary("server:m", Canary(incomplete, "fp-1"))
+    store.put_canary("server:m", Canary(good, "fp-2"))  # the first one recorded stays
+    copied = tmp_path / "elsewhere.sqlite"
+    store.db.execute(f"VACUUM INTO '{copied}'")  # the store copied to another machine
+    back = Store(copied).canary("server:m")
+    np.testing.assert_array_equal(back.rating.logprobs, good.logprobs)
+    assert math.isnan(back.rating.other_logprob) and back.fingerprint == "fp-1"
+    assert back.distance(Canary(incomplete)) == 0 and Store().canary("server:m") is None
+
+
+@pytest.mark.parametrize("column", ["logprobs", "other_logprob", "fingerprint"])
+def test_a_damaged_canary_is_refused_in_one_line_not_trusted(tmp_path, good, column):
+    store = Store(tmp_path / "s.sqlite")
+    store.put_canary("server:m", Canary(good, "fp-1"))
+    flip_byte(store, "canaries", column)
+    with pytest.raises(StoreError, match="canary recorded for server:m is damaged") as caught:
+        store.canary("server:m")
+    assert str(tmp_path / "s.sqlite") in str(caught.value) and "\n" not in str(caught.value)
+
+
 def flip_byte(store: Store, table: str, column: str, at: int = 3) -> None:
     """Change one byte of one value in place, as a disk or a careless edit would."""
     (value,) = store.db.execute(f"SELECT {column} FROM {table} LIMIT 1").fetchone()
@@ -253,11 +280,37 @@ def test_a_schema_2_store_gets_checksums_once_and_keeps_its_rows(tmp_path, good)
 
 def back_to_schema_3(path) -> None:
     """The store as llmiqa 0.2 wrote it: no top raw logits, no SeP-IQA directions."""
+    back_to_schema_4(path)
     with sqlite3.connect(path) as db:
         for column in ("top_ids", "top_logits", "lse"):
             db.execute(f"ALTER TABLE ratings DROP COLUMN {column}")
         db.execute("DROP TABLE directions")
         db.execute("UPDATE meta SET value = '3' WHERE name = 'schema'")
+
+
+def back_to_schema_4(path) -> None:
+    """The store before it kept servers' canaries."""
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE canaries")
+        db.execute("UPDATE meta SET value = '4' WHERE name = 'schema'")
+
+
+def test_a_schema_4_store_keeps_every_row_and_checksum_and_takes_canaries(tmp_path, good):
+    path = tmp_path / "v4.sqlite"
+    store = Store(path)
+    store.put_rating(replace(key(1), top=5), with_top(good))
+    store.put_masks("img", "sam", (8, 8), [np.eye(8, dtype=bool)])
+    store.put_direction("m@1", "good|bad", np.linspace(-1, 1, 7, dtype=np.float32))
+    before = {t: store.db.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES}
+    back_to_schema_4(path)
+    upgraded = Store(path)
+    assert upgraded.notes == [f"{path}: upgraded to store schema 5 (it keeps servers' canaries "
+                              "beside their ratings); its rows are unchanged"]  # fmt: skip
+    assert {t: upgraded.db.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES} == before
+    assert list(upgraded.ratings([replace(key(1), top=5)])[0]) == [replace(key(1), top=5).key]
+    assert upgraded.masks("img", "sam")[1] is None  # checksums hold
+    upgraded.put_canary("server:m", Canary(good))
+    assert Store(path).canary("server:m") is not None and Store(path).notes == []  # once
 
 
 def test_a_schema_3_store_keeps_its_rows_and_checksums_and_takes_top_logits(tmp_path, good):
@@ -334,7 +387,7 @@ def test_a_full_disk_inside_a_commit_names_the_store_and_keeps_what_was_committe
 
 WRITER = """
 import sys, numpy as np
-from llmiqa.raters.base import Rating, RatingRequest
+from llmiqa.raters.base import Canary, Rating, RatingRequest
 from llmiqa.method.regions import View
 from llmiqa.method.standards import Prompt
 from llmiqa.scoring.store import Store
@@ -343,7 +396,8 @@ who = sys.argv[2]
 for n in range(150):
     names = [f"{who}-{n}-{i}" for i in range(3)] + [f"shared-{n}"]
     for name in names:
-        request = RatingRequest("m", name, (1, 1), View(), Prompt(None, "<image>"), 2)
+        request = RatingRequest(model="m", image=name, size=(1, 1), view=View(),
+                                prompt=Prompt(None, "<image>"), levels=2)
         store.put_rating(request, Rating(np.log([0.5, 0.25]), np.log(0.25), None))
 """
 
