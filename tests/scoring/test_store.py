@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -444,16 +445,13 @@ def test_ratings_checkpointed_before_a_kill_outlive_a_lost_wal_file(tmp_path):
     the main file."""
     path = tmp_path / "store.sqlite"
     child = (
-        "import math, os\nimport numpy as np\n"
-        "from llmiqa.method.regions import View\n"
-        "from llmiqa.method.standards import IMAGE, Prompt\n"
-        "from llmiqa.raters.base import Rating, RatingRequest\n"
+        "import math, os, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_store import key\n"
+        "from llmiqa.raters.base import Rating\n"
         "from llmiqa.scoring.store import Store\n"
-        "def key(n):  # as key() above\n"
-        "    prompt = Prompt('standard', f'{IMAGE} score it')\n"
-        "    return RatingRequest('m@1', f'image{n}', (10, 10), View(), prompt, 4)\n"
         f"store = Store({str(path)!r})\n"
-        "good = Rating(np.log([0.1, 0.2, 0.3, 0.3]), math.log(0.05), 8)\n"
+        "good = Rating(__import__('numpy').log([0.1, 0.2, 0.3, 0.3]), math.log(0.05), 8)\n"
         "for n in range(3):\n    store.put_rating(key(n), good)\n"
         "store.checkpoint()\n"
         "for n in range(3, 5):\n    store.put_rating(key(n), good)\n"
