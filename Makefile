@@ -10,9 +10,28 @@
 
 VENV ?= .venv
 PYTHON ?= python3
+# torch and the torchvision built for it, pinned as a pair (torchvision 0.Y+15 goes with
+# torch 2.Y). PyPI's torch is the CUDA build (about 5 GB with its CUDA libraries); on a
+# machine without a GPU the CPU build is about 1 GB, with the same pins:
+#   make ... TORCH="torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-$(VENV)/.installed: pyproject.toml
+# $(call pins,FOLDER,VALUE): FOLDER/.pins records the pins a venv was built with; other
+# pins rebuild it (pip keeps an installed torch that satisfies new pins: the CUDA build
+# for the CPU one). A venv made before .pins existed is taken as built with VALUE.
+define pins
+	@if [ -f $(1)/.installed ] && [ ! -f $(1)/.pins ]; then \
+		echo '$(2)' > $(1)/.pins && touch -r $(1)/.installed $(1)/.pins; fi
+	@if [ -f $(1)/.pins ] && [ "$$(cat $(1)/.pins)" != '$(2)' ]; then \
+		echo "$(1) was built with \"$$(cat $(1)/.pins)\", not \"$(2)\": rebuilding it"; \
+		rm -rf $(1); fi
+	@if [ ! -f $(1)/.pins ]; then mkdir -p $(1) && echo '$(2)' > $(1)/.pins; fi
+endef
+
+$(VENV)/.pins: FORCE
+	$(call pins,$(VENV),$(TORCH))
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.pins
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q $(TORCH)
@@ -28,6 +47,9 @@ try: $(VENV)/.installed
 	$(VENV)/bin/llmiqa tiny .tiny
 	$(VENV)/bin/llmiqa score $(or $(IMAGES),../shared/data/images) --regions \
 		--model .tiny/qwen2-vl --segmenter .tiny/sam2 $(shell $(VENV)/bin/python -c \
+		"from llmiqa.tiny import PERMISSIVE_MASK_FLAGS; print(PERMISSIVE_MASK_FLAGS)")
+	$(VENV)/bin/llmiqa score $(or $(IMAGES),../shared/data/images) --preset dogiqa \
+		--model .tiny/mplug-owl3 --segmenter .tiny/sam2 $(shell $(VENV)/bin/python -c \
 		"from llmiqa.tiny import PERMISSIVE_MASK_FLAGS; print(PERMISSIVE_MASK_FLAGS)")
 
 test: $(VENV)/.installed
@@ -71,7 +93,10 @@ VLLM_TORCH ?= torch===2.13.0
 VLLM_TORCHVISION ?= torchvision==0.28.0
 UV ?= uv==0.13.9
 
-$(VLLM_VENV)/.installed: pyproject.toml
+$(VLLM_VENV)/.pins: FORCE
+	$(call pins,$(VLLM_VENV),$(VLLM) $(VLLM_TORCH) $(VLLM_TORCHVISION) $(UV))
+
+$(VLLM_VENV)/.installed: pyproject.toml $(VLLM_VENV)/.pins
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q $(UV)
 	echo '$(VLLM_TORCH)' > $(VLLM_VENV)/overrides.txt
@@ -92,4 +117,6 @@ $(VENV)/.ray: $(VENV)/.installed
 test-ray: $(VENV)/.ray
 	$(VENV)/bin/pytest -q -m ray tests/distributed
 
-.PHONY: install score try test demo test-face venv-vllm test-vllm test-ray
+FORCE:
+
+.PHONY: install score try test demo test-face venv-vllm test-vllm test-ray FORCE

@@ -5,6 +5,15 @@ combined into one score (LLM-IQA / Dog-IQA, training-free).
 examples:
   llmiqa score photo.jpg more_photos/ --regions
   llmiqa eval --dataset spaq --root /data/SPAQ --out runs/spaq --preset dogiqa
+
+exit status, the same rule for every command:
+  0    everything asked for was done
+  1    it finished, but not all of it: an image failed (for reproduce: in any of its
+       runs), compare found names that do not match up, check flagged a distortion, or
+       an output could not be saved; what did work is printed (and saved where it could)
+  2    nothing was done: a problem with the whole run (an option, a file, a model, the
+       store, the install), in one line before any work
+  3    an internal error (a bug: please report it); 130: interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -89,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         command = top.command_parsers[args.command]
         command.error(unknown_options(command, extras))
     quiet_libraries()
-    from llmiqa.errors import UsageError
+    from llmiqa.environment import broken_dependency
+    from llmiqa.errors import Interrupted, UsageError
     from llmiqa.inputs.datasets import DatasetError
     from llmiqa.inputs.images import ImageError
 
@@ -97,10 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         code = args.handler(args)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # finished: a late Ctrl-C changes nothing
         return code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
+        folder = error.args[0] if isinstance(error, Interrupted) else (
+            "a run folder still holds its previous outputs")  # fmt: skip
         print(
-            "llmiqa: interrupted; everything rated so far is in the store, and a run folder "
-            "still holds its previous outputs",
+            f"llmiqa: interrupted; everything rated so far is in the store, and {folder}",
             file=sys.stderr,
         )
         from llmiqa.background import working
@@ -116,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a bug: still one line, unless asked for the traceback
         if os.environ.get("LLMIQA_DEBUG"):
             raise
+        if broken := broken_dependency(error):  # the install, not llmiqa
+            print(f"llmiqa: {broken}", file=sys.stderr)
+            return 2
         print(
             f"llmiqa: internal error ({type(error).__name__}: {error}); rerun with "
             "LLMIQA_DEBUG=1 for the traceback and please report it",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -64,3 +65,50 @@ def _cpuinfo() -> tuple[str, set[str]]:
         elif key in ("flags", "Features") and not flags:
             flags = set(value.split())
     return model, flags
+
+
+def broken_dependency(error: BaseException) -> str | None:
+    """One line for an error whose root is a dependency that does not import (a torchvision
+    built for another torch, a package missing or half-installed), naming the versions
+    installed and what to do; None for any other error.
+
+    transformers imports lazily, so a torchvision that does not match torch shows up as
+    "Could not import module 'Qwen2_5_VLForConditionalGeneration'" with the real cause
+    ("operator torchvision::nms does not exist") two exceptions down."""
+    chain, seen = [], error
+    while seen is not None and len(chain) < 20:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    imports = [e for e in chain if isinstance(e, ImportError)]
+    mismatch = any("torchvision::" in str(e) for e in chain)
+    if not mismatch and (not imports or (imports[-1].name or "").startswith("llmiqa")):
+        return None  # not an import, or llmiqa's own: a bug, not an install
+    root = chain[-1]
+    cause = (
+        f"{type(root).__name__}: {str(root).strip().splitlines()[0] if str(root).strip() else '?'}"
+    )
+    found = versions(("torch", "torchvision", "transformers"))
+    torch, vision = found["torch"], found["torchvision"]
+    wanted = torchvision_for(torch)
+    if wanted is not None and vision != wanted:
+        plain = [v.split("+")[0] for v in (torch, wanted)]
+        pins = f"torch=={plain[0]} torchvision=={plain[1]}"
+        return (
+            f"torch {torch} and torchvision {vision} do not go together ({cause}); torch "
+            f"{torch} needs torchvision {wanted}: pip install {pins} (from the same index; "
+            f'with make: TORCH="{pins} ..." rebuilds .venv)'
+        )
+    installed = ", ".join(f"{name} {found[name] or 'not installed'}" for name in found)
+    return (
+        f"a dependency does not import ({cause}; installed: {installed}); reinstall "
+        "llmiqa's dependencies: pip install -e . (with make: delete .venv and run make again)"
+    )
+
+
+def torchvision_for(torch: str | None) -> str | None:
+    """The torchvision built for an installed torch: 0.(Y+15).Z with 2.Y.Z (0.15 with 2.0,
+    ..., 0.29 with 2.14), with the same build label (+cpu, +cu130) from the same index."""
+    match = re.fullmatch(r"2\.(\d+)\.(\d+)(\+\w+)?", torch or "")
+    if match is None:
+        return None
+    return f"0.{int(match[1]) + 15}.{match[2]}{match[3] or ''}"

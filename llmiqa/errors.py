@@ -20,6 +20,10 @@ class RunError(UsageError):
     """A run folder that cannot be used as asked."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, carrying what is true of the run folder it stopped (which run it holds)."""
+
+
 def one_line(error: BaseException) -> str:
     """The first line of an exception's message (its type when it has none)."""
     lines = str(error).strip().splitlines()

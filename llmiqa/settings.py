@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from dataclasses import MISSING, Field, fields
 
 
-def option(help: str, *, choices: Sequence | None = None) -> dict:
+def option(help: str, *, choices: Sequence | None = None, speed_only: bool = False) -> dict:
     """Field metadata that makes a dataclass field a user-facing option, named as the field
-    (--field-name on the command line, field_name in presets and config.json)."""
-    return {"help": help, "choices": tuple(choices) if choices else None}
+    (--field-name on the command line, field_name in presets and config.json).
+    `speed_only`: it changes where and how fast models run, never a number (it is not part
+    of a rating's identity in the store), so a rerun changing it is the same run."""
+    return {"help": help, "choices": tuple(choices) if choices else None, "speed_only": speed_only}
 
 
 def declared(cls: type) -> list[Field]:

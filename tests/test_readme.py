@@ -2,12 +2,13 @@
 hub ones (the only substitution), and its commands exist."""
 
 import re
+import shlex
 import shutil
 from pathlib import Path
 
 import pytest
 
-from llmiqa.cli import parser
+from llmiqa.cli import main, parser
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -49,3 +50,25 @@ def test_the_metric_example_runs_as_written(qwen2_vl_dir, capsys):
 def test_every_command_the_readme_shows_exists(command):
     (commands,) = [a for a in parser()._actions if a.dest == "command"]
     assert command in commands.choices
+
+
+def test_the_try_it_offline_commands_run_as_written(photos, tmp_path, monkeypatch, capsys):
+    """README's "Try it offline", line by line on a photo: `llmiqa tiny` builds the tiny
+    models (mPLUG-Owl3 among them) and prints the same commands, which score it."""
+    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+                if b.startswith("llmiqa tiny")]  # fmt: skip
+    commands = [shlex.split(line, comments=True) for line in block.strip().splitlines()]
+    shutil.copy(photos[0], tmp_path / "photo.jpg")
+    monkeypatch.chdir(tmp_path)
+    printed = []
+    for command in commands:
+        assert command[0] == "llmiqa" and main(command[1:]) == 0, command
+        printed.append(capsys.readouterr())
+    tried = [line.removeprefix("try: ").replace("IMAGE", "photo.jpg")
+             for line in printed[0].out.splitlines() if line.startswith("try: ")]  # fmt: skip
+    assert tried == [shlex.join(command) for command in commands[1:]]
+    assert "Writing model shards" not in printed[0].err
+    assert "--preset dogiqa --model .tiny/mplug-owl3" in tried[1]
+    for scored in printed[1:]:
+        score, name = scored.out.strip().split("\t")
+        assert name == "photo.jpg" and float(score) >= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -22,7 +23,10 @@ def add_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llmiqa.runs.ablate import ablate, rows_markdown
+    """Exit 1 when images failed for a variant, or the rows could not be saved (they are
+    printed all the same)."""
+    from llmiqa.errors import RunError
+    from llmiqa.runs.ablate import ablate, rows_markdown, save
     from llmiqa.runs.files import strict_json
 
     rows = ablate(Path(args.run), args.axes)
@@ -30,4 +34,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(strict_json([vars(row) for row in rows])))
     else:
         print(rows_markdown(rows))
-    return 0
+    try:
+        save(Path(args.run), rows)
+    except RunError as error:
+        print(f"llmiqa: {error} (the rows above are complete)", file=sys.stderr)
+        return 1
+    return 1 if any(row.failed for row in rows) else 0

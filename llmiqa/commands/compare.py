@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -23,8 +24,17 @@ def add_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llmiqa.paper.compare import compare, text
+    """Exit 1 when the run and the file do not match up (an image on one side only, or
+    failed in the run), or the agreement could not be saved (it is printed all the same)."""
+    from llmiqa.errors import RunError
+    from llmiqa.paper.compare import compare, matched_up, save, text
 
-    found = compare(Path(args.run), Path(args.file), args.readout)
+    run, file = Path(args.run), Path(args.file)
+    found = compare(run, file, args.readout)
     print(json.dumps(vars(found)) if args.json else text(found, args.readout))
-    return 0
+    try:
+        save(run, file, args.readout, found)
+    except RunError as error:
+        print(f"llmiqa: {error} (the agreement above is complete)", file=sys.stderr)
+        return 1
+    return 0 if matched_up(found) else 1

@@ -26,15 +26,17 @@ def run(args: argparse.Namespace) -> int:
     options = arguments.from_arguments(args)
     standard = knobs.build(knobs.Standard, options)
     runtime = knobs.build(knobs.Runtime, options)
+    shown = []  # every model's text first: a model that cannot be had prints nothing
     for model in options["model"]:
         spec = RaterSpec.create(model, runtime, knobs.backend_options(options))
         for view in ("whole", "region") if args.view == "both" else (args.view,):
             prompt = standard.prompt(view)
-            print(f"# {model}, {standard}, {view} view: what the model reads before its answer")
+            shown.append(f"# {model}, {standard}, {view} view: what the model reads before "
+                         "its answer")  # fmt: skip
             rendered = spec.render(prompt)
             if rendered is None:  # a server applies its chat template to these turns
-                print(f"# (the server applies its chat template)\nsystem: {prompt.system}")
-                print(f"user: {prompt.user}")
-            else:
-                print(rendered)
+                rendered = (f"# (the server applies its chat template)\nsystem: {prompt.system}"
+                            f"\nuser: {prompt.user}")  # fmt: skip
+            shown.append(rendered)
+    print("\n".join(shown))
     return 0

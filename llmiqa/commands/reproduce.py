@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from llmiqa.commands import arguments
@@ -34,6 +35,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit 1 when any run of this invocation had an image fail: its numbers are on fewer
+    images than asked for."""
     from llmiqa.paper.reproduce import BENCHMARKS, reproduce
 
     roots = {name: getattr(args, name) for name in BENCHMARKS if getattr(args, name)}
@@ -43,4 +46,11 @@ def run(args: argparse.Namespace) -> int:
     print((out / "reproduction.md").read_text(), end="")
     print(f"table: {out / 'reproduction.md'}  record to share: {out / 'reproduction.json'}"
           f" ({len(record['runs'])} runs)")  # fmt: skip
-    return 0
+    failed = 0
+    for key in (f"{protocol}/{name}" for protocol in args.protocols for name in roots):
+        cell = record["runs"][key]["cell"]
+        if cell["scored"] < cell["images"]:
+            failed += 1
+            print(f"llmiqa: {key}: {cell['images'] - cell['scored']} of {cell['images']} images "
+                  f"failed (see {out / key / 'metrics.json'})", file=sys.stderr)  # fmt: skip
+    return 1 if failed else 0

@@ -18,10 +18,15 @@ def add_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit 1 when the image cannot be read or scored (the one input failed), as `score`."""
     from llmiqa.evaluation.draw import draw_regions
-    from llmiqa.inputs.images import load_image
+    from llmiqa.inputs.images import ImageError, load_image
 
-    image = load_image(args.image)
+    try:
+        image = load_image(args.image)
+    except ImageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     scorer = arguments.build_scorer(args)
     (result,) = scorer.score([image])
     if not result.ok:

@@ -20,9 +20,10 @@ def run(args: argparse.Namespace) -> int:
     transformers_logging.disable_progress_bar()  # its "Writing model shards" bars say nothing
     folder = Path(args.folder)
     model, segmenter = tiny.build_qwen2_vl(folder / "qwen2-vl"), tiny.build_sam2(folder / "sam2")
-    print(f"tiny random checkpoints in {folder} (random weights: the scores mean nothing)")
-    print(
-        f"try: llmiqa score IMAGE --model {model} --segmenter {segmenter} "
-        f"{tiny.PERMISSIVE_MASK_FLAGS}"
-    )
+    owl3 = tiny.build_mplug_owl3(folder / "mplug-owl3")
+    print(f"tiny random Qwen2-VL, mPLUG-Owl3 (the paper's MLLM) and SAM2 in {folder} (random "
+          "weights: the scores mean nothing)")  # fmt: skip
+    flags = f"--segmenter {segmenter} {tiny.PERMISSIVE_MASK_FLAGS}"
+    print(f"try: llmiqa score IMAGE --model {model} {flags}")
+    print(f"try: llmiqa score IMAGE --preset dogiqa --model {owl3} {flags}")
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,8 +221,16 @@ def _png(figure: Figure) -> bytes:
 def scatter_png(
     pred: np.ndarray, mos: np.ndarray, values: dict, spread: np.ndarray | None = None
 ) -> bytes:
+    return _png(scatter_figure(pred, mos, values, spread))
+
+
+def scatter_figure(
+    pred: np.ndarray, mos: np.ndarray, values: dict, spread: np.ndarray | None = None
+) -> Figure:
     """The paper's Figure 4: MOS against the predicted score, with marginal histograms;
-    each score's spread (one standard deviation) as a horizontal error bar."""
+    each score's spread (one standard deviation) as a horizontal error bar. The score axis
+    and the histogram's bins follow the scores' own range (error bars wider than it run
+    past the axis); scores that barely vary are said so on the figure."""
     figure = Figure(figsize=(6.4, 6.4), layout="constrained")
     grid = figure.add_gridspec(2, 2, width_ratios=(4, 1), height_ratios=(1, 4))
     main = figure.add_subplot(grid[1, 0])
@@ -237,7 +246,9 @@ def scatter_png(
     main.legend(loc="upper left", fontsize="small")
     main.set_xlabel("predicted score")
     main.set_ylabel("MOS")
-    top.hist(pred, bins=BINS, color="C0")
+    low, high = score_axis(pred)
+    top.hist(pred, bins=np.linspace(low, high, BINS + 1), color="C0")
+    main.set_xlim(low, high)
     side.hist(mos, bins=BINS, color="C1", orientation="horizontal")
     top.tick_params(labelbottom=False)
     side.tick_params(labelleft=False)
@@ -248,7 +259,33 @@ def scatter_png(
         for name, label in (("srcc", "SRCC"), ("plcc", "PLCC"), ("plcc_fit", "PLCC fit"))
     ]
     corner.text(0, 1, "\n".join(lines), va="top", fontsize="small", family="monospace")
-    return _png(figure)
+    if note := degenerate_scores(pred, spread):
+        figure.suptitle(textwrap.fill(note, 80), fontsize="small", color="C3")
+    return figure
+
+
+def score_axis(pred: np.ndarray) -> tuple[float, float]:
+    """The scores' range with a 5 % margin (one unit around a single value)."""
+    low, high = float(pred.min()), float(pred.max())
+    margin = (high - low) * 0.05 or 0.5
+    return low - margin, high + margin
+
+
+def degenerate_scores(pred: np.ndarray, spread: np.ndarray | None = None) -> str | None:
+    """What a reader must know when the scores barely vary: all equal, or spanning less
+    than one score's own spread (the axis then shows hundredths of a level)."""
+    if pred.size < 2:
+        return None
+    low, high = float(pred.min()), float(pred.max())
+    if high == low:
+        return f"Every image got the same score ({low:.4f}): it ranks nothing."
+    typical = np.nanmedian(spread) if spread is not None and np.isfinite(spread).any() else 0.0
+    if high - low < typical:
+        return (
+            f"The scores span only {high - low:.2g} ({low:.4f} to {high:.4f}), less than one "
+            f"score's spread ({typical:.2g}): the axis shows that narrow range."
+        )
+    return None
 
 
 def level_probs(ok: Sequence[ImageResult]) -> list[tuple[str, np.ndarray]]:

@@ -288,8 +288,8 @@ def _samples(
     """
     samples, seen = [], {}
     for where, image, score in entries:
-        name = "" if image is None else str(image).strip()
-        if not name:
+        name = "" if image is None else str(image)  # as written: " a.png" is not "a.png"
+        if not name.strip():
             raise DatasetError(f"{path}, {where}: empty image name")
         if confine and _outside(*confine, name):
             raise DatasetError(
@@ -363,7 +363,7 @@ def _splits(root: Path, release: _Release, samples: list[Sample], subset: bool) 
     path = root / release.splits_file
     tagged = {}
     for where, cell, split in _columns(path, release.image_col, "set"):
-        image = "" if cell is None else str(cell).strip()
+        image = "" if cell is None else str(cell)
         if split not in release.splits:
             raise DatasetError(f"{path}, {where}: set {split!r} is not one of {release.splits}")
         if image in tagged:

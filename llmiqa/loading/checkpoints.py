@@ -200,25 +200,44 @@ def _hub(source: str, revision: str | None, config: bool) -> tuple[str, dict]:
 
 @functools.cache
 def warn_if_unreachable() -> None:
-    """Say at once, before huggingface_hub's own retries (5, about 30 s), that the hub's
-    name does not resolve: those retries help a flaky network, not an absent one."""
+    """When the hub's name does not resolve (no network, no DNS), work offline for this
+    process, as HF_HUB_OFFLINE=1 does, and say so in one line: a model in the local hub
+    cache still loads, and huggingface_hub's own retries (5, about 25 s, which help a flaky
+    network, not an absent one) are skipped. A name that resolves changes nothing."""
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         return
     host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
     try:
         socket.getaddrinfo(host, 443)
     except OSError:
+        go_offline()
         logging.getLogger("llmiqa").warning(
-            "the hub (%s) is unreachable (its name does not resolve); huggingface_hub "
-            "retries 5 times, about 30 s (set HF_HUB_OFFLINE=1 to skip)",
+            "the hub (%s) is unreachable (its name does not resolve): working offline, from "
+            "the local hub cache (set HF_HUB_OFFLINE=1 to skip this check)",
             host,
         )
+
+
+def go_offline() -> None:
+    """HF_HUB_OFFLINE=1 for this process and what it starts, also where huggingface_hub has
+    already read the variable (transformers asks the same flag)."""
+    import huggingface_hub.constants
+
+    global _went_offline
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    _went_offline = True
+
+
+_went_offline = False  # the hub was found unreachable (not HF_HUB_OFFLINE set by the user)
 
 
 def hub_problem(source: str, error: Exception, file: str = "config.json") -> str:
     """One line saying why the hub could not provide `source`, and what to do instead."""
     name = type(error).__name__
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
+    if _went_offline:
+        why = "not in the local hub cache, and the hub is unreachable (check the network)"
+    elif os.environ.get("HF_HUB_OFFLINE") == "1":
         why = "not in the local hub cache, and HF_HUB_OFFLINE=1 forbids downloading it"
     elif name in ("RepositoryNotFoundError", "GatedRepoError"):
         why = "no such model on the hub, or it is gated or private (log in with `hf auth login`)"

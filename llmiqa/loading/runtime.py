@@ -45,7 +45,8 @@ class Models:
 @dataclass(frozen=True)
 class Runtime:
     """What runs the models and where. Only the backend and the dtypes change a rating's
-    numbers (both are part of its identity in the store); the rest is speed and memory."""
+    numbers (both are part of its identity in the store); the options marked `speed_only`
+    are speed and memory alone."""
 
     backend: str = field(
         default="auto",
@@ -62,7 +63,8 @@ class Runtime:
         ),
     )
     device: str | None = field(
-        default=None, metadata=option("cuda, cuda:1, cpu, mps (default: the best available)")
+        default=None,
+        metadata=option("cuda, cuda:1, cpu, mps (default: the best available)", speed_only=True),
     )
     dtype: str | None = field(
         default=None,
@@ -75,12 +77,15 @@ class Runtime:
     )
     batch_size: int | None = field(
         default=None,
-        metadata=option("sub-images per forward pass (default: 1 on CPU, 8 on GPU)"),
+        metadata=option(
+            "sub-images per forward pass (default: 1 on CPU, 8 on GPU)", speed_only=True
+        ),
     )
     max_in_flight: int | None = field(
         default=None,
         metadata=option(
-            "requests a vLLM engine (default 64) or a server (default 16) holds at once"
+            "requests a vLLM engine (default 64) or a server (default 16) holds at once",
+            speed_only=True,
         ),
     )
 

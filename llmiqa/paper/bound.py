@@ -22,6 +22,16 @@ import numpy as np
 
 from llmiqa.evaluation import correlation
 
+# Table 1 as the paper prints it: (SRCC + PLCC) / 2 for K = 3, 5, 7, 9 (LIVE Challenge on
+# all 1,169 images, training images included; KonIQ-10k on its 1-5 MOS).
+TABLE_1 = {
+    "spaq": {3: 0.912, 5: 0.968, 7: 0.983, 9: 0.990},
+    "koniq10k": {3: 0.830, 5: 0.946, 7: 0.967, 9: 0.979},
+    "livec": {3: 0.915, 5: 0.964, 7: 0.982, 9: 0.989},
+    "agiqa3k": {3: 0.923, 5: 0.973, 7: 0.986, 9: 0.991},
+    "kadid10k": {3: 0.942, 5: 0.980, 7: 0.988, 9: 0.993},
+}
+
 FORMULAS = {
     "printed": "Equation (1) as printed, K + 1 levels",
     "code": "the released code, round(K s / (max - min))",

@@ -31,9 +31,9 @@ from llmiqa.errors import UsageError
 from llmiqa.evaluation import correlation
 from llmiqa.method import aggregate
 from llmiqa.method.aggregate import Aggregation
-from llmiqa.runs.config import RunConfig
+from llmiqa.runs.config import CONFIG, RunConfig
 from llmiqa.runs.evaluate import VERSIONED, evaluate_run
-from llmiqa.runs.files import read_arrays, strict_json
+from llmiqa.runs.files import read_arrays, read_summary, strict_json
 from llmiqa.runs.publish import current, write_file
 from llmiqa.scoring.knobs import build
 from llmiqa.scoring.presets import resolve
@@ -60,7 +60,7 @@ WHOLE_ONLY = {"lam": 0.0, "count_weight": 0.0}  # the global view alone, from st
 
 @dataclass(frozen=True)
 class Cell:
-    """One benchmark's agreement with MOS under one protocol."""
+    """One benchmark's agreement with MOS under one protocol, and what it is computed on."""
 
     srcc: float
     plcc: float
@@ -68,6 +68,7 @@ class Cell:
     plcc_ci: tuple[float, float]
     scored: int
     images: int
+    reason: str | None = None  # why SRCC or PLCC is NaN
 
 
 def reproduce(
@@ -80,7 +81,8 @@ def reproduce(
     resamples: int = 1000,
     overwrite: bool = False,
 ) -> dict:
-    """Run every protocol on every benchmark given, then write the table and the record."""
+    """Run every protocol on every benchmark given, then write the table and the record of
+    every run OUT holds (those of earlier invocations too)."""
     if not roots:
         raise UsageError("give at least one benchmark's folder, e.g. --livec /data/LIVEC")
     unknown = sorted(set(protocols) - set(PROTOCOLS))
@@ -101,78 +103,115 @@ def reproduce(
     }  # fmt: skip
     for config in configs.values():  # every benchmark's labels and images, before any work
         config.load_dataset().check_images()
-    record = {"llmiqa": __version__, "machine": machine(), "versions": versions(VERSIONED),
-              "limit": limit, "runs": {}}  # fmt: skip
     for (protocol, name), config in configs.items():
-        folder = out / protocol / name
-        summary = evaluate_run(config, folder, resamples=resamples, overwrite=overwrite)
-        whole = _whole_only(folder, config)
-        record["runs"][f"{protocol}/{name}"] = {
-            "checkpoints": summary["checkpoints"],
-            "models": config.scoring["model"],
-            "segmenter": config.scoring["segmenter"],
-            "seconds": summary["usage"]["seconds_all_invocations"],
-            "cell": vars(_cell(summary)),
-            "whole_only": vars(whole) if whole else None,
-        }
+        evaluate_run(config, out / protocol / name, resamples=resamples, overwrite=overwrite)
+    record = {"llmiqa": __version__, "machine": machine(), "versions": versions(VERSIONED),
+              "runs": runs_in(out)}  # fmt: skip
     write_file(out / "reproduction.json", json.dumps(strict_json(record), indent=1) + "\n")
-    write_file(out / "reproduction.md", table(record, list(roots)))
+    write_file(out / "reproduction.md", table(record))
     return record
+
+
+def runs_in(out: Path) -> dict[str, dict]:
+    """Every published run under OUT/<protocol>/<benchmark>, read from its own files: what
+    an earlier invocation ran stays in the record when a later one runs fewer."""
+    runs = {}
+    for protocol in PROTOCOLS:
+        for name in BENCHMARKS:
+            folder = current(out / protocol / name)
+            if (folder / CONFIG).is_file():
+                runs[f"{protocol}/{name}"] = _entry(folder)
+    return runs
+
+
+def _entry(folder: Path) -> dict:
+    config = RunConfig.read(folder)
+    summary = read_summary(folder, config.run_id)
+    cell = _cell(summary)
+    return {
+        "checkpoints": summary["checkpoints"],
+        "models": config.scoring["model"],
+        "segmenter": config.scoring["segmenter"],
+        "limit": config.limit,
+        "llmiqa": summary["llmiqa"],
+        "seconds": summary["usage"]["seconds_all_invocations"],
+        "cell": vars(cell),
+        "whole_only": vars(_whole_only(folder, config, cell)),
+    }
 
 
 def _cell(summary: dict) -> Cell:
     values = summary["metrics"]
+    reason = values["srcc"]["reason"] or values["plcc"]["reason"]
     return Cell(values["srcc"]["value"], values["plcc"]["value"], tuple(values["srcc"]["ci"]),
-                tuple(values["plcc"]["ci"]), summary["scored"], summary["images"])  # fmt: skip
+                tuple(values["plcc"]["ci"]), summary["scored"], summary["images"],
+                reason)  # fmt: skip
 
 
-def _whole_only(folder: Path, config: RunConfig) -> Cell | None:
-    """The run's scores from its whole-image ratings alone (no model call)."""
-    arrays = read_arrays(current(folder), config.run_id)
+def _whole_only(folder: Path, config: RunConfig, cell: Cell) -> Cell:
+    """The run's scores from its whole-image ratings alone (no model call), on the same
+    images as the run's own cell."""
+    arrays = read_arrays(folder, config.run_id)
+    nan = (float("nan"), float("nan"))
     if arrays is None:
-        return None
+        return Cell(*nan, nan, nan, 0, cell.images, "no image was scored")
     ratings, mos, _ = arrays
     base = build(Aggregation, config.scoring)
     pred = aggregate.scores(ratings, replace(base, **WHOLE_ONLY)).score
     values = correlation.evaluate(pred, np.asarray(mos), resamples=0)
-    return Cell(values["srcc"]["value"], values["plcc"]["value"], (np.nan, np.nan),
-                (np.nan, np.nan), int(pred.size), int(pred.size))  # fmt: skip
+    reason = values["srcc"]["reason"] or values["plcc"]["reason"]
+    return Cell(values["srcc"]["value"], values["plcc"]["value"], nan, nan, int(pred.size),
+                cell.images, reason)  # fmt: skip
 
 
-def table(record: dict, names: list[str]) -> str:
-    """reproduction.md: the paper's rows, then ours (value [95 % interval])."""
+def table(record: dict) -> str:
+    """reproduction.md: the paper's rows, then ours (value [95 % interval], n images)."""
+    names = [n for n in BENCHMARKS if any(k.endswith(f"/{n}") for k in record["runs"])]
     header = "| | " + " | ".join(f"{LABELS[n]} SRCC | {LABELS[n]} PLCC" for n in names) + " |"
     lines = [header, "|---" * (1 + 2 * len(names)) + "|"]
     for row, cells in PAPER.items():
         values = [f"{v:.3f}" if n in cells else "" for n in names for v in cells.get(n, (0, 0))]
         lines.append(f"| paper, {row} | " + " | ".join(values) + " |")
-    protocols = dict.fromkeys(key.split("/")[0] for key in record["runs"])
+    protocols = [p for p in PROTOCOLS if any(k.startswith(f"{p}/") for k in record["runs"])]
     for protocol in protocols:
         for variant, label in (("cell", ""), ("whole_only", ", whole image only")):
             values = []
             for name in names:
-                cell = (record["runs"].get(f"{protocol}/{name}") or {}).get(variant)
-                values += _shown(cell)
+                run = record["runs"].get(f"{protocol}/{name}")
+                values += _shown(run[variant]) if run else ["not run", "not run"]
             lines.append(f"| ours, --preset {protocol}{label} | " + " | ".join(values) + " |")
     lines.append("")
     lines.append(f"llmiqa {record['llmiqa']}; images scored per run: " + ", ".join(
         f"{key} {run['cell']['scored']}/{run['cell']['images']}"
         for key, run in record["runs"].items()))  # fmt: skip
-    if record["limit"]:
-        lines.append(f"Limited to the first {record['limit']} images of each benchmark: a "
-                     "smoke run, not comparable with the paper's numbers.")  # fmt: skip
-    lines.append("Intervals: 95 % percentile bootstrap over images (metrics.json of each run).")
+    for key, run in record["runs"].items():
+        failed = run["cell"]["images"] - run["cell"]["scored"]
+        if failed:
+            lines.append(f"**{key}: {failed} of {run['cell']['images']} images failed**: its "
+                         f"numbers are on the {run['cell']['scored']} scored (see its "
+                         "metrics.json).")  # fmt: skip
+    limited = [f"{key} (first {run['limit']})" for key, run in record["runs"].items()
+               if run["limit"]]  # fmt: skip
+    if limited:
+        lines.append(f"Limited runs, smoke runs not comparable with the paper's numbers: "
+                     f"{', '.join(limited)}.")  # fmt: skip
+    lines.append("Intervals: 95 % percentile bootstrap over images (metrics.json of each run); "
+                 "n: the images a cell is computed on.")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
-def _shown(cell: dict | None) -> list[str]:
-    if cell is None:
-        return ["", ""]
+def _shown(cell: dict) -> list[str]:
+    """SRCC and PLCC cells: the value, its interval where there is one, and its n."""
+    n = f"n = {cell['scored']}" + (f" of {cell['images']}" if cell["scored"] < cell["images"]
+                                   else "")  # fmt: skip
     shown = []
     for name in ("srcc", "plcc"):
         value, ci = cell[name], cell[f"{name}_ci"]
-        text = "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+        if value is None or not np.isfinite(value):
+            shown.append(f"n/a ({cell['reason'] or 'not computed'}; {n})")
+            continue
+        text = f"{value:.3f}"
         if ci[0] is not None and np.isfinite(ci[0]):
             text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-        shown.append(text)
+        shown.append(f"{text} ({n})")
     return shown

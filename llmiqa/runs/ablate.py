@@ -32,7 +32,8 @@ READOUT_NAMES = {
     "qbench": "readout=qbench (Q-Bench A3)",
     "sepiqa": "readout=sepiqa (SeP-IQA)",
 }
-# Variants computed from stored ratings alone: zero model calls.
+# Variants computed from stored ratings alone: zero model calls. All but the first
+# combine the regions' ratings: a run without regions cannot have them.
 AGGREGATION_VARIANTS: tuple[tuple[str, dict], ...] = (
     ("view=global (Table 3, exp. 6)", {"lam": 0.0, "count_weight": 0.0}),
     ("view=local (Table 3, exp. 7)", {"global_weight": 0.0, "count_weight": 0.0}),
@@ -64,6 +65,9 @@ RATING_AXES: dict[str, list[tuple[str, dict]]] = {
 }
 
 
+NO_REGIONS = "n/a: no regions in this run (--region-mode whole-only)"
+
+
 @dataclass(frozen=True)
 class Row:
     variant: str
@@ -71,6 +75,12 @@ class Row:
     new_ratings: int
     scored: int
     note: str = ""  # why a metric is NaN, or why the fitted PLCC misleads
+    failed: int = 0  # images that could not be rated for it (new ratings only)
+
+    @classmethod
+    def absent(cls, variant: str, why: str) -> Row:
+        """A variant whose inputs the run does not have: no numbers, and why."""
+        return cls(variant, dict.fromkeys(correlation.METRICS, float("nan")), 0, 0, why)
 
 
 def _row(variant: str, pred: np.ndarray, mos: np.ndarray, new_ratings: int) -> Row:
@@ -88,16 +98,34 @@ def _row(variant: str, pred: np.ndarray, mos: np.ndarray, new_ratings: int) -> R
     )
 
 
+def readout_name(how: str, question: str) -> str:
+    """A readout's row name; one of another protocol read from this run's question says
+    so (Q-Align's readout of SeP-IQA's question is not `--preset qalign`'s result)."""
+    name = READOUT_NAMES[how]
+    if how in QUESTIONS and question in QUESTIONS and how != question:
+        name = name.removesuffix(")") + f", read from the {question} question)"
+    return name
+
+
 def aggregation_rows(
-    arrays: RatingArrays, truth: np.ndarray, models: Sequence[str], base: Aggregation
+    arrays: RatingArrays,
+    truth: np.ndarray,
+    models: Sequence[str],
+    base: Aggregation,
+    question: str = "word",
 ) -> Iterator[Row]:
     """Readout, view, weighting, λ, count and ensemble variants of the scored images:
     whole-run arrays, no model. The readouts are those the stored quantities allow: the
-    digits' on a digit-answer run, SeP-IQA's, Q-Align's and Q-Bench's on a word run."""
+    digits' on a digit-answer run, SeP-IQA's, Q-Align's and Q-Bench's on a word run
+    (`question`: the standard kind the run was rated with)."""
     for how in arrays.readouts:
         scores = aggregate.scores(arrays, replace(base, readout=how)).score
-        yield _row(READOUT_NAMES[how], scores, truth, 0)
-    for variant, change in AGGREGATION_VARIANTS:
+        yield _row(readout_name(how, question), scores, truth, 0)
+    regions = bool(arrays.present.any())
+    for index, (variant, change) in enumerate(AGGREGATION_VARIANTS):
+        if index and not regions:
+            yield Row.absent(variant, NO_REGIONS)
+            continue
         yield _row(variant, aggregate.scores(arrays, replace(base, **change)).score, truth, 0)
     if len(models) > 1:
         for index, model in enumerate(models):
@@ -115,26 +143,43 @@ def rating_rows(config: RunConfig, out: Path, axes: Sequence[str]) -> Iterator[R
     samples = config.samples(dataset)
     paths = [dataset.path(s) for s in samples]
     truth = np.array([s.mos for s in samples])
+    whole_only = config.scoring["region_mode"] == "whole-only"
     for axis in axes:
         for variant, change in RATING_AXES[axis]:
+            if axis == "masks" and whole_only:  # SAM2's settings change nothing without it
+                yield Row.absent(variant, NO_REGIONS)
+                continue
             scorer = config.scorer(out, progress=True, **change)
             results = scorer.score(paths)
-            yield _row(variant, *scored(results, truth), new_ratings=scorer.usage.rated)
+            row = _row(variant, *scored(results, truth), new_ratings=scorer.usage.rated)
+            failures = [r.error for r in results if not r.ok]
+            if failures:
+                said = f"{len(failures)} of {len(results)} images failed (first: {failures[0]})"
+                note = "; ".join(filter(None, [row.note, said]))
+                row = replace(row, note=note, failed=len(failures))
+            yield row
 
 
 def ablate(out: Path, axes: Sequence[str] = ()) -> list[Row]:
-    """The rows, also saved beside the run's outputs as ablation.csv and ablation.json."""
+    """The rows (`save` keeps them beside the run's outputs)."""
     published = current(out)  # one publication, read whole
     config = RunConfig.read(published)
     rows = []
     scored = read_arrays(published, config.run_id)
     if scored is not None:
-        rows += aggregation_rows(*scored, build(Aggregation, config.scoring))
+        base = build(Aggregation, config.scoring)
+        rows += aggregation_rows(*scored, base, question=config.scoring["kind"])
     rows += rating_rows(config, out, axes)
-    records = [{"run": config.run_id, **vars(row)} for row in rows]
-    attach(out, "ablation.json", json.dumps(strict_json(records), indent=1) + "\n")
-    attach(out, "ablation.csv", rows_csv(rows, config.run_id))
     return rows
+
+
+def save(out: Path, rows: Sequence[Row]) -> None:
+    """ablation.csv and ablation.json beside the run's outputs (a RunError, the rows
+    untouched, where the folder cannot be written)."""
+    run_id = RunConfig.read(current(out)).run_id
+    records = [{"run": run_id, **vars(row)} for row in rows]
+    attach(out, {"ablation.json": json.dumps(strict_json(records), indent=1) + "\n",
+                 "ablation.csv": rows_csv(rows, run_id)})  # fmt: skip
 
 
 def rows_csv(rows: Sequence[Row], run_id: str) -> str:
@@ -142,7 +187,7 @@ def rows_csv(rows: Sequence[Row], run_id: str) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["run", "variant", *correlation.METRICS, "images", "new_ratings", "note"])
     for row in rows:
-        values = [f"{row.metrics[m]:.6f}" for m in correlation.METRICS]
+        values = [_number(row.metrics[m], "{:.6f}", "") for m in correlation.METRICS]
         writer.writerow([run_id, row.variant, *values, row.scored, row.new_ratings, row.note])
     return buffer.getvalue()
 
@@ -150,16 +195,18 @@ def rows_csv(rows: Sequence[Row], run_id: str) -> str:
 def rows_markdown(rows: Sequence[Row]) -> str:
     header = "| variant | SRCC | PLCC | PLCC (fit) | KRCC | RMSE (fit) | images | new ratings |"
     lines = [header, "|" + "---|" * 8]
-    notes = []
+    notes: dict[str, int] = {}  # note -> its number: rows that share a note share its mark
     for row in rows:
         m = row.metrics
         mark = ""
         if row.note:
-            notes.append(row.note)
-            mark = f" [{len(notes)}]"
-        lines.append(
-            f"| {row.variant}{mark} | {m['srcc']:.4f} | {m['plcc']:.4f} | {m['plcc_fit']:.4f} "
-            f"| {m['krcc']:.4f} | {m['rmse_fit']:.4f} | {row.scored} | {row.new_ratings} |"
-        )
-    lines += ["", *(f"[{i}] {note}" for i, note in enumerate(notes, 1))]
+            mark = f" [{notes.setdefault(row.note, len(notes) + 1)}]"
+        values = " | ".join(_number(m[name], "{:.4f}", "n/a") for name in
+                            ("srcc", "plcc", "plcc_fit", "krcc", "rmse_fit"))  # fmt: skip
+        lines.append(f"| {row.variant}{mark} | {values} | {row.scored} | {row.new_ratings} |")
+    lines += ["", *(f"[{i}] {note}" for note, i in notes.items())]
     return "\n".join(lines).rstrip()
+
+
+def _number(value: float, form: str, missing: str) -> str:
+    return form.format(value) if np.isfinite(value) else missing

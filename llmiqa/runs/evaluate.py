@@ -38,7 +38,7 @@ from llmiqa.runs.files import (
 )
 from llmiqa.runs.lock import locked
 from llmiqa.runs.publish import current, publishing
-from llmiqa.scoring.knobs import build
+from llmiqa.scoring.knobs import build, speed_only
 
 if TYPE_CHECKING:
     from llmiqa.distributed.cluster import RayOptions
@@ -169,6 +169,7 @@ def evaluate_run(
         summary = {"run_id": config.run_id, **summarize(results, mos, usage, resamples)}
         summary["checkpoints"] = checkpoints(scorer)
         _publish(out, config, results, mos, summary, scorer)
+        scorer.store.checkpoint()  # the store's main file alone now holds the whole run
     return summary
 
 
@@ -182,7 +183,9 @@ def checkpoints(scorer) -> dict[str, str]:
 
 
 def refuse_replacing(out: Path, config: RunConfig) -> None:
-    """A run folder holding another run's outputs is not replaced unasked."""
+    """A run folder holding another run's outputs is not replaced unasked. A run that only
+    adds images (a larger --limit, or none after one) or changes only options that change
+    no number (knobs.speed_only: --device, --batch-size, ...) is the same run, resumed."""
     file = current(out) / CONFIG
     if not file.is_file():
         return
@@ -190,26 +193,41 @@ def refuse_replacing(out: Path, config: RunConfig) -> None:
         published = json.loads(file.read_text())
     except (OSError, ValueError):
         published = {}
-    if published.get("run_id") == config.run_id:
-        return
     ours = json.loads(config.to_json())
-    differ = [
-        f"{name} {published[section][name]!r} -> {ours[section][name]!r}"
-        for section in ("dataset", "scoring")
-        for name in sorted(set(ours.get(section, {})) | set(published.get(section) or {}))
-        if (published.get(section) or {}).get(name) != ours[section].get(name)
-        and name in (published.get(section) or {})
-    ]
-    differ += [
-        f"{name} {published.get(name)!r} -> {ours[name]!r}"
-        for name in ("preset", "limit", "store")
-        if published.get(name) != ours[name]
-    ]
+    if published.get("run_id") == config.run_id or not other_options(published, ours):
+        return
+    differ = other_options(published, ours, named=True)
     shown = "; ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
     raise RunError(
         f"{out}: holds a finished run with other options ({shown or 'another version'}); pass "
         "--overwrite to replace it (its ratings stay in the store), or use another --out"
     )
+
+
+def other_options(published: dict, ours: dict, named: bool = False) -> list[str]:
+    """What makes config `ours` another run than `published` (config.json records): every
+    option that differs, but those that change no number, and a limit that only grows.
+    Empty: the same run (resumed). `named`: only what can be named option by option."""
+    quiet = speed_only()
+    differ = [
+        f"{name} {(published.get(section) or {}).get(name)!r} -> {ours[section].get(name)!r}"
+        for section in ("dataset", "scoring")
+        for name in sorted(set(ours.get(section, {})) | set(published.get(section) or {}))
+        if (published.get(section) or {}).get(name) != ours[section].get(name)
+        and not (section == "scoring" and name in quiet)
+        and (not named or name in (published.get(section) or {}))
+    ]
+    differ += [
+        f"{name} {published.get(name)!r} -> {ours[name]!r}"
+        for name in ("preset", "store")
+        if published.get(name) != ours[name]
+    ]
+    before, now = published.get("limit"), ours["limit"]
+    if before != now and (before is None or (now is not None and now < before)):
+        differ.append(f"limit {before!r} -> {now!r}")
+    if not named and {"dataset", "scoring"} - set(published):
+        differ.append("not a run config")
+    return differ
 
 
 def _publish(out, config, results, mos, summary, scorer) -> None:

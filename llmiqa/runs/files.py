@@ -59,6 +59,20 @@ def read_results(out: Path, run_id: str | None = None) -> tuple[list[ImageResult
     return results, np.array(mos)
 
 
+def read_summary(out: Path, run_id: str) -> dict:
+    """metrics.json of a finished run, refused when it names another run than its config."""
+    file = out / METRICS
+    try:
+        summary = json.loads(file.read_text())
+        if summary["run_id"] != run_id:
+            raise ValueError(f"from run {summary['run_id']}, not {run_id} of {CONFIG}")
+    except FileNotFoundError:
+        raise RunError(f"{out}: no {METRICS}; rerun llmiqa eval") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunError(f"{file}: not the run's metrics ({one_line(error)})") from None
+    return summary
+
+
 def results_csv(results: Sequence[ImageResult], mos: Sequence[float]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
@@ -20,8 +21,14 @@ def locked(out: Path, shared: bool) -> Iterator[None]:
     its process (an flock), and its file says which process held it."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        handle = open(out / LOCK, "a+")  # noqa: SIM115 - held for the whole run
+        # never through a link: a .lock pointing at a user's file must not overwrite it
+        descriptor = os.open(out / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        handle = os.fdopen(descriptor, "r+")
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise RunError(
+                f"{out / LOCK}: is a symbolic link, not llmiqa's lock file; remove it"
+            ) from None
         raise RunError(f"{out}: cannot write to the run folder ({one_line(error)})") from None
     try:
         fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)

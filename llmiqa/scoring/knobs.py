@@ -71,6 +71,15 @@ def knobs() -> tuple[Knob, ...]:
     return tuple(found)
 
 
+def speed_only() -> frozenset[str]:
+    """The options that change no number, only where and how fast models run (device,
+    batch size, requests in flight): the store's identity of a rating leaves them out, and
+    so does what tells one run from another."""
+    return frozenset(
+        f.name for cls in GROUPS for f in declared(cls) if f.metadata.get("speed_only")
+    )
+
+
 def defaults() -> dict[str, object]:
     return {knob.key: knob.default for knob in knobs()}
 

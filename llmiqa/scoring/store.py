@@ -89,6 +89,9 @@ _RATING_COLUMNS = ("key", "model", "prompt", "image", "geometry", "levels", "log
 _TOP_COLUMNS = ("top_ids", "top_logits", "lse")  # schema 4; NULL on digit ratings
 _MASK_COLUMNS = ("key", "image", "segmenter", "height", "width", "count", "masks")
 _CHUNK = 500  # keys per SELECT ... IN (...), below SQLite's variable limit
+# Commits go to the -wal file beside the store first; at most this many seconds of them
+# are missing from the main file alone (a copy without its -wal, a -wal lost after a kill).
+CHECKPOINT_SECONDS = 10.0
 _TOLERANCE = 1e-6  # on log-probabilities: float rounding, never a real excess
 
 
@@ -180,6 +183,7 @@ class Store:
     def __init__(self, path: str | Path = ":memory:") -> None:
         self.path = str(path)
         self.notes: list[str] = []  # things a user should hear about the file
+        self.checkpointed = time.monotonic()
         if self.path != ":memory:":
             file = Path(self.path)
             if file.is_dir():
@@ -284,6 +288,14 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def checkpoint(self) -> None:
+        """Copy what the -wal file holds into the main file (PASSIVE: it waits for no other
+        reader or writer), so that the main file alone has every rating committed so far."""
+        if self.path != ":memory:":
+            with self._errors("write to"):
+                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self.checkpointed = time.monotonic()
 
     # ---- ratings ------------------------------------------------------------------------
 
@@ -462,6 +474,8 @@ class Store:
                     self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
+        if time.monotonic() - self.checkpointed > CHECKPOINT_SECONDS:
+            self.checkpoint()
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -525,4 +539,10 @@ def _advice(error: sqlite3.DatabaseError) -> str:
         return f"{text}: the file is damaged; move it away or pass another --store"
     if "locked" in text:
         return f"{text}: another process holds it; retry when it is done"
+    if "disk I/O" in text:
+        return (
+            f"{text}: if its -wal file was deleted or moved while an llmiqa used the store, "
+            "stop that process, move the -shm file beside the store away too, and rerun "
+            "(what only the lost -wal held is rated again)"
+        )
     return text

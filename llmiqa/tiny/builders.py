@@ -25,6 +25,8 @@ QWEN_SPECIALS = (
     "<|video_pad|>",
 )
 
+OWL3_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # mPLUG-Owl3's (Qwen2's)
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
@@ -303,8 +305,58 @@ def retokenized_mplug_owl3(source: str | Path, folder: str | Path) -> Path:
     for file in Path(source).iterdir():
         if file.suffix == ".safetensors" or file.name in ("config.json", "generation_config.json"):
             shutil.copy(file, folder / file.name)
-    specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-    byte_tokenizer(specials, QWEN_TEMPLATE, eos="<|im_end|>").save_pretrained(folder)
+    byte_tokenizer(OWL3_SPECIALS, QWEN_TEMPLATE, eos="<|im_end|>").save_pretrained(folder)
+    return folder
+
+
+def build_mplug_owl3(folder: str | Path, seed: int = 0) -> Path:
+    """A random mPLUG-Owl3 (the paper's MLLM) in the official checkpoint format, the
+    dimensions of the golden tiny one (a 4-layer Qwen2 64 wide, hyper-attention in layers
+    1 and 3, a 3-layer SigLIP at 384 px) and the byte-level tokenizer above; llmiqa's own
+    port loads it as a real checkpoint (no remote code, no hub)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from llmiqa.models.mplug_owl3 import MplugOwl3Config, MplugOwl3Model
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = byte_tokenizer(OWL3_SPECIALS, QWEN_TEMPLATE, eos="<|im_end|>")
+    ids = _special_ids(tokenizer, OWL3_SPECIALS)
+    config = {
+        "architectures": ["mPLUGOwl3Model"],
+        "model_type": "mplugowl3",
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "hyper_layers": [1, 3],
+        "max_position_embeddings": 32768,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0,
+        "tie_word_embeddings": False,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "torch_dtype": "float32",
+        "vision_config": {
+            "model_type": "siglip_vision_model",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 3,
+            "image_size": 384,
+            "patch_size": 14,
+        },
+    }
+    torch.manual_seed(seed)
+    model = MplugOwl3Model(MplugOwl3Config.from_dict(config)).eval()
+    weights = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    tokenizer.save_pretrained(folder)
     return folder
 
 

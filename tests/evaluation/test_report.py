@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llmiqa.evaluation.report import EXAMPLE_SIDE, build_report, pick_examples
+from llmiqa.evaluation import correlation
+from llmiqa.evaluation.report import EXAMPLE_SIDE, build_report, pick_examples, scatter_figure
 from llmiqa.inputs.images import load_image
 from llmiqa.method.aggregate import Aggregation
 from llmiqa.method.regions import RegionSettings, select_regions
@@ -285,3 +286,24 @@ def test_example_pngs_are_downscaled_figure_6_drawings(folder, tmp_path):
     # Identical away from the score label in the upper-left corner.
     assert np.abs(drawn[100:, 100:] - original[100:, 100:]).mean() < 1.0
     assert np.abs(drawn[:20, :60] - original[:20, :60]).mean() > 20  # the label plate
+
+
+def test_the_scatter_shows_scores_that_barely_vary_and_says_so():
+    """Scores spanning 0.001 beside spreads of 0.6: the axis and the histogram's bins
+    follow the scores (the bars fill the width), not the error bars (before, the bars
+    were 0.001 of a 1.2-wide axis: an empty histogram)."""
+    rng = np.random.default_rng(0)
+    pred, mos = 4.123 + rng.random(50) * 0.001, rng.random(50) * 100
+    figure = scatter_figure(pred, mos, correlation.evaluate(pred, mos, resamples=0),
+                            np.full(50, 0.6))  # fmt: skip
+    main, top = figure.axes[:2]
+    low, high = main.get_xlim()
+    assert high - low < 0.002 and top.get_xlim() == (low, high)
+    filled = sum(bar.get_width() for bar in top.patches if bar.get_height() > 0)
+    assert filled / (high - low) > 0.5
+    note = figure.get_suptitle()
+    assert "span only 0.00099" in note and "less than one score's spread" in note.replace("\n", " ")
+    usual = 1 + rng.random(50) * 6
+    figure = scatter_figure(usual, mos, correlation.evaluate(usual, mos, resamples=0),
+                            np.full(50, 0.6))  # fmt: skip
+    assert figure.get_suptitle() == ""

@@ -558,3 +558,12 @@ def test_missing_label_file(tmp_path):
     for name in NAMES[:-1]:
         with pytest.raises(DatasetError, match="label file not found"):
             load_dataset(name, tmp_path)
+
+
+def test_an_image_name_is_kept_as_written_leading_space_and_all(tmp_path):
+    """ " a.png" is a file name of its own: stripping it would open another file (or none)."""
+    (tmp_path / " a.png").write_bytes(b"")
+    (tmp_path / "mos.csv").write_text('image,mos\n" a.png",3\nb.png ,4\n')
+    dataset = load_dataset("csv", tmp_path)
+    assert [s.image for s in dataset.samples] == [" a.png", "b.png "]
+    assert dataset.path(dataset.samples[0]) == tmp_path / " a.png"

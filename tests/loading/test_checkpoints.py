@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -104,3 +106,36 @@ def test_a_single_file_checkpoint_is_named_by_its_content(tmp_path):
     file.write_bytes(b"WEIGHTS")
     assert checkpoint.identity == before  # fixed when first computed
     assert resolve(str(file), config=False).identity != before
+
+
+def test_with_no_network_the_hub_is_given_up_at_once_and_a_cached_model_still_loads(tmp_path):
+    """No name resolves here for hub.invalid (as huggingface.co on a machine without a
+    network): one probe, then offline for the process. A model in the local hub cache
+    resolves to its commit; one that is not fails, both in well under huggingface_hub's
+    25 s of retries."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    cached = tmp_path / "hf" / "hub" / "models--someone--cached"
+    (cached / "refs").mkdir(parents=True)
+    (cached / "refs" / "main").write_text(commit)
+    (cached / "snapshots" / commit).mkdir(parents=True)
+    (cached / "snapshots" / commit / "config.json").write_text('{"model_type": "qwen2_vl"}')
+    child = (
+        "import time\n"
+        "from llmiqa.errors import ModelLoadError\n"
+        "from llmiqa.loading.checkpoints import resolve\n"
+        "started = time.monotonic()\n"
+        "print(resolve('someone/cached').commit)\n"
+        "try:\n    resolve('someone/elsewhere')\n"
+        "except ModelLoadError as error:\n    print(error)\n"
+        "print(time.monotonic() - started)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env |= {"HF_ENDPOINT": "https://hub.invalid", "HF_HOME": str(tmp_path / "hf")}
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+    found, refused, seconds = done.stdout.strip().splitlines()
+    assert found == commit
+    assert refused.startswith("someone/elsewhere: not in the local hub cache, and the hub is "
+                              "unreachable")  # fmt: skip
+    assert float(seconds) < 2
+    assert "working offline, from the local hub cache" in done.stderr

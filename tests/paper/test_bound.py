@@ -8,17 +8,11 @@ import numpy as np
 import pytest
 
 from llmiqa.inputs.datasets import load_dataset
-from llmiqa.paper.bound import levels, upper_bound
+from llmiqa.paper.bound import TABLE_1, levels, upper_bound
 
 KS = (3, 5, 7, 9)
 # Table 1 of the paper, (SRCC + PLCC) / 2 for K = 3, 5, 7, 9.
-PAPER = {
-    "spaq": (0.912, 0.968, 0.983, 0.990),
-    "koniq10k": (0.830, 0.946, 0.967, 0.979),
-    "livec": (0.915, 0.964, 0.982, 0.989),
-    "agiqa3k": (0.923, 0.973, 0.986, 0.991),
-    "kadid10k": (0.942, 0.980, 0.988, 0.993),
-}
+PAPER = {name: tuple(row[k] for k in KS) for name, row in TABLE_1.items()}
 # What the real labels give with the printed Equation (1) and with the strict K levels.
 # Neither reproduces the paper everywhere (LIVEC and AGIQA fall short at K = 3).
 OURS = {

@@ -121,3 +121,26 @@ def test_agreement_counts_exact_and_near_matches():
 def test_a_benchmark_folder_that_is_not_there_is_named_by_its_flag(tmp_path):
     with pytest.raises(UsageError, match=r"^--livec /nonexistent: folder not found$"):
         reproduce({"livec": "/nonexistent"}, tmp_path / "out", {})
+
+
+def test_the_record_keeps_earlier_runs_and_every_cell_says_its_n(kit, capsys):
+    """A later run of one protocol on one benchmark keeps what the earlier ones recorded;
+    every cell of ours, the whole-image-only ones included, names the images it is on."""
+    out, argv = kit
+    main(argv)
+    at = argv.index("--koniq10k")
+    fewer = [*argv[:at], *argv[at + 2 :], "--protocols", "paper"]
+    capsys.readouterr()
+    assert main(fewer) == 0
+    assert "(4 runs)" in capsys.readouterr().out
+    record = json.loads((out / "reproduction.json").read_text())
+    assert set(record["runs"]) == {"paper/livec", "paper/koniq10k", "dogiqa/livec",
+                                   "dogiqa/koniq10k"}  # fmt: skip
+    for run in record["runs"].values():
+        assert run["cell"]["images"] == run["whole_only"]["images"] == IMAGES
+        assert run["cell"]["scored"] == run["whole_only"]["scored"] == IMAGES
+    rows = [line for line in (out / "reproduction.md").read_text().splitlines()
+            if line.startswith("| ours")]  # fmt: skip
+    assert len(rows) == 4  # paper and dogiqa, each with its whole-image-only row
+    cells = [cell.strip() for row in rows for cell in row.split("|")[2:-1]]
+    assert len(cells) == 16 and all(cell.endswith(f"n = {IMAGES})") for cell in cells)

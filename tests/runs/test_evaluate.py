@@ -25,7 +25,7 @@ from llmiqa.runs.files import read_results
 from llmiqa.runs.lock import locked
 from llmiqa.scoring.caching import CachingSegmenter
 from llmiqa.scoring.pipeline import Scorer
-from llmiqa.scoring.store import StoreError
+from llmiqa.scoring.store import Store, StoreError
 
 LIMIT = 6
 
@@ -275,3 +275,14 @@ def _ratings(store) -> int:
 
 def _no_nan(name):
     raise AssertionError(f"metrics.json holds {name}: not strict JSON")
+
+
+def test_after_a_run_the_stores_main_file_alone_holds_every_rating(
+    config_for, dibr, qwen2_vl_dir, tmp_path
+):
+    """A copy of store.sqlite without its -wal (a backup of the one file) loses nothing."""
+    out = tmp_path / "run"
+    evaluate_run(config_for(dibr, qwen2_vl_dir, limit=3), out, resamples=0)
+    copy = tmp_path / "copy.sqlite"
+    copy.write_bytes((out / "store.sqlite").read_bytes())
+    assert Store(copy).counts()["ratings"] == 3

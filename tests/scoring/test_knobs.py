@@ -11,7 +11,7 @@ from llmiqa.loading.runtime import Models, Runtime
 from llmiqa.method.aggregate import Aggregation
 from llmiqa.method.regions import RegionSettings
 from llmiqa.method.standards import Standard
-from llmiqa.scoring.knobs import GROUPS, build, flags_of, knobs, values_of
+from llmiqa.scoring.knobs import GROUPS, build, flags_of, knobs, speed_only, values_of
 from llmiqa.scoring.pipeline import Scorer
 from llmiqa.scoring.presets import resolve
 from llmiqa.segmenters.masks import DOGIQA_MASKS, MaskSettings
@@ -136,3 +136,9 @@ def test_the_scorer_gets_every_option_without_loading_a_model(qwen2_vl_dir):
     assert scorer.usage.loaded == [] and scorer.segmenter is None
     assert build(Models, options).model == (str(qwen2_vl_dir),)
     assert build(Runtime, options) == Runtime(batch_size=2)
+
+
+def test_the_options_that_change_no_number_are_named_once():
+    """Where models run and how fast: a rerun changing only these is the same run (and a
+    rating's identity in the store leaves them out)."""
+    assert speed_only() == {"device", "batch_size", "max_in_flight"}

@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -433,3 +434,53 @@ def test_the_store_records_which_llmiqa_writes_to_it(tmp_path):
     store.check_writable()
     (written,) = store.db.execute("SELECT value FROM meta WHERE name = 'llmiqa'").fetchone()
     assert written == __version__
+
+
+# ---- the main file alone: a store copied without its -wal --------------------------------
+
+
+def test_ratings_checkpointed_before_a_kill_outlive_a_lost_wal_file(tmp_path):
+    """A process commits, checkpoints, commits more and is killed; its -wal and -shm files
+    are then lost (deleted, or left out of a copy): what came before the checkpoint is in
+    the main file."""
+    path = tmp_path / "store.sqlite"
+    child = (
+        "import math, os, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_store import key\n"
+        "from llmiqa.raters.base import Rating\n"
+        "from llmiqa.scoring.store import Store\n"
+        f"store = Store({str(path)!r})\n"
+        "good = Rating(__import__('numpy').log([0.1, 0.2, 0.3, 0.3]), math.log(0.05), 8)\n"
+        "for n in range(3):\n    store.put_rating(key(n), good)\n"
+        "store.checkpoint()\n"
+        "for n in range(3, 5):\n    store.put_rating(key(n), good)\n"
+        "os._exit(0)  # killed: no close, no final checkpoint\n"
+    )
+    subprocess.run([sys.executable, "-c", child], check=True)
+    for lost in ("store.sqlite-wal", "store.sqlite-shm"):
+        (tmp_path / lost).unlink()
+    found, refused = Store(path).ratings([key(n) for n in range(5)])
+    assert {key(n).key for n in range(3)} <= set(found) and refused == []
+
+
+def test_long_runs_checkpoint_on_their_own_and_a_copy_of_the_main_file_has_them(
+    tmp_path, good, monkeypatch
+):
+    store = Store(tmp_path / "store.sqlite")
+    store.put_rating(key(1), good)
+    monkeypatch.setattr(store, "checkpointed", store.checkpointed - 3600)  # an hour on
+    store.put_rating(key(2), good)  # commits past CHECKPOINT_SECONDS checkpoint
+    copy = tmp_path / "copy.sqlite"
+    copy.write_bytes((tmp_path / "store.sqlite").read_bytes())  # no -wal beside it
+    found, _ = Store(copy).ratings([key(1), key(2)])
+    assert set(found) == {key(1).key, key(2).key}
+
+
+def test_a_wal_file_deleted_under_a_running_store_is_one_line_saying_what_to_do(tmp_path, good):
+    store = Store(tmp_path / "store.sqlite")
+    store.put_rating(key(1), good)
+    (tmp_path / "store.sqlite-wal").unlink()  # while `store` still uses it
+    with pytest.raises(StoreError, match=r"disk I/O error.*-wal file was deleted.*-shm") as error:
+        Store(tmp_path / "store.sqlite")
+    assert "\n" not in str(error.value)
