@@ -3,6 +3,7 @@ another TORCH rebuilds it. Run for real with make, in a copy, with a stand-in fo
 whose "venv" holds a pip that only logs what it is asked to install (nothing is
 downloaded)."""
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,9 +30,13 @@ def make(tmp_path):
     fake.write_text(FAKE_PYTHON)
     fake.chmod(0o755)
 
+    # As a user's shell runs it: under `make test` the outer make's MAKELEVEL and MAKEFLAGS
+    # would make this one print "Entering directory" lines (CI runs the tests that way).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+
     def run(*args: str) -> tuple[str, list[str]]:
         done = subprocess.run(["make", "install", f"PYTHON={fake}", *args], cwd=tmp_path,
-                              capture_output=True, text=True, check=True)  # fmt: skip
+                              env=env, capture_output=True, text=True, check=True)  # fmt: skip
         log = tmp_path / "pip.log"
         installed = log.read_text().splitlines() if log.is_file() else []
         log.unlink(missing_ok=True)
