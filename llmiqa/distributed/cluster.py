@@ -209,7 +209,7 @@ class RayCluster:
         name = f"{LEDGER}-{os.getpid()}-{time.time_ns()}"
         ledger = self.ray.remote(Ledger).options(name=name, num_cpus=0, scheduling_strategy=beside)
         self.ledger = ledger.remote()
-        decoded = self._decode(paths)
+        decoded = self._decode(paths, scorer)
         if scorer.segmenter is not None:
             self._segment(scorer, decoded)
         unplanned = self._rate(scorer, decoded)
@@ -221,18 +221,21 @@ class RayCluster:
                 inputs.append(undecoded(item))
         return inputs
 
-    def _decode(self, paths: list[str]) -> list[Decoded]:
+    def _decode(self, paths: list[str], scorer: Scorer) -> list[Decoded]:
         """Phase 1: digests and sizes from the workers; an image only they cannot read
-        stops the run (they need the driver's paths)."""
+        stops the run (they need the driver's paths). Old digests they computed for a
+        store of schema 5's digests become aliases there."""
         ray = self.ray
         items = [{"index": i, "path": p} for i, p in enumerate(paths)]
         blocks = max(1, -(-len(items) // DECODE_BATCH))
         data = ray.data.from_items(items, override_num_blocks=blocks)
         data = data.map_batches(
             decode, batch_size=DECODE_BATCH, num_cpus=self.options.cpus,
-            fn_kwargs={"ledger": self.ledger, "retries": self.options.retries},
+            fn_kwargs={"ledger": self.ledger, "retries": self.options.retries,
+                       "legacy": scorer.legacy},
         )  # fmt: skip
         found: list[Decoded | None] = [None] * len(paths)
+        aliases = {}
         with self._phase("decode", len(paths), "img") as bar:
             for row in self._stream(data, "decoding"):
                 if row["problem"]:
@@ -240,7 +243,11 @@ class RayCluster:
                 index = int(row["index"])
                 size = (int(row["width"]), int(row["height"]))
                 found[index] = Decoded(paths[index], row["digest"], size, row["error"], row["node"])
+                if row["legacy"]:
+                    aliases[row["digest"]] = row["legacy"]
                 bar.update(1)
+        if aliases:
+            scorer.store.alias(aliases)
         for item in found:
             if item.error:
                 check_unreadable_here(item)

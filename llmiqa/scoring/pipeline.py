@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from llmiqa.inputs.images import (
     ImageError,
     LoadedImage,
     from_pil,
+    legacy_pixel_hash,
     load_encoded,
     load_image,
 )
@@ -101,6 +103,7 @@ class Scorer:
                 ) from None
         self.store = store if isinstance(store, Store) else Store(store or ":memory:")
         self.store.check_writable()
+        self.legacy = self.store.legacy_left()  # loaders compute schema 5's digests too
         self.usage = Usage(notes=list(self.store.notes))
         self.raters = [CachingRater(spec, self.store, self.usage) for spec in self.specs]
         self.segmenter = (
@@ -210,9 +213,12 @@ class Scorer:
 
     def _load_part(self, part: list[tuple[int, ImageInput]]) -> list[LoadedImage | ImageResult]:
         with self.usage.timed("load images"):
-            return [_load(item, number) for number, item in part]
+            return [_load(item, number, self.legacy) for number, item in part]
 
     def _score_loaded(self, loaded: list[LoadedImage | ImageResult]) -> list[ImageResult]:
+        legacy = {x.digest: x.legacy for x in loaded if isinstance(x, LoadedImage) and x.legacy}
+        if legacy:
+            self.store.alias(legacy)
         regions: dict[int, list[Region]] = {}
         errors: dict[int, str] = {}
         for i, item in enumerate(loaded):
@@ -315,14 +321,19 @@ def check_readout(standard: Standard, aggregation: Aggregation, specs: Sequence[
             )
 
 
-def _load(item: ImageInput, number: int) -> LoadedImage | ImageResult:
+def _load(item: ImageInput, number: int, legacy: bool = False) -> LoadedImage | ImageResult:
+    """The decoded image (with its schema-5 digest too when `legacy`), or why it has none."""
     try:
         if isinstance(item, LoadedImage):
-            return item
-        if isinstance(item, Image.Image):
-            return from_pil(item, f"<image {number}>")
-        if isinstance(item, Encoded):
-            return load_encoded(item)
-        return load_image(item)
+            loaded = item
+        elif isinstance(item, Image.Image):
+            loaded = from_pil(item, f"<image {number}>")
+        elif isinstance(item, Encoded):
+            loaded = load_encoded(item)
+        else:
+            loaded = load_image(item)
     except ImageError as error:
         return ImageResult(name=getattr(item, "name", str(item)), error=str(error))
+    if legacy and loaded.legacy is None and isinstance(loaded.image, Image.Image):
+        loaded = replace(loaded, legacy=legacy_pixel_hash(loaded.image))
+    return loaded
