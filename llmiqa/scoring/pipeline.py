@@ -7,7 +7,7 @@ Everything that can be wrong with the whole run (a model or segmenter that does 
 resolve, a device this machine lacks, a store that cannot be written) is raised when the
 Scorer is built, before any image is touched. Models load lazily, once: a run whose
 masks and ratings are all stored loads none. Images are decoded one chunk ahead in a
-background thread.
+background thread, each chunk on `decoders` threads (decoding and hashing release the GIL).
 
 `regions` and `requests` need no pixels (an image's digest and size, and stored masks),
 so the Ray driver plans with the same code (llmiqa.distributed) and commits what its
@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from llmiqa.background import one_ahead
+from llmiqa.background import in_parallel, one_ahead
 from llmiqa.errors import ModelLoadError, UsageError, one_line
 from llmiqa.inputs.images import (
     Encoded,
@@ -37,7 +37,7 @@ from llmiqa.inputs.images import (
     load_encoded,
     load_image,
 )
-from llmiqa.loading.runtime import DEFAULT_MODEL, DEFAULT_SEGMENTER, Runtime
+from llmiqa.loading.runtime import DEFAULT_MODEL, DEFAULT_SEGMENTER, Runtime, default_decoders
 from llmiqa.method.aggregate import Aggregation, allowed_readouts
 from llmiqa.method.regions import Region, RegionSettings, View, region_view, select_regions
 from llmiqa.method.results import ImageResult
@@ -104,6 +104,7 @@ class Scorer:
         self.store = store if isinstance(store, Store) else Store(store or ":memory:")
         self.store.check_writable()
         self.legacy = self.store.legacy_left()  # loaders compute schema 5's digests too
+        self.decoders = runtime.decoders or default_decoders()
         self.usage = Usage(notes=list(self.store.notes))
         self.raters = [CachingRater(spec, self.store, self.usage) for spec in self.specs]
         self.segmenter = (
@@ -213,7 +214,7 @@ class Scorer:
 
     def _load_part(self, part: list[tuple[int, ImageInput]]) -> list[LoadedImage | ImageResult]:
         with self.usage.timed("load images"):
-            return [_load(item, number, self.legacy) for number, item in part]
+            return in_parallel(lambda x: _load(x[1], x[0], self.legacy), part, self.decoders)
 
     def _score_loaded(self, loaded: list[LoadedImage | ImageResult]) -> list[ImageResult]:
         legacy = {x.digest: x.legacy for x in loaded if isinstance(x, LoadedImage) and x.legacy}

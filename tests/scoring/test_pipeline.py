@@ -98,6 +98,23 @@ def test_bad_inputs_fail_alone_and_in_place(qwen2_vl_dir, photos, tmp_path):
     )
 
 
+def test_several_decoding_threads_change_no_result_nor_its_place(qwen2_vl_dir, photos, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    inputs = [photos[0], str(broken), *photos[1:], str(tmp_path / "missing.png"), photos[0]]
+    store = Store()
+    one, three = (
+        whole_only(qwen2_vl_dir, store=store, runtime=Runtime(decoders=n)) for n in (1, 3)
+    )
+    assert (one.decoders, three.decoders) == (1, 3)
+    first, again = one.score(inputs), three.score(inputs)
+    assert [r.name for r in again] == inputs
+    assert [(r.digest, r.error) for r in again] == [(r.digest, r.error) for r in first]
+    assert [r.score for r in again if r.ok] == [r.score for r in first if r.ok]
+    assert "broken.jpg: not an image file" in again[1].error
+    assert "missing.png: no such file" in again[-2].error
+
+
 def test_in_memory_images_score_like_their_files(qwen2_vl_dir, photos):
     scorer = whole_only(qwen2_vl_dir)
     from_file = scorer.score(photos[0])[0]
