@@ -29,7 +29,9 @@ from llmiqa.errors import UsageError, one_line
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 # PIL's decompression-bomb guard (about 89.5 megapixels): larger files are refused unread.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
-HASH_BLOCK_BYTES = 256 << 10  # raw pixels hashed 256 KiB at a time, never as one full copy
+# raw pixels hashed 64 KiB at a time, never as one full copy: a block under malloc's mmap
+# threshold (128 KiB) reuses freed memory, a larger one may be fresh pages each time
+HASH_BLOCK_BYTES = 64 << 10
 
 # What the OS says when a path cannot be opened, in words a user can act on.
 _OS_PROBLEMS = {
@@ -90,7 +92,7 @@ def legacy_pixel_hash(image: Image.Image) -> str:
 def _raw_hash(digest: Any, image: Image.Image) -> str:
     """Feed `digest` "WxH:" and the raw pixels, block by block as Image.tobytes() encodes
     them but hashed instead of joined: no copy of the image, no crop, and small blocks that
-    reuse freed memory (a full copy, or MiB strips, fault in fresh pages each time)."""
+    reuse freed memory (a full copy, or MiB strips, faulted in fresh pages each time)."""
     digest.update(f"{image.width}x{image.height}:".encode())
     if image.width and image.height:
         image.load()
@@ -103,6 +105,16 @@ def _raw_hash(digest: Any, image: Image.Image) -> str:
         if status < 0:
             raise OSError(f"PIL's raw encoder failed ({status}) on {image.mode} pixels")
     return digest.hexdigest()
+
+
+def keep_freed_pixels(images: int) -> None:
+    """Have PIL keep the pixel memory of this many freed images (a block of at most 16 MiB
+    each) for the next ones, instead of returning it to the OS: a run holds chunks of
+    decoded images at once, and each new image's pixels were otherwise fresh pages,
+    faulted in one by one (a third of a JPEG's decoding time). Memory a run used stays
+    with it; PILLOW_BLOCKS_MAX, when set, decides instead."""
+    if "PILLOW_BLOCKS_MAX" not in os.environ:
+        Image.core.set_blocks_max(max(Image.core.get_blocks_max(), images))
 
 
 def _deep_to_rgb(image: Image.Image) -> Image.Image:

@@ -33,6 +33,7 @@ from llmiqa.inputs.images import (
     ImageError,
     LoadedImage,
     from_pil,
+    keep_freed_pixels,
     legacy_pixel_hash,
     load_encoded,
     load_image,
@@ -166,6 +167,7 @@ class Scorer:
         at a time, so a stream of millions holds one chunk in memory; `total` sizes the
         progress bar of an iterable without a length."""
         chunk = chunk or self.chunk_size
+        keep_freed_pixels(4 * chunk)  # one chunk scored, one queued, one decoding, and one
         numbered = enumerate(images)
         parts = iter(lambda: list(itertools.islice(numbered, chunk)), [])
         if total is None and isinstance(images, Sized):
@@ -213,8 +215,13 @@ class Scorer:
         return per_model
 
     def _load_part(self, part: list[tuple[int, ImageInput]]) -> list[LoadedImage | ImageResult]:
+        """Files and encoded bytes decode on `decoders` threads; a caller's PIL images in
+        this thread (the same lazily opened image twice must not load on two threads)."""
+        mine = any(isinstance(item, Image.Image) for _, item in part)
         with self.usage.timed("load images"):
-            return in_parallel(lambda x: _load(x[1], x[0], self.legacy), part, self.decoders)
+            return in_parallel(
+                lambda x: _load(x[1], x[0], self.legacy), part, 1 if mine else self.decoders
+            )
 
     def _score_loaded(self, loaded: list[LoadedImage | ImageResult]) -> list[ImageResult]:
         legacy = {x.digest: x.legacy for x in loaded if isinstance(x, LoadedImage) and x.legacy}
