@@ -137,7 +137,8 @@ def unpack_masks(blob: bytes, count: int, height: int, width: int) -> list[np.nd
     if count == 0:
         return []
     bits = np.unpackbits(np.frombuffer(zlib.decompress(blob), dtype=np.uint8))
-    return list(bits[: count * height * width].reshape(count, height, width).astype(bool))
+    # unpackbits gives 0 and 1: read as booleans in place, not copied
+    return list(bits[: count * height * width].reshape(count, height, width).view(bool))
 
 
 def rating_problem(rating: Rating, levels: int, top: int = 0) -> str | None:
