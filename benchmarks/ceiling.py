@@ -19,8 +19,8 @@ for 1, 2, ... decoding threads (Runtime.decoders), also the minimum of the repea
 
     python benchmarks/ceiling.py [--images 300] [--repeats 3] [--decoders 1 2] [--json out]
 
-Runs on older llmiqa too (PYTHONPATH=<a checkout of main>), without the scaling section
-where Runtime has no `decoders`, to measure the before beside the after.
+Runs on older llmiqa too (PYTHONPATH=<a checkout of main>), to measure the before beside
+the after; where Runtime has no `decoders`, the scaling section times its one thread.
 """
 
 from __future__ import annotations
@@ -212,16 +212,17 @@ def main() -> None:
             if mode == "whole-only":
                 report["torch_imported"] = "torch" in sys.modules
                 print(f"torch imported by the whole-only runs: {report['torch_imported']}")
-        if has_decoders and args.decoders:
+        if args.decoders:
+            counts = args.decoders if has_decoders else [None]  # None: its one thread
             paths = sorted((root / "jpeg").iterdir())
-            walls = scaling(paths[WARMUP:], paths[:WARMUP], root, args.repeats, args.decoders)
+            walls = scaling(paths[WARMUP:], paths[:WARMUP], root, args.repeats, counts)
             report["scaling"] = {str(count): wall for count, wall in walls.items()}
             print("scaling (JPEG, whole only, null rater; wall ms per image, best of "
                   f"{args.repeats}):")  # fmt: skip
             for count, wall in walls.items():
-                speedup = walls[args.decoders[0]] / wall
-                print(f"  {count} decoding thread(s): {wall:6.2f} ms/img  {1000 / wall:6.1f} "
-                      f"img/s  x{speedup:.2f}")  # fmt: skip
+                speedup = walls[counts[0]] / wall
+                print(f"  {count or 'one background'} decoding thread(s): {wall:6.2f} ms/img  "
+                      f"{1000 / wall:6.1f} img/s  x{speedup:.2f}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 
