@@ -132,6 +132,8 @@ def shards(
         else:
             files.append(path)
     found += _files(files)
+    if not found:
+        raise UsageError(f"no inputs in {' '.join(inputs)} (an empty list file?)")
     return Expanded(found, repeated)
 
 

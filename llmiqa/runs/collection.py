@@ -22,23 +22,28 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from llmiqa import __version__
 from llmiqa.environment import machine, versions
-from llmiqa.errors import UsageError
+from llmiqa.errors import RunError, UsageError, one_line
 from llmiqa.evaluation.report import score_histogram_png
 from llmiqa.inputs.images import Encoded
 from llmiqa.inputs.shards import Shard, describe, read, shards
+from llmiqa.method.aggregate import Aggregation
+from llmiqa.method.results import ImageResult
+from llmiqa.method.standards import Standard
 from llmiqa.runs.config import CONFIG, RunConfig
 from llmiqa.runs.evaluate import VERSIONED, checkpoints, peak_memory_mb, refuse_replacing
 from llmiqa.runs.files import TABLE, strict_json
 from llmiqa.runs.lock import locked
 from llmiqa.runs.parts import PARTS, ShardSummary, folder, read_part, write_part
 from llmiqa.runs.publish import publishing
-from llmiqa.runs.rows import CSV_COLUMNS, SCHEMA, table, to_row
+from llmiqa.runs.rows import CSV_COLUMNS, SCHEMA, from_row, iter_rows, table, to_row
+from llmiqa.scoring.knobs import build
 
 COLLECTION = "collection"  # the dataset name of a collection run's config
 ROWS, SUMMARY, HISTOGRAM = "results.parquet", "summary.json", "figures/histogram.png"
@@ -116,8 +121,6 @@ def score_collection(
         if not overwrite:
             refuse_replacing(out, config)
         expanded = listed(config)
-        if not expanded.shards:
-            raise UsageError("no inputs to score")
         scorer = config.scorer(out)  # models and store checked before any work
         parts = folder(out, config.run_id)
         summaries = []
@@ -224,3 +227,18 @@ def _tidy_parts(out: Path, run_id: str) -> None:
 
 def is_collection(config: RunConfig) -> bool:
     return config.dataset.get("name") == COLLECTION
+
+
+def read_collection(published: Path, config: RunConfig) -> list[ImageResult]:
+    """The scored inputs' results (named by their ids, under the run's aggregation),
+    rebuilt from results.parquet: no model, no store."""
+    file = published / ROWS
+    if not file.is_file():
+        raise RunError(f"{published}: no {ROWS}; run llmiqa score --out first")
+    how = build(Aggregation, config.scoring)
+    words = build(Standard, config.scoring).words
+    try:
+        found = [from_row(row, how, words) for row in iter_rows(file) if row["error"] is None]
+    except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as error:
+        raise RunError(f"{file}: not a collection's rows ({one_line(error)})") from None
+    return found
