@@ -132,12 +132,13 @@ def evaluate_run(
         dataset = config.load_dataset()
         dataset.check_images()
         samples = shard_of(config.samples(dataset), shard)
-        cluster = None
+        cluster = placement = None
         if ray is not None:
             from llmiqa.distributed.cluster import RayCluster
 
-            cluster = cleanup.enter_context(RayCluster(ray))
-        overrides = cluster.overrides(config.scoring) if cluster else {}
+            cluster = cleanup.enter_context(RayCluster(ray, progress=True))
+            placement = cluster.place(config.scoring)
+        overrides = placement.driver() if placement else {}
         scorer = config.scorer(out, progress=True, **overrides)  # models and store checked
         invocation = {"run": config.run_id, "started": time.time(), "shard": shard}
         finished = False
@@ -145,7 +146,8 @@ def evaluate_run(
             paths = [dataset.path(s) for s in samples]
             inputs, collector = paths, scorer
             if cluster is not None:  # the cluster fills the store, the driver collects
-                inputs, collector = cluster.fill(scorer, paths), scorer.offline()
+                inputs = cluster.fill(placement, scorer.seam(), paths)
+                collector = scorer.offline()
             results = [
                 replace(result, name=sample.image)
                 for sample, result in zip(samples, collector.iter_score(inputs), strict=True)

@@ -10,15 +10,17 @@ masks and ratings are all stored loads none. Images are decoded one chunk ahead 
 background thread.
 
 `regions` and `requests` need no pixels (an image's digest and size, and stored masks),
-so the Ray driver plans with the same code (llmiqa.distributed) and commits what its
-workers rate through the same caches; `offline()` then collects with models switched off.
+so a driver whose workers compute (llmiqa.distributed) plans with the same code and commits
+what they send through the same caches, all of it through one narrow `seam()`; `offline()`
+then collects with models switched off.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,23 @@ from llmiqa.segmenters.masks import MaskSettings
 from llmiqa.segmenters.spec import SegmenterSpec
 
 ImageInput = str | Path | Image.Image | LoadedImage | Encoded
+
+
+@dataclass(frozen=True)
+class Seam:
+    """All a driver whose workers compute needs of a Scorer, and no more: plan each image's
+    requests without pixels, ask the caches what they lack, commit what comes back. Its
+    caches are the Scorer's with models switched off (store, usage and failures shared):
+    planning computes nothing, and the collect pass (`Scorer.offline()`) serves every commit.
+    """
+
+    chunk_size: int  # images scored together: their missing requests are rated together
+    # per model, the image's requests (the whole image, then each region's view); raises
+    # where its regions cannot be planned (its masks failed, or do not fit it)
+    requests: Callable[[LoadedImage], list[list[RatingRequest]]]
+    raters: tuple[CachingRater, ...]  # per model: spec, identity, missing, commit
+    segmenter: CachingSegmenter | None  # None: whole images only
+    usage: Usage  # the Scorer's counters, shown as commits arrive
 
 
 class Scorer:
@@ -146,6 +165,17 @@ class Scorer:
         variant.raters = [rater.offline() for rater in self.raters]
         variant.segmenter = self.segmenter.offline() if self.segmenter else None
         return variant
+
+    def seam(self) -> Seam:
+        """The planning and commit seam of this Scorer (llmiqa.distributed uses only it)."""
+        offline = self.offline()
+        return Seam(
+            chunk_size=self.chunk_size,
+            requests=lambda image: offline.requests(image, offline.regions(image)),
+            raters=tuple(offline.raters),
+            segmenter=offline.segmenter,
+            usage=self.usage,
+        )
 
     # ---- the pipeline ---------------------------------------------------------------------
 
