@@ -6,7 +6,7 @@
 #   make demo [ARGS=...]        the web page (installs the demo extra)
 #   make test-face              the tests that need the extras (pyiqa, Gradio, Chromium)
 #   make test-vllm              the vLLM engine and server backends, in .venv-vllm
-#   make test-ray               a real two-node Ray cluster on this machine (llmiqa[ray])
+#   make test-ray               real Ray clusters on this machine (llmiqa[ray])
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -115,7 +115,7 @@ $(VENV)/.ray: $(VENV)/.installed
 	touch $@
 
 test-ray: $(VENV)/.ray
-	$(VENV)/bin/pytest -q -m ray tests/distributed
+	$(VENV)/bin/pytest -q -m ray tests/distributed tests/integrations/test_ray_data.py
 
 FORCE:
 
