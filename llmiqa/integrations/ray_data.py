@@ -3,7 +3,7 @@
     scored = dataset.map_batches(
         Score, fn_constructor_args=("Qwen/Qwen2.5-VL-7B-Instruct",),
         fn_constructor_kwargs={"column": "jpg", "region_mode": "whole-only"},
-        concurrency=2, num_gpus=1)
+        compute=ray.data.ActorPoolStrategy(size=2), num_gpus=1)
     scored.filter(lambda row: row["error"] is None and row["score"] >= 4).write_parquet(...)
 
 Each actor builds one Scorer (any backend) and loads its models once, on its first batch:
@@ -76,17 +76,21 @@ class Score:
         taken = [name for name in COLUMNS if name in _names(batch)]
         if taken:
             raise UsageError(f"the batch already has column(s) {', '.join(taken)}: rename them")
+        names = [f"<{self.column} {number}>" for number in range(len(values))]
+        rows = self.rows(values, names)
+        return _with_columns(batch, {name: [r[name] for r in rows] for name in COLUMNS})
+
+    def rows(self, values: Sequence[Any], names: Sequence[str]) -> list[dict[str, Any]]:
+        """COLUMNS for each image (cells as `as_input` takes them, named for errors)."""
         items: list[ImageInput | ImageResult] = []
-        for number, value in enumerate(values):
-            name = f"<{self.column} {number}>"
+        for value, name in zip(values, names, strict=True):
             try:
                 items.append(as_input(value, name))
             except ImageError as error:
                 items.append(ImageResult(name=name, error=str(error)))
         inputs = [item for item in items if not isinstance(item, ImageResult)]
         scored = iter(self.scorer.score(inputs) if inputs else [])
-        rows = [row(item if isinstance(item, ImageResult) else next(scored)) for item in items]
-        return _with_columns(batch, {name: [r[name] for r in rows] for name in COLUMNS})
+        return [row(item if isinstance(item, ImageResult) else next(scored)) for item in items]
 
 
 def as_input(value: Any, name: str) -> ImageInput:
