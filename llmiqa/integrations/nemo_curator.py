@@ -35,7 +35,7 @@ KEYS = {"score": "llmiqa_score", "spread": "llmiqa_spread", "error": "llmiqa_err
 @dataclass
 class LlmiqaStage(ProcessingStage[ImageBatch, ImageBatch]):
     """`model` and `options` are those of `llmiqa.create_metric` (a preset name or a model,
-    then the CLI's options by key); `store` a SQLite cache per worker (default: memory).
+    then the CLI's options by key); `store` a SQLite file caching ratings (default: memory).
     Each worker (an actor: the stage has a setup) loads its models once; give it a GPU with
     `.with_(resources=Resources(gpus=1))` (nemo_curator.stages.resources)."""
 

@@ -44,7 +44,7 @@ class Score:
 
     `preset_or_model` and `options` are those of `llmiqa.create_metric` (a preset name or a
     model, then the CLI's options by key: device, backend, region_mode, ...); `column` names
-    the image column; `store` caches masks and ratings in a SQLite file per actor (default:
+    the image column; `store` caches masks and ratings in a SQLite file (default:
     memory). Batches may be dicts of numpy arrays (Ray's default), pandas DataFrames or
     pyarrow Tables; each comes back in its own format.
     """
