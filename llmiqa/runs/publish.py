@@ -58,18 +58,8 @@ class Publication:
 
     def write(self, path: Path, data: str | bytes) -> None:
         """One new file of the publication (a path inside its folder), flushed to disk."""
-        raw = data.encode() if isinstance(data, str) else data
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "xb") as handle:  # a new file: the mode the umask gives it
-                handle.write(raw)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as error:
-            raise RunError(
-                f"{self.out}: cannot write the run's outputs ({one_line(error)}); the run "
-                "folder still holds the previous run's, and the store every rating"
-            ) from None
+        with self.writing(path) as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
 
     @contextmanager
     def writing(self, path: Path) -> Iterator[BinaryIO]:
@@ -77,7 +67,7 @@ class Publication:
         whole), flushed to disk when the block ends."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "xb") as handle:
+            with open(path, "xb") as handle:  # a new file: the mode the umask gives it
                 yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
