@@ -126,7 +126,7 @@ def evaluate_run(
     if ray is not None and shard is not None:
         raise RunError("--ray and --shard do not go together: Ray spreads the work itself")
     started = time.perf_counter()
-    with locked(out, shared=shard is not None), ExitStack() as cleanup:
+    with locked(out, shared=shard is not None, command="eval"), ExitStack() as cleanup:
         if not overwrite:
             refuse_replacing(out, config)
         dataset = config.load_dataset()

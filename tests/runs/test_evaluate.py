@@ -153,7 +153,7 @@ def test_two_runs_on_one_folder_at_once_are_refused_clearly(
     holding, release = threading.Event(), threading.Event()
 
     def first():
-        with locked(tmp_path, shared=False):
+        with locked(tmp_path, shared=False, command="score --out"):
             holding.set()
             release.wait(30)
 
@@ -161,10 +161,10 @@ def test_two_runs_on_one_folder_at_once_are_refused_clearly(
     thread.start()
     holding.wait(30)
     try:
-        holder = rf"another llmiqa eval \(pid {os.getpid()} on .+\) is using this run folder"
+        holder = rf"llmiqa score --out \(pid {os.getpid()} on .+\) is using this run folder"
         with pytest.raises(RunError, match=holder):
             evaluate_run(config_for(dibr, qwen2_vl_dir), tmp_path, resamples=0)
-        with pytest.raises(RunError, match="another llmiqa eval"):
+        with pytest.raises(RunError, match="llmiqa score --out"):
             evaluate_run(config_for(dibr, qwen2_vl_dir), tmp_path, shard=(0, 2), resamples=0)
     finally:
         release.set()
