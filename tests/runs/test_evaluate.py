@@ -2,6 +2,7 @@
 run folder that always describes one run."""
 
 import csv
+import itertools
 import json
 import os
 import shutil
@@ -120,8 +121,8 @@ def test_a_rerun_with_other_options_that_fails_leaves_the_previous_run_whole(
 
     original = Scorer.iter_score
 
-    def interrupted(self, images, chunk=None):  # Ctrl-C after two images
-        yield from original(self, images[:2], 1)
+    def interrupted(self, images, chunk=None, total=None):  # Ctrl-C after two images
+        yield from original(self, itertools.islice(images, 2), 1)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Scorer, "iter_score", interrupted)
