@@ -340,6 +340,17 @@ def csv_run(root, labels: str, out, *more: str) -> list[str]:
             "--out", str(out), "--bootstrap", "0", *DIGEST, *more]  # fmt: skip
 
 
+def rounded(value):
+    """Numbers to 9 decimals, nested (NaN as text, equal to itself)."""
+    if isinstance(value, float):
+        return "nan" if np.isnan(value) else round(value, 9)
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item) for item in value]
+    return value
+
+
 def test_labels_naming_tar_members_and_parquet_rows_score_as_the_files_do(
     both_ways, digest_backend, tmp_path, capsys
 ):
@@ -357,7 +368,7 @@ def test_labels_naming_tar_members_and_parquet_rows_score_as_the_files_do(
     variants = [
         [r.record() for r in ablate(tmp_path / run, ["levels"])] for run in ("files", "inside")
     ]
-    assert json.dumps(variants[0]) == json.dumps(variants[1])
+    assert rounded(variants[0]) == rounded(variants[1])  # the logistic fit: not bit for bit
 
 
 def test_a_member_not_in_its_tar_is_one_failed_image(both_ways, digest_backend, tmp_path, capsys):
