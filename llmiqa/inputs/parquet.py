@@ -31,6 +31,7 @@ class Layout:
     column: str
     holds: str  # "bytes" (binary or struct.bytes) or "path"
     starts: tuple[int, ...]  # the first row of each row group
+    rows: int  # rows in the file
 
 
 def _kind(field: pa.Field) -> str | None:
@@ -44,10 +45,10 @@ def _kind(field: pa.Field) -> str | None:
     return None
 
 
-def layout(source: str, image_col: str | None) -> Layout:
+def layout(source: str, image_col: str | None, flag: str = "--image-col") -> Layout:
     """The file's image column and row groups, from its footer alone (no data read);
     Unreadable for a file that is no Parquet file, one UsageError for one without a
-    usable image column."""
+    usable image column (`flag`: the option that names it, on this command)."""
     try:
         metadata = pq.ParquetFile(source).metadata
         schema = metadata.schema.to_arrow_schema()
@@ -57,7 +58,7 @@ def layout(source: str, image_col: str | None) -> Layout:
     if image_col is not None:
         if fields.get(image_col) is None:
             what = "no such column" if image_col not in fields else "neither bytes nor paths"
-            raise UsageError(f"{source}: --image-col {image_col}: {what} (columns: "
+            raise UsageError(f"{source}: {flag} {image_col}: {what} (columns: "
                              f"{', '.join(fields)})")  # fmt: skip
         column = image_col
     else:
@@ -68,14 +69,14 @@ def layout(source: str, image_col: str | None) -> Layout:
             column = "image"
         else:
             raise UsageError(
-                f"{source}: which column holds the images? give --image-col (columns: "
+                f"{source}: which column holds the images? give {flag} (columns: "
                 f"{', '.join(f'{n} ({schema.field(n).type})' for n in fields)})"
             )
     starts, row = [], 0
     for group in range(metadata.num_row_groups):
         starts.append(row)
         row += metadata.row_group(group).num_rows
-    return Layout(column, fields[column], tuple(starts))
+    return Layout(column, fields[column], tuple(starts), row)
 
 
 def read_group(

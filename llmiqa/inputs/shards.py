@@ -7,7 +7,8 @@ listing one path per line, relative to its own folder; WebDataset tar shards, al
 brace patterns (`shards/{000..099}.tar`, expanded with braceexpand); Parquet files
 (--image-col). A shard is one tar file, one Parquet row group, or up to FILES_PER_SHARD
 image files. Each input has a stable id: its path; `tar#member` for a tar sample's image;
-`parquet#row` for a Parquet row.
+`parquet#row` for a Parquet row. `read_named` reads the images a list of such ids names
+(an eval's label file), each container once.
 
 A Shard is plain, frozen, picklable data: its key names it in file names, and its
 fingerprint (sizes and modification times) tells a changed input from the one an
@@ -20,6 +21,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from braceexpand import braceexpand
 
 from llmiqa.errors import UsageError, one_line
 from llmiqa.inputs import parquet, tars
-from llmiqa.inputs.images import IMAGE_SUFFIXES, Encoded, expand_inputs, once
+from llmiqa.inputs.images import IMAGE_SUFFIXES, Encoded, expand_inputs, once, path_problem
 
 FILES_PER_SHARD = 1000
 TAR, PARQUET, LIST = ".tar", ".parquet", ".txt"
@@ -194,3 +196,93 @@ def describe(shard: Shard) -> str:
     if shard.kind == "parquet":
         return f"{shard.source} (row group {shard.group})"
     return shard.source
+
+
+def split_id(id: str) -> tuple[str, str] | None:
+    """(container file, member) of an id naming a tar sample's image or a Parquet row (at
+    the first `#` after a name ending .tar or .parquet); None for a plain file's path."""
+    for at in (match.start() for match in re.finditer("#", id)):
+        if id[:at].lower().endswith((TAR, PARQUET)):
+            return id[:at], id[at + 1 :]
+    return None
+
+
+Numbered = Iterator[tuple[int, str | Encoded]]  # (index of the id, its image)
+
+
+def read_named(ids: Sequence[str], image_col: str | None = None) -> Numbered:
+    """The images the ids name, as (index in ids, image): a file's path as it is, in order;
+    a container's members when the container first comes up, each tar or Parquet file
+    read once, in its own order (a tar no further than its last member named, only the
+    Parquet row groups named). A member not there, or lost to damage, is an Encoded with
+    the reason: one failed image. UsageError: a Parquet file without a usable column."""
+    wanted: dict[str, dict[str, list[int]]] = {}  # container -> member -> indices
+    for index, id in enumerate(ids):
+        if (where := split_id(id)) is not None:
+            wanted.setdefault(where[0], {}).setdefault(where[1], []).append(index)
+    for index, id in enumerate(ids):
+        where = split_id(id)
+        if where is None:
+            yield index, id
+        elif (members := wanted.pop(where[0], None)) is not None:
+            if where[0].lower().endswith(TAR):
+                yield from _tar_members(where[0], members)
+            else:
+                yield from _parquet_rows(where[0], members, image_col)
+
+
+def _failed(source: str, members: dict, why: Callable[[object], str]) -> Numbered:
+    """Each member as one failed image, with why it could not be read."""
+    for member, indices in members.items():
+        failed = Encoded(f"{source}#{member}", b"", why(member))
+        yield from ((index, failed) for index in indices)
+
+
+def _tar_members(source: str, members: dict[str, list[int]]) -> Numbered:
+    """A tar's named members, in the tar's order; the tar read up to the last of them."""
+    damage: list[str] = []
+    problem = path_problem(source)
+    if problem is None:
+        with closing(tars.read_tar(source, damage.append)) as samples:
+            for item in samples:
+                for index in members.pop(item.name[len(source) + 1 :], ()):
+                    yield index, item
+                if not members:
+                    return
+        problem = damage[0] if damage else None
+
+    def why(member: object) -> str:
+        key = tars.split_key(str(member))[0]
+        return problem or f"{source}: no sample {key!r} with an image {member!r} in this tar"
+
+    yield from _failed(source, members, why)
+
+
+def _parquet_rows(source: str, members: dict[str, list[int]], image_col: str | None) -> Numbered:
+    """A Parquet file's named rows, in the file's order; only their row groups read."""
+    rows: dict[int, list[int]] = {}
+    for member in [member for member in members if member.isdigit()]:
+        rows.setdefault(int(member), []).extend(members.pop(member))
+    yield from _failed(source, members, lambda member: f"{source}#{member}: not a row number "
+                       "(a Parquet row's id is file.parquet#row, rows counted from 0)")  # fmt: skip
+    problem = path_problem(source)
+    try:
+        where = parquet.layout(source, image_col) if problem is None else None
+    except parquet.Unreadable as error:
+        where, problem = None, str(error)
+    for group, first in enumerate(where.starts if where else ()):
+        end = where.starts[group + 1] if group + 1 < len(where.starts) else where.rows
+        if not any(first <= row < end for row in rows):
+            continue
+        try:
+            for row, (_, image) in enumerate(
+                parquet.read_group(source, group, first, where.column), first
+            ):
+                yield from ((index, image) for index in rows.pop(row, ()))
+        except (OSError, pa.ArrowException) as error:
+            lost = f"{source}: unreadable Parquet row group {group} ({one_line(error)})"
+            group_rows = {row: rows.pop(row) for row in list(rows) if first <= row < end}
+            yield from _failed(source, group_rows, lambda _, lost=lost: lost)
+    total = where.rows if where else 0
+    yield from _failed(source, rows, lambda row: problem or f"{source}: no row {row} (the file "
+                       f"has {total} rows, counted from 0)")  # fmt: skip

@@ -21,7 +21,7 @@ from llmiqa.method.results import stack
 from llmiqa.method.standards import KINDS, LEVELS, QUESTIONS
 from llmiqa.runs.collection import is_collection, listed, read_collection
 from llmiqa.runs.config import RunConfig
-from llmiqa.runs.evaluate import scored
+from llmiqa.runs.evaluate import in_order, scored
 from llmiqa.runs.files import read_arrays, strict_json
 from llmiqa.runs.publish import attach, current
 from llmiqa.scoring.knobs import build
@@ -167,8 +167,7 @@ def rating_rows(config: RunConfig, out: Path, axes: Sequence[str]) -> Iterator[R
                 yield Row.absent(variant, NO_REGIONS, names)
                 continue
             scorer = config.scorer(out, progress=True, **change)
-            images, truth = _inputs(config)
-            results = list(scorer.iter_score(images))
+            results, truth = _rescored(config, scorer)
             if collection:
                 ok = [r for r in results if r.ok]
                 pred = aggregate.scores(stack(ok), ok[0].aggregation).score if ok else np.array([])
@@ -183,15 +182,16 @@ def rating_rows(config: RunConfig, out: Path, axes: Sequence[str]) -> Iterator[R
             yield row
 
 
-def _inputs(config: RunConfig) -> tuple[Iterator, np.ndarray | None]:
-    """The run's images, read lazily, and their MOS (None for a collection: its inputs, in
-    its shards' order; damaged shards give what they still hold)."""
+def _rescored(config: RunConfig, scorer) -> tuple[list, np.ndarray | None]:
+    """The run's images scored, read lazily, and their MOS (None for a collection: its
+    inputs, in its shards' order; damaged shards give what they still hold)."""
     if is_collection(config):
         shards = listed(config).shards
-        return (item.image for shard in shards for item in read(shard, lambda _: None)), None
+        images = (item.image for shard in shards for item in read(shard, lambda _: None))
+        return list(scorer.iter_score(images)), None
     dataset = config.load_dataset()
     samples = config.samples(dataset)
-    return iter([dataset.path(s) for s in samples]), np.array([s.mos for s in samples])
+    return in_order(scorer, dataset.images(samples), samples), np.array([s.mos for s in samples])
 
 
 def ablate(out: Path, axes: Sequence[str] = ()) -> list[Row]:

@@ -117,7 +117,7 @@ def score_collection(
     content. `on_shard` hears of each shard as it is done (the command line prints its
     failures and damage)."""
     started = time.perf_counter()
-    with locked(out, shared=False):
+    with locked(out, shared=False, command="score --out"):
         if not overwrite:
             refuse_replacing(out, config)
         expanded = listed(config)
