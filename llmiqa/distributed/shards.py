@@ -110,12 +110,13 @@ class ShardWorker:
     `work(scorer, shard, parts)` (llmiqa.runs.collection.score_shard)."""
 
     def __init__(self, scoring: dict, run_store: Path, stores: Path, parts: Path,
-                 work: Callable, ledger, retries: int) -> None:  # fmt: skip
+                 work: Callable, ledger: str, retries: int) -> None:  # fmt: skip
         import ray
 
         from llmiqa.scoring.pipeline import Scorer
 
-        self.parts, self.work, self.ledger, self.retries = parts, work, ledger, retries
+        self.parts, self.work, self.retries = parts, work, retries
+        self.ledger = ray.get_actor(ledger)  # by name: a handle would pin the arguments
         self.node = ray.get_runtime_context().get_node_id()
         self.problem: str | None = None
         try:
@@ -207,7 +208,7 @@ def score_on_ray(
     worker = ray.remote(ShardWorker).options(
         num_cpus=options.cpus, num_gpus=gpus or None, max_restarts=-1, max_task_retries=-1
     )
-    actors = [worker.remote(scoring, run_store, stores, parts, work, ledger, options.retries)
+    actors = [worker.remote(scoring, run_store, stores, parts, work, name, options.retries)
               for _ in range(size)]  # fmt: skip
     waiting = list(reversed(todo))
     flying: dict = {}  # ObjectRef -> (shard, actor)

@@ -267,17 +267,17 @@ def test_a_shard_that_kills_its_worker_is_given_up_in_one_line_and_the_rest_kept
     from llmiqa.inputs.images import from_pil
 
     poison = crops(real_images, INPUTS)[PER_SHARD]  # the first image of shard 001.tar
-    poison_file.write_text(from_pil(poison).digest)
+    poison_file.write_text(from_pil(poison, "poison").digest)
     out = tmp_path / "run"
     try:
-        code = score_on(cluster, shards, out, "--ray-retries", "1", "--ray-actors", "2")
+        code = score_on(cluster, shards, out, "--ray-retries", "1", "--ray-actors", "2")  # 2 deaths
     finally:
         poison_file.unlink()
     err = capsys.readouterr().err
     assert code == 1
     (line,) = [line for line in err.splitlines() if "Ray gave up" in line]
     assert line == (
-        f"error: Ray gave up on shard {shards / '001.tar'}: its worker died 1 time on it; "
+        f"error: Ray gave up on shard {shards / '001.tar'}: its worker died 2 times on it; "
         "rerun to try it again"
     )
     given_up = summary(out)
@@ -306,9 +306,7 @@ def test_ray_without_out_and_ray_flags_without_ray_are_refused(tmp_path, capsys)
     assert capsys.readouterr().err.strip() == "llmiqa: --ray-actors needs --ray"
 
 
-def test_a_worker_store_reads_through_to_the_run_store_and_writes_only_its_own(
-    tmp_path, rating
-):
+def test_a_worker_store_reads_through_to_the_run_store_and_writes_only_its_own(tmp_path, rating):
     from llmiqa.distributed.shards import WorkerStore
     from llmiqa.method.regions import View
     from llmiqa.method.standards import IMAGE, Prompt
