@@ -202,3 +202,12 @@ def test_a_kill_then_a_rerun_gives_the_rows_of_an_uninterrupted_run(tmp_path, re
     assert len(set(ids)) == len(ids) == 24
     assert rated_on_rerun <= 24 - 8  # the finished shard was not rated again
     assert json.loads((killed / "summary.json").read_text())["shards_reused"] == len(finished)
+
+
+def test_without_out_every_form_is_printed_line_by_line(collection, capsys):
+    assert main(["score", *inputs(collection), *FLAGS]) == 1  # a failure, a damaged shard
+    out, err = capsys.readouterr()
+    names = [line.split("\t")[1] for line in out.splitlines()]
+    assert len(names) == 13 and f"{collection}/shard-0.tar#0000.png" in names
+    assert f"{collection}/rows.parquet#1" in names and str(collection / "list.txt") not in names
+    assert "llmiqa: 2 of 15 images failed" in err and "1 shard(s) damaged" in err
