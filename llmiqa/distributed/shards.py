@@ -192,7 +192,8 @@ def score_on_ray(
     todo: Sequence[Shard], work: Callable, seen: dict,
 ) -> Iterator[Finished]:  # fmt: skip
     """Each shard of `todo` scored by a pool of ShardWorkers, yielded as it finishes; `seen`
-    gets the pool's size and the nodes whose workers scored a shard."""
+    gets the pool's size, the seconds until its last actor was up (imports, models: the
+    start-up) and the nodes whose workers scored a shard."""
     if not todo:
         return
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -211,7 +212,9 @@ def score_on_ray(
     actors = [worker.remote(scoring, run_store, stores, parts, work, name, options.retries)
               for _ in range(size)]  # fmt: skip
     waiting = list(reversed(todo))
-    flying: dict = {}  # ObjectRef -> (shard, actor)
+    flying: dict = {}  # ObjectRef -> (shard, actor), or None: an actor's start
+    started = time.perf_counter()
+    flying.update((actor.__ray_ready__.remote(), None) for actor in actors)
 
     def send(actor) -> None:
         shard = waiting.pop()
@@ -222,9 +225,12 @@ def score_on_ray(
             for _ in range(PER_ACTOR):
                 if waiting:
                     send(actor)
-        while flying:
+        while any(sent is not None for sent in flying.values()):
             ready, _ = ray.wait(list(flying), num_returns=1)
-            shard, actor = flying.pop(ready[0])
+            if (sent := flying.pop(ready[0])) is None:  # the last one up: the pool's start
+                seen["start_seconds"] = time.perf_counter() - started
+                continue
+            shard, actor = sent
             summary, usage, line = ray.get(ready[0])
             if line and not line.startswith("Ray gave up on shard"):
                 raise UsageError(line)

@@ -190,6 +190,7 @@ def _on_ray(config, out, scorer, listed_shards, options, said: dict) -> Iterator
     merged = merge_stores(scorer.store, stores)
     said.update({
         "actors": seen.get("actors", 0), "gpus_per_actor": seen.get("gpus_per_actor", 0),
+        "start_seconds": seen.get("start_seconds", 0.0),
         "nodes": len(seen.get("nodes", ())), "shards_sent": len(todo), "gave_up": sorted(lost),
         "merged": merged, "driver_cpu_seconds": spent + time.process_time() - cpu,
     })  # fmt: skip
