@@ -28,6 +28,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -126,6 +127,7 @@ def collection(sizes: list[int], cpus: int) -> None:
               f"and connection {spread['start']['wall']:.1f} s; rows identical: {same}",
               flush=True)  # fmt: skip
     ray.shutdown()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:
