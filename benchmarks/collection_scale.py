@@ -1,7 +1,7 @@
 """A collection at scale on one node: `llmiqa score SHARDS --out DIR` over N small generated
-images in WebDataset tar shards, rated by a null backend (registered here: a fixed rating,
-at once), so what is measured is llmiqa's own work: reading shards, decoding, hashing, the
-store, the rows, the parts and the publication.
+images in WebDataset tar shards, rated by a null backend (benchmarks/null_rater.py: a
+fixed rating, at once), so what is measured is llmiqa's own work: reading shards,
+decoding, hashing, the store, the rows, the parts and the publication.
 
 For each size it reports the wall time, images per second and the child's peak RSS
 (memory should stay flat from 10k to 100k), then kills a second run with SIGKILL at a
@@ -36,43 +36,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import sys
-from collections.abc import Iterator, Sequence
-from typing import ClassVar
 
-import numpy as np
+import null_rater
 
-from llmiqa.raters import registry
-from llmiqa.raters.base import Backend, Rating
-
-
-class NullRater(Backend):
-    '''A fixed rating for every request, at once: no model.'''
-
-    name: ClassVar[str] = "null"
-    min_crop_side: ClassVar[int] = 1
-
-    def __init__(self, spec) -> None:
-        self.identity = spec.identity
-
-    @classmethod
-    def identify(cls, spec) -> str:
-        return f"null:{spec.model}"
-
-    @classmethod
-    def render_for(cls, spec, prompt) -> str:
-        return prompt.user
-
-    def render(self, prompt) -> str:
-        return prompt.user
-
-    def rate(self, requests: Sequence) -> Iterator:
-        for index, request in enumerate(requests):
-            probs = np.full(request.levels, 0.5 / (request.levels - 1))
-            probs[request.levels // 2] = 0.5
-            yield index, Rating(np.log(probs * 0.9), np.log(0.1), None)
-
-
-registry.register(NullRater)
+null_rater.register()
 from llmiqa.cli import main
 
 sys.exit(main(sys.argv[1:]))
@@ -100,7 +67,7 @@ def make_shards(folder: Path, images: int, per_shard: int, seed: int = 0) -> str
 
 def score(pattern: str, out: Path, kill_after: float | None = None) -> dict:
     """One `llmiqa score --out` in a child process: its seconds, exit code and peak RSS."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'benchmarks'}"}
     command = [sys.executable, "-c", CHILD, "score", pattern, *FLAGS, "--out", str(out)]
     started = time.perf_counter()
     child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,

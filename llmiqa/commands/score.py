@@ -46,6 +46,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         "the store); without it, such a run folder is refused",
     )  # fmt: skip
     arguments.add_store(score, arguments.STORE_HELP.replace(")", "; with --out: OUT/store.sqlite)"))
+    arguments.add_ray_options(score)
     arguments.add_arguments(score)
     score.set_defaults(handler=run)
 
@@ -73,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
         return run_collection(args)
     if args.overwrite:
         raise arguments.CommandLineError("--overwrite goes with --out")
+    if args.ray is not None:
+        raise arguments.CommandLineError("--ray goes with --out (a run folder the workers write)")
+    arguments.ray_options(args)  # other --ray-* flags need --ray
     from llmiqa.inputs.images import path_problem
     from llmiqa.inputs.shards import read, shards
 
@@ -138,7 +142,8 @@ def run_collection(args: argparse.Namespace) -> int:
             print(f"error: {shown(line)}", file=sys.stderr)
 
     out = Path(args.out)
-    summary = score_collection(config, out, args.overwrite, sys.stderr.isatty(), said)
+    ray = arguments.ray_options(args)
+    summary = score_collection(config, out, args.overwrite, sys.stderr.isatty(), said, ray)
     arguments.print_notes(summary["usage"]["notes"])
     damaged = len(summary["damaged_shards"])
     counts = f"{summary['scored']} of {summary['inputs']} inputs scored, {summary['failed']}"

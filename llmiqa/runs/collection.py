@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +45,9 @@ from llmiqa.runs.parts import PARTS, ShardSummary, folder, read_part, write_part
 from llmiqa.runs.publish import publishing
 from llmiqa.runs.rows import CSV_COLUMNS, SCHEMA, from_row, iter_rows, table, to_row
 from llmiqa.scoring.knobs import build
+
+if TYPE_CHECKING:
+    from llmiqa.distributed.cluster import RayOptions
 
 COLLECTION = "collection"  # the dataset name of a collection run's config
 ROWS, SUMMARY, HISTOGRAM = "results.parquet", "summary.json", "figures/histogram.png"
@@ -112,10 +116,12 @@ def score_collection(
     overwrite: bool = False,
     progress: bool = False,
     on_shard: Callable[[Shard, ShardSummary], None] | None = None,
+    ray: RayOptions | None = None,
 ) -> dict:
-    """Score every shard not yet finished, then publish the run; returns summary.json's
-    content. `on_shard` hears of each shard as it is done (the command line prints its
-    failures and damage)."""
+    """Score every shard not yet finished, here or with `ray` on a Ray cluster
+    (llmiqa.distributed.shards), then publish the run; returns summary.json's content.
+    `on_shard` hears of each shard as it is done (the command line prints its failures
+    and damage)."""
     started = time.perf_counter()
     with locked(out, shared=False, command="score --out"):
         if not overwrite:
@@ -123,22 +129,71 @@ def score_collection(
         expanded = listed(config)
         scorer = config.scorer(out)  # models and store checked before any work
         parts = folder(out, config.run_id)
-        summaries = []
-        bar = tqdm(expanded.shards, unit="shard", disable=not progress, dynamic_ncols=True)
-        for shard in bar:
-            summary = score_shard(scorer, shard, parts)
-            summaries.append(summary)
+        found: dict[str, ShardSummary] = {}
+        on_ray: dict = {}  # what the Ray path did, for the usage
+        bar = tqdm(total=len(expanded.shards), unit="shard", disable=not progress,
+                   dynamic_ncols=True)  # fmt: skip
+        if ray is None:
+            done = ((shard, score_shard(scorer, shard, parts)) for shard in expanded.shards)
+        else:
+            done = _on_ray(config, out, scorer, expanded.shards, ray, on_ray)
+        for shard, summary in done:
+            found[shard.key] = summary
             if on_shard is not None:
                 on_shard(shard, summary)
-            bar.set_postfix(inputs=sum(s.inputs for s in summaries),
-                            failed=sum(s.failed for s in summaries))  # fmt: skip
+            bar.update(1)
+            bar.set_postfix(inputs=sum(s.inputs for s in found.values()),
+                            failed=sum(s.failed for s in found.values()))  # fmt: skip
         bar.close()
+        summaries = [found[shard.key] for shard in expanded.shards]
         usage = scorer.usage.as_dict()
+        if ray is not None:
+            usage["ray"] = on_ray
         summary = _summary(config, expanded.shards, summaries, usage, checkpoints(scorer))
-        _publish(out, config, expanded.shards, summary, started)
+        _publish(out, config, expanded.shards, summary, started, set(on_ray.get("gave_up", ())))
         scorer.store.checkpoint()
         _tidy_parts(out, config.run_id)
     return summary
+
+
+def _on_ray(config, out, scorer, listed_shards, options, said: dict) -> Iterator[tuple]:
+    """Shards with a finished part as they are, the others scored on Ray (the workers'
+    stores merged into the run's before and after); `said` gets what the Ray path did,
+    with the driver's CPU seconds in it (Ray's start and publishing aside)."""
+    from llmiqa.distributed.shards import STORES, add_usage, connected, merge_stores, score_on_ray
+
+    cpu = time.process_time()
+    stores, parts = out / STORES, folder(out, config.run_id)
+    merge_stores(scorer.store, stores)  # a killed run's ratings: the workers read them
+    todo = []
+    for shard in listed_shards:
+        if (finished := read_part(parts, shard)) is not None:
+            yield shard, ShardSummary(**{**vars(finished[1]), "reused": True})
+        else:
+            todo.append(shard)
+    seen: dict = {}
+    lost: list[str] = []
+    spent = time.process_time() - cpu
+    with connected(options) as ray:
+        cpu = time.process_time()  # Ray's start and end are not the driver's work
+        store = Path(scorer.store.path)
+        for done in score_on_ray(ray, options, config.scoring, store, stores, parts, todo,
+                                 score_shard, seen):  # fmt: skip
+            add_usage(scorer.usage, done.usage)
+            if done.gave_up:
+                lost.append(done.shard.key)
+                yield done.shard, ShardSummary(done.shard.key, 0, 0, 0, done.gave_up)
+            else:
+                yield done.shard, done.summary
+        spent += time.process_time() - cpu
+    cpu = time.process_time()
+    merged = merge_stores(scorer.store, stores)
+    said.update({
+        "actors": seen.get("actors", 0), "gpus_per_actor": seen.get("gpus_per_actor", 0),
+        "start_seconds": seen.get("start_seconds", 0.0),
+        "nodes": len(seen.get("nodes", ())), "shards_sent": len(todo), "gave_up": sorted(lost),
+        "merged": merged, "driver_cpu_seconds": spent + time.process_time() - cpu,
+    })  # fmt: skip
 
 
 def _summary(config, listed_shards, summaries, usage, identities) -> dict:
@@ -164,9 +219,12 @@ def _summary(config, listed_shards, summaries, usage, identities) -> dict:
     }
 
 
-def _publish(out: Path, config: RunConfig, listed_shards, summary: dict, started: float) -> None:
+def _publish(
+    out: Path, config: RunConfig, listed_shards, summary: dict, started: float, lost=frozenset()
+) -> None:
     """results.parquet and results.csv streamed from the parts, one part in memory at a
-    time; then the summary with the scores' statistics and histogram."""
+    time (shards in `lost` have none: Ray gave up on them); then the summary with the
+    scores' statistics and histogram."""
     parts = folder(out, config.run_id)
     scores = []
     with publishing(out, config.run_id) as publication:
@@ -178,6 +236,8 @@ def _publish(out: Path, config: RunConfig, listed_shards, summary: dict, started
         ):
             csv_writer = None
             for shard in listed_shards:
+                if shard.key in lost:
+                    continue
                 found = read_part(parts, shard)
                 if found is None:  # written moments ago: only a bug or another hand
                     raise UsageError(f"{parts}: the part of {describe(shard)} vanished; rerun")

@@ -1,6 +1,8 @@
 """A rater backend with no model, for collection tests and their subprocesses: each image's
 rating follows its pixels' digest (so scores differ from image to image and are known
-without a model), at once or, with LLMIQA_TEST_DELAY, that many seconds per request.
+without a model), at once or, with LLMIQA_TEST_DELAY, that many seconds per request. With
+LLMIQA_TEST_CRASH naming a file, an image whose digest that file holds kills its process
+(a Ray worker, in the tests of `score --ray`): a poison input.
 
 A subprocess registers it with `sys.path.insert(0, FOLDER); import digest_rater;
 digest_rater.register()`."""
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -48,7 +51,10 @@ class DigestRater(Backend):
 
     def rate(self, requests: Sequence[RatingRequest]) -> Iterator[tuple[int, Rating]]:
         delay = float(os.environ.get("LLMIQA_TEST_DELAY", "0"))
+        poison = Path(os.environ.get("LLMIQA_TEST_CRASH", "/nonexistent"))
         for index, request in enumerate(requests):
+            if poison.is_file() and request.image in poison.read_text().split():
+                os._exit(9)
             time.sleep(delay)
             DigestRater.calls += 1
             probs = probs_of(request.image + request.view.geometry, request.levels)
