@@ -186,11 +186,23 @@ def scorer_uses(source: str) -> set[str]:
     return found
 
 
+def without_class(source: str, name: str) -> str:
+    """`source` less the body of its class `name`."""
+    tree = ast.parse(source)
+    tree.body = [n for n in tree.body if not (isinstance(n, ast.ClassDef) and n.name == name)]
+    return ast.unparse(tree)
+
+
 def test_the_ray_driver_knows_the_scorer_only_by_its_seam():
     """llmiqa.distributed plans and commits through `Scorer.seam()` alone, so what it needs
-    of the Scorer is one small value, not the Scorer's attributes."""
+    of the Scorer is one small value, not the Scorer's attributes. The one exception is
+    score --ray's ShardWorker: an actor that owns a whole Scorer and runs the single-process
+    code on a shard; the driver around it holds none."""
     files = sorted((PACKAGE / "distributed").glob("*.py"))
-    assert {f.name: scorer_uses(f.read_text()) for f in files} == {f.name: set() for f in files}
+    sources = {f.name: f.read_text() for f in files}
+    sources["shards.py"] = without_class(sources["shards.py"], "ShardWorker")
+    uses = {name: scorer_uses(text) for name, text in sources.items()}
+    assert uses == {name: set() for name in sources}
     seen = "from llmiqa.scoring.pipeline import Scorer, Seam\ndef f(scorer): scorer.raters"
     assert scorer_uses(seen) == {"Scorer", "scorer"}  # the check sees a use
 
