@@ -72,6 +72,30 @@ def require_ray():
     return ray
 
 
+@contextmanager
+def connected(options: RayOptions) -> Iterator:
+    """The ray module, connected as `options.address` says (an initialised Ray is joined
+    as it is and left up); one line when Ray cannot be had."""
+    ray = require_ray()
+    started = False
+    if not ray.is_initialized():
+        debug = bool(os.environ.get("LLMIQA_DEBUG"))
+        try:
+            ray.init(address=options.address, include_dashboard=False, log_to_driver=debug,
+                     logging_level=logging.DEBUG if debug else logging.WARNING)  # fmt: skip
+        except Exception as error:
+            where = options.address or os.environ.get("RAY_ADDRESS") or "local"
+            raise UsageError(
+                f"--ray {where}: cannot start or reach Ray ({one_line(error)})"
+            ) from None
+        started = True
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
 @dataclass
 class Pool:
     """One actor pool as used: for the run summary (workers > actors: some restarted)."""
@@ -120,22 +144,8 @@ class RayCluster:
     # -- connection --
 
     def __enter__(self) -> RayCluster:
-        ray = self.ray
+        ray = self.undo.enter_context(connected(self.options))
         debug = bool(os.environ.get("LLMIQA_DEBUG"))
-        if not ray.is_initialized():
-            try:
-                ray.init(
-                    address=self.options.address,
-                    logging_level=logging.DEBUG if debug else logging.WARNING,
-                    log_to_driver=debug,  # workers' own output stays in Ray's log files
-                    include_dashboard=False,  # when Ray starts here; a cluster keeps its own
-                )
-            except Exception as error:
-                where = self.options.address or os.environ.get("RAY_ADDRESS") or "local"
-                raise UsageError(
-                    f"--ray {where}: cannot start or reach Ray ({one_line(error)})"
-                ) from None
-            self.undo.callback(ray.shutdown)  # only a Ray started here
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver draws its own bars
         context.max_errored_blocks = 0

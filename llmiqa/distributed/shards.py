@@ -42,15 +42,13 @@ SQLite's immutable file, also over a network file system.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmiqa.distributed.cluster import LEDGER, RayOptions, require_ray
+from llmiqa.distributed.cluster import LEDGER, RayOptions
 from llmiqa.distributed.workers import Ledger
 from llmiqa.errors import UsageError, one_line
 from llmiqa.inputs.shards import Shard, describe
@@ -145,30 +143,6 @@ class ShardWorker:
         added = {name: getattr(usage, name) - was for name, was in zip(COUNTS, before,
                                                                        strict=True)}  # fmt: skip
         return summary, {**added, "notes": usage.notes[notes:], "node": self.node}, None
-
-
-@contextmanager
-def connected(options: RayOptions) -> Iterator:
-    """The ray module, connected as `options.address` says (an initialised Ray is joined
-    as it is and left up); one line when Ray cannot be had."""
-    ray = require_ray()
-    started = False
-    if not ray.is_initialized():
-        debug = bool(os.environ.get("LLMIQA_DEBUG"))
-        try:
-            ray.init(address=options.address, include_dashboard=False, log_to_driver=debug,
-                     logging_level=logging.DEBUG if debug else logging.WARNING)  # fmt: skip
-        except Exception as error:
-            where = options.address or os.environ.get("RAY_ADDRESS") or "local"
-            raise UsageError(
-                f"--ray {where}: cannot start or reach Ray ({one_line(error)})"
-            ) from None
-        started = True
-    try:
-        yield ray
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def pool_size(ray, options: RayOptions, shards: int) -> tuple[int, float]:

@@ -160,7 +160,8 @@ def _on_ray(config, out, scorer, listed_shards, options, said: dict) -> Iterator
     """Shards with a finished part as they are, the others scored on Ray (the workers'
     stores merged into the run's before and after); `said` gets what the Ray path did,
     with the driver's CPU seconds in it (Ray's start and publishing aside)."""
-    from llmiqa.distributed.shards import STORES, add_usage, connected, merge_stores, score_on_ray
+    from llmiqa.distributed.cluster import connected
+    from llmiqa.distributed.shards import STORES, add_usage, merge_stores, score_on_ray
 
     cpu = time.process_time()
     stores, parts = out / STORES, folder(out, config.run_id)
