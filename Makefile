@@ -6,7 +6,8 @@
 #   make demo [ARGS=...]        the web page (installs the demo extra)
 #   make test-face              the tests that need the extras (pyiqa, Gradio, Chromium)
 #   make test-vllm              the vLLM engine and server backends, in .venv-vllm
-#   make test-ray               a real two-node Ray cluster on this machine (llmiqa[ray])
+#   make test-ray               real Ray clusters on this machine (llmiqa[ray])
+#   make test-nemo              llmiqa's NeMo Curator stage in a real pipeline, in .venv-nemo
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -115,8 +116,34 @@ $(VENV)/.ray: $(VENV)/.installed
 	touch $@
 
 test-ray: $(VENV)/.ray
-	$(VENV)/bin/pytest -q -m ray tests/distributed
+	$(VENV)/bin/pytest -q -m ray tests/distributed tests/integrations/test_ray_data.py
+
+# NeMo Curator (llmiqa's stage in its pipelines, on the CPU with its Ray Data executor)
+# brings its own pins for about 150 packages, so it gets its own venv, resolved by uv in
+# one go. This machine keeps PyPI's torch and its CUDA libraries in a local index, which
+# uv (unlike pip) reads only when told; elsewhere uv downloads them (about 3 GB).
+NEMO_VENV ?= .venv-nemo
+NEMO ?= nemo-curator[image-cpu]==1.4.0
+LOCAL_INDEX ?= /opt/pypi-more/simple
+NEMO_INDEX ?= $(if $(wildcard $(LOCAL_INDEX)),--extra-index-url file://$(LOCAL_INDEX) \
+	--index-strategy unsafe-best-match)
+
+$(NEMO_VENV)/.pins: FORCE
+	$(call pins,$(NEMO_VENV),$(NEMO) $(TORCH) $(UV))
+
+$(NEMO_VENV)/.installed: pyproject.toml $(NEMO_VENV)/.pins
+	$(PYTHON) -m venv $(NEMO_VENV)
+	$(NEMO_VENV)/bin/pip install -q $(UV)
+	$(NEMO_VENV)/bin/uv pip install -q --python $(NEMO_VENV)/bin/python $(NEMO_INDEX) \
+		'$(NEMO)' $(TORCH) -e '.[test,nemo]'
+	touch $@
+
+venv-nemo: $(NEMO_VENV)/.installed
+
+# LLMIQA_REQUIRE_NEMO: a missing NeMo Curator fails the tests instead of skipping them
+test-nemo: $(NEMO_VENV)/.installed
+	LLMIQA_REQUIRE_NEMO=1 $(NEMO_VENV)/bin/pytest -q tests/integrations/test_nemo_curator.py
 
 FORCE:
 
-.PHONY: install score try test demo test-face venv-vllm test-vllm test-ray FORCE
+.PHONY: install score try test demo test-face venv-vllm test-vllm test-ray venv-nemo test-nemo FORCE

@@ -11,13 +11,26 @@ the driver's planning, commits and collect pass). Then both again over the full 
 where no model runs.
 
     python benchmarks/ray_scale.py [--images 96] [--regions] [--cpus 2] [--repeats 3]
+
+With --collection, `llmiqa score SHARDS --out DIR` instead, over --sizes small generated
+images in tar shards of 1000 (benchmarks/collection_scale.py) rated by the null backend
+(benchmarks/null_rater.py), in one process and with --ray on a local cluster of --cpus
+CPUs (one actor per CPU), each driver a child process: its CPU time per image (Ray's
+connection and the imports aside, reported apart), images per second against the single
+process's, peak driver memory, and the rows compared.
+
+    python benchmarks/ray_scale.py --collection [--sizes 10000 100000] [--cpus 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +44,26 @@ from llmiqa.runs.evaluate import evaluate_run
 from llmiqa.scoring.presets import resolve
 
 DIBR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dibr"
+HERE = Path(__file__).resolve().parent
+DRIVER = """
+import json, resource, sys, time
+import null_rater
+null_rater.register()
+address, runtime_env, report = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+wall, cpu = time.perf_counter(), time.process_time()
+import llmiqa.cli, llmiqa.runs.collection, llmiqa.scoring.pipeline
+if address:
+    import ray
+    import llmiqa.distributed.shards
+    ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
+start = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
+wall, cpu = time.perf_counter(), time.process_time()
+code = llmiqa.cli.main(sys.argv[4:])
+run = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+with open(report, "w") as file:
+    json.dump({"code": code, "start": start, "run": run, "peak_rss_mb": peak}, file)
+"""
 
 
 def timed(run) -> tuple[dict, float]:
@@ -45,13 +78,69 @@ def model_seconds(usage: dict) -> tuple[float, float]:
     return seconds.get("load models", 0.0), seconds.get("rate", 0.0) + seconds.get("segment", 0.0)
 
 
+def drive(pattern: str, out: Path, address: str = "", env: dict | None = None) -> dict:
+    """One `llmiqa score --out` driver in a child process (with --ray when `address`)."""
+    import collection_scale
+
+    report = out.with_suffix(".json")
+    command = [sys.executable, "-c", DRIVER, address, json.dumps(env or {}), str(report),
+               "score", pattern, *collection_scale.FLAGS, "--out", str(out)]  # fmt: skip
+    if address:
+        command += ["--ray", address, "--ray-cpus", "1"]
+    paths = {"PYTHONPATH": f"{HERE.parent}:{HERE}"}
+    subprocess.run(command, env={**os.environ, **paths}, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(report.read_text())
+
+
+def collection(sizes: list[int], cpus: int) -> None:
+    """score --ray against one process on generated tar shards (the module's docstring)."""
+    sys.path.insert(0, str(HERE))
+    import collection_scale
+
+    ray = require_ray()
+    root = Path(tempfile.mkdtemp(prefix="ray-scale-collection-"))
+    started = time.perf_counter()
+    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING,
+             log_to_driver=False)  # fmt: skip
+    start = time.perf_counter() - started
+    address = ray.get_runtime_context().gcs_address
+    env = {"env_vars": {"PYTHONPATH": f"{HERE.parent}:{HERE}"},
+           "worker_process_setup_hook": "null_rater.register"}  # fmt: skip
+    print(f"local Ray of {cpus} CPUs started in {start:.1f} s; one actor per CPU", flush=True)
+    for n in sizes:
+        pattern = collection_scale.make_shards(root / f"shards-{n}", n, 1000)
+        single = drive(pattern, root / f"single-{n}")
+        spread = drive(pattern, root / f"ray-{n}", address, env)
+        same = (collection_scale.rows_digest(root / f"single-{n}")
+                == collection_scale.rows_digest(root / f"ray-{n}"))  # fmt: skip
+        used = json.loads((root / f"ray-{n}" / "summary.json").read_text())["usage"]["ray"]
+        rate, ray_rate = n / single["run"]["wall"], n / spread["run"]["wall"]
+        steady = n / (spread["run"]["wall"] - used["start_seconds"])
+        print(f"{n:>7} images, {n // 1000} shards: single process {single['run']['wall']:.1f} s "
+              f"= {rate:.0f} img/s (peak {single['peak_rss_mb']:.0f} MB); --ray "
+              f"{spread['run']['wall']:.1f} s = {ray_rate:.0f} img/s = {ray_rate / rate:.2f}x, of "
+              f"which the actors' start-up {used['start_seconds']:.1f} s; without it "
+              f"{steady:.0f} img/s = {steady / rate:.2f}x; driver CPU "
+              f"{spread['run']['cpu'] * 1000 / n:.3f} ms/img (in the Ray part "
+              f"{used['driver_cpu_seconds'] * 1000 / n:.3f}), peak driver memory "
+              f"{spread['peak_rss_mb']:.0f} MB, {used['actors']} actors; the driver's imports "
+              f"and connection {spread['start']['wall']:.1f} s; rows identical: {same}",
+              flush=True)  # fmt: skip
+    ray.shutdown()
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--collection", action="store_true", help="score --out --ray instead")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--regions", action="store_true", help="SAM2 regions (mask mode)")
     parser.add_argument("--cpus", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=3, help="the fastest run of each counts")
     args = parser.parse_args()
+    if args.collection:
+        return collection(args.sizes, args.cpus)
     ray = require_ray()
     root = Path(tempfile.mkdtemp(prefix="ray-scale-"))
     model = tiny.build_qwen2_vl(root / "qwen2-vl")

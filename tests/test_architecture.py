@@ -170,3 +170,75 @@ def test_every_command_adds_itself():
     files = {f.stem for f in (PACKAGE / "commands").glob("*.py")} - {"__init__", "arguments"}
     assert {command.__name__.rpartition(".")[2] for command in COMMANDS} == files
     assert all(callable(c.add_command) and callable(c.run) for c in COMMANDS)
+
+
+def scorer_uses(source: str) -> set[str]:
+    """What `source` takes of the Scorer's module beyond its seam: names imported from
+    llmiqa.scoring.pipeline other than Seam, and any use of a Scorer or a `scorer`."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module == "llmiqa.scoring.pipeline":
+            found |= {alias.name for alias in node.names} - {"Seam"}
+        elif isinstance(node, ast.Name) and node.id in ("Scorer", "scorer"):
+            found.add(node.id)
+        elif isinstance(node, ast.arg) and node.arg == "scorer":
+            found.add(node.arg)
+    return found
+
+
+def without_class(source: str, name: str) -> str:
+    """`source` less the body of its class `name`."""
+    tree = ast.parse(source)
+    tree.body = [n for n in tree.body if not (isinstance(n, ast.ClassDef) and n.name == name)]
+    return ast.unparse(tree)
+
+
+def test_the_ray_driver_knows_the_scorer_only_by_its_seam():
+    """llmiqa.distributed plans and commits through `Scorer.seam()` alone, so what it needs
+    of the Scorer is one small value, not the Scorer's attributes. The one exception is
+    score --ray's ShardWorker: an actor that owns a whole Scorer and runs the single-process
+    code on a shard; the driver around it holds none."""
+    files = sorted((PACKAGE / "distributed").glob("*.py"))
+    sources = {f.name: f.read_text() for f in files}
+    sources["shards.py"] = without_class(sources["shards.py"], "ShardWorker")
+    uses = {name: scorer_uses(text) for name, text in sources.items()}
+    assert uses == {name: set() for name in sources}
+    seen = "from llmiqa.scoring.pipeline import Scorer, Seam\ndef f(scorer): scorer.raters"
+    assert scorer_uses(seen) == {"Scorer", "scorer"}  # the check sees a use
+
+
+def assigned(target: ast.expr) -> list[ast.expr]:
+    """What an assignment binds: each element of a tuple or list target, else the target."""
+    if isinstance(target, ast.Tuple | ast.List):
+        return [leaf for element in target.elts for leaf in assigned(element)]
+    return [target.value] if isinstance(target, ast.Starred) else [target]
+
+
+def set_late(source: str, name: str) -> set[str]:
+    """The attributes class `name` in `source` sets outside `__init__` (what it keeps in a
+    container it built there, a pool or a timing, it may add to)."""
+    (cls,) = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef) and
+              n.name == name]  # fmt: skip
+    found = set()
+    for method in cls.body:
+        if not isinstance(method, ast.FunctionDef) or method.name == "__init__":
+            continue
+        for node in ast.walk(method):
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AugAssign | ast.AnnAssign | ast.NamedExpr):
+                targets = [node.target]
+            else:
+                continue
+            for leaf in (leaf for target in targets for leaf in assigned(target)):
+                if isinstance(leaf, ast.Attribute) and getattr(leaf.value, "id", "") == "self":
+                    found.add(f"{method.name}: self.{leaf.attr}")
+    return found
+
+
+def test_the_ray_driver_sets_nothing_after_it_is_built():
+    """RayCluster's phases pass values (a Placement, the seam, the ledger) instead of
+    leaving them on the cluster for a later phase to find."""
+    assert set_late((PACKAGE / "distributed" / "cluster.py").read_text(), "RayCluster") == set()
+    seen = "class C:\n def __init__(self): self.a = 1\n def f(self): self.b, c = 2, 3"
+    assert set_late(seen, "C") == {"f: self.b"}  # the check sees a late attribute

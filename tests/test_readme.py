@@ -72,3 +72,30 @@ def test_the_try_it_offline_commands_run_as_written(photos, tmp_path, monkeypatc
     for scored in printed[1:]:
         score, name = scored.out.strip().split("\t")
         assert name == "photo.jpg" and float(score) >= 1
+
+
+def test_the_collection_filtering_example_runs_as_written(photos, tmp_path, monkeypatch, capsys):
+    """README's "Curating a collection": a run folder from `llmiqa score --out` (a rater
+    registered here that needs no model), then its pyarrow example as written."""
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from llmiqa.raters import registry
+
+    sys.path.insert(0, str(README.parent / "tests" / "runs"))
+    import digest_rater
+
+    monkeypatch.setattr(registry, "_BACKENDS", dict(registry._BACKENDS))
+    digest_rater.register()
+    (example,) = [b for b in python_blocks() if "runs/photos/results.parquet" in b]
+    monkeypatch.chdir(tmp_path)
+    argv = ["score", *photos, "--backend", "digest", "--model", "m", "--region-mode",
+            "whole-only", "--out", "runs/photos"]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    exec(example, {})
+    scores = pq.read_table("runs/photos/results.parquet").column("score").to_pylist()
+    kept = [line for line in (tmp_path / "keep.txt").read_text().splitlines()]
+    assert len(kept) == sum(score >= 5 for score in scores)
+    assert capsys.readouterr().out == f"{len(kept)} of 4 inputs score 5 or more\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def add_command(commands: argparse._SubParsersAction) -> None:
     ablation = commands.add_parser("ablate", help="the paper's ablations from a run folder")
-    ablation.add_argument("run", help="run folder written by llmiqa eval")
+    ablation.add_argument("run", help="run folder written by llmiqa eval or llmiqa score --out")
     ablation.add_argument(
         "--axes",
         nargs="*",
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows = ablate(Path(args.run), args.axes)
     if args.json:
-        print(json.dumps(strict_json([vars(row) for row in rows])))
+        print(json.dumps(strict_json([row.record() for row in rows])))
     else:
         print(rows_markdown(rows))
     try:

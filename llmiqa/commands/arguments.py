@@ -112,7 +112,7 @@ def dataset_options(args: argparse.Namespace) -> dict:
     options = {"name": args.dataset, "root": str(Path(args.root).resolve()), "split": args.split}
     if args.labels is not None:
         options["labels"] = str(Path(args.labels).resolve())  # as typed, not under --root
-    for name in ("image_col", "score_col"):
+    for name in ("image_col", "score_col", "parquet_col"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
     for name in ("lower_better", "include_training", "subset", "allow_outside_root"):

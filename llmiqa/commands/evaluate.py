@@ -11,6 +11,12 @@ from llmiqa.commands import arguments
 def add_command(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("eval", help="score a benchmark and report its metrics")
     arguments.add_dataset_options(evaluate)
+    evaluate.add_argument(
+        "--parquet-col",
+        help="the column of image bytes or paths of the Parquet files the labels name "
+        "(file.parquet#row), as score's --image-col for its Parquet inputs (default: the "
+        "sole binary column, else one named image); --image-col names the label file's column",
+    )  # fmt: skip
     evaluate.add_argument("--out", required=True, help="run folder (resumable)")
     evaluate.add_argument("--limit", type=int, help="only the first N images")
     evaluate.add_argument(

@@ -2,14 +2,16 @@
 commits.
 
 The store stays the single source of truth and the driver its only writer; Ray only fills
-it, in four phases:
+it. The driver runs in phases that pass values: `RayCluster.place` asks a worker how it
+resolves the run's options (a Placement), the driver's Scorer is built with them, and
+`RayCluster.fill` takes that Placement and the Scorer's seam (`Scorer.seam()`). Four phases:
 
 1. decode: every image is decoded on the cluster (Ray tasks); the driver learns its
    content digest and size, nothing more;
 2. masks: images whose masks the store lacks go to a pool of SAM2 actors; masks stream
    back and the driver commits each as it arrives;
 3. ratings: the driver plans every rating from stored masks, without pixels
-   (`Scorer.views`), asks the store which are missing and sends only those, in the chunks
+   (`Seam.requests`), asks the store which are missing and sends only those, in the chunks
    and order the single-process Scorer rates them, to a pool of rater actors per model
    (any backend: a RaterSpec is plain data, each actor loads its rater once); ratings
    stream back and are committed as they arrive;
@@ -24,8 +26,8 @@ images after `retries` restarts, instead of being retried forever; and the loads
 began and never ended, so that actors that keep dying while they load their model (out of
 memory) stop it too.
 
-The driver plans and commits through the Scorer's own seam (Scorer.regions and
-Scorer.requests, CachingRater.missing and .commit): dedupe, lookup and commit are the
+The driver plans and commits through the Scorer's seam and nothing else of it (its
+requests per image, and its caches' missing and commit): dedupe, lookup and commit are the
 single-process code, not a copy of it. `plan` holds the planning (no Ray), `workers` what
 runs on the cluster, `cluster` the connection, the pools and the phases.
 

@@ -8,7 +8,7 @@ import pickle
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +30,8 @@ from llmiqa.method.standards import SEP_IQA_WORDS
 from llmiqa.scoring.store import unpack_masks
 
 if TYPE_CHECKING:
-    from llmiqa.scoring.pipeline import Scorer
+    from llmiqa.scoring.caching import CachingSegmenter
+    from llmiqa.scoring.pipeline import Seam
 
 INSTALL = "pip install 'llmiqa[ray]'"
 LEDGER = "llmiqa-ledger"  # the name of a run's Ledger actor: `ray list actors` shows it
@@ -71,6 +72,30 @@ def require_ray():
     return ray
 
 
+@contextmanager
+def connected(options: RayOptions) -> Iterator:
+    """The ray module, connected as `options.address` says (an initialised Ray is joined
+    as it is and left up); one line when Ray cannot be had."""
+    ray = require_ray()
+    started = False
+    if not ray.is_initialized():
+        debug = bool(os.environ.get("LLMIQA_DEBUG"))
+        try:
+            ray.init(address=options.address, include_dashboard=False, log_to_driver=debug,
+                     logging_level=logging.DEBUG if debug else logging.WARNING)  # fmt: skip
+        except Exception as error:
+            where = options.address or os.environ.get("RAY_ADDRESS") or "local"
+            raise UsageError(
+                f"--ray {where}: cannot start or reach Ray ({one_line(error)})"
+            ) from None
+        started = True
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
 @dataclass
 class Pool:
     """One actor pool as used: for the run summary (workers > actors: some restarted)."""
@@ -87,41 +112,40 @@ class Pool:
         self.units += 1
 
 
-class RayCluster:
-    """A connection to Ray for one run: `with RayCluster(options) as cluster:`, then
-    `overrides`, build the Scorer with them, then `fill(scorer, paths)`."""
+@dataclass(frozen=True)
+class Placement:
+    """What the probe of a rater actor decided (`RayCluster.place`): where the workers run
+    models, and the options the driver's own Scorer needs to name ratings and masks exactly
+    as they will."""
 
-    def __init__(self, options: RayOptions = RayOptions()) -> None:
+    device: str | None  # the run's --device, for the workers' specs
+    dtype: str  # what a rater actor resolves the run's dtype to
+    batch_size: int  # and its batch size
+
+    def driver(self) -> dict:
+        """Scoring options for the driver's Scorer: the workers' dtype and batch size, on
+        the CPU since it runs no model."""
+        return {"device": "cpu", "dtype": self.dtype, "batch_size": self.batch_size}
+
+
+class RayCluster:
+    """A connection to Ray for one run, in phases that pass values:
+    `with RayCluster(options) as cluster:`, `placement = cluster.place(scoring)`, build the
+    Scorer with `placement.driver()`, then `cluster.fill(placement, scorer.seam(), paths)`."""
+
+    def __init__(self, options: RayOptions = RayOptions(), progress: bool = True) -> None:
         self.options = options
+        self.progress = progress  # the phases' bars
         self.ray = require_ray()
-        self.started = False
-        self.user_device: str | None = None
-        self.pools: dict[str, Pool] = {}
+        self.undo = ExitStack()  # what `__enter__` changed, undone by `__exit__`
+        self.pools: dict[str, Pool] = {}  # as used, for `summary`
         self.seconds: dict[str, float] = defaultdict(float)
-        self.filled = (0, 0)  # (rated, segmented) by the workers in `fill`
-        self.show = True  # progress bars
-        self.log_level = logging.NOTSET  # Ray Data's, restored on exit
-        self.ledger = None  # the Ledger actor of this run
 
     # -- connection --
 
     def __enter__(self) -> RayCluster:
-        ray = self.ray
+        ray = self.undo.enter_context(connected(self.options))
         debug = bool(os.environ.get("LLMIQA_DEBUG"))
-        if not ray.is_initialized():
-            try:
-                ray.init(
-                    address=self.options.address,
-                    logging_level=logging.DEBUG if debug else logging.WARNING,
-                    log_to_driver=debug,  # workers' own output stays in Ray's log files
-                    include_dashboard=False,  # when Ray starts here; a cluster keeps its own
-                )
-            except Exception as error:
-                where = self.options.address or os.environ.get("RAY_ADDRESS") or "local"
-                raise UsageError(
-                    f"--ray {where}: cannot start or reach Ray ({one_line(error)})"
-                ) from None
-            self.started = True
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver draws its own bars
         context.max_errored_blocks = 0
@@ -131,17 +155,12 @@ class RayCluster:
         context.max_consecutive_actor_init_deaths = self.options.retries
         # Ray Data logs every execution, and a traceback when it gives up: we say it in one line
         logger = logging.getLogger("ray.data")
-        self.log_level = logger.level
+        self.undo.callback(logger.setLevel, logger.level)
         logger.setLevel(logging.DEBUG if debug else logging.CRITICAL)
         return self
 
     def __exit__(self, *_) -> None:
-        logging.getLogger("ray.data").setLevel(self.log_level)
-        if self.ledger is not None:
-            with suppress(Exception):  # the cluster may be gone: its actors went with it
-                self.ray.kill(self.ledger)
-        if self.started:
-            self.ray.shutdown()
+        self.undo.close()
 
     def resources(self) -> tuple[float, int]:
         """(GPUs, alive nodes) of the cluster now."""
@@ -160,11 +179,9 @@ class RayCluster:
             size = max(1, int(total // gpus_per_actor)) if gpus_per_actor else nodes
         return max(1, min(size, units))
 
-    def overrides(self, scoring: dict) -> dict:
-        """The options the driver's own Scorer needs to name ratings and masks exactly as
-        the workers will: the dtype and batch size a rater actor resolves (asked of one),
-        and the CPU for itself, since it runs no model."""
-        self.user_device = scoring["device"]
+    def place(self, scoring: dict) -> Placement:
+        """Ask one worker with a rater actor's resources what it resolves the run's device,
+        dtype and batch size to (the store keys depend on them), and check its llmiqa."""
         gpus = self.gpus("rater")
         if gpus > self.resources()[0]:
             logging.getLogger("llmiqa").warning(
@@ -191,28 +208,21 @@ class RayCluster:
                 f"the Ray workers run llmiqa {found['version']}, this driver {__version__}: "
                 "install the same version on every node"
             )
-        return {"device": "cpu", "dtype": found["dtype"], "batch_size": found["batch_size"]}
+        return Placement(scoring["device"], found["dtype"], found["batch_size"])
 
     # -- the phases --
 
-    def fill(self, scorer: Scorer, paths: Sequence[str | Path]) -> list:
-        """Phases 1-3 into `scorer.store`, committed through the scorer's caches.
+    def fill(self, placement: Placement, seam: Seam, paths: Sequence[str | Path]) -> list:
+        """Phases 1-3 into the store, committed through the seam's caches.
 
         Returns what to pass to the collect pass (`scorer.offline().iter_score`) instead of
         `paths`: the same images, pixels left undecoded where nothing needs them."""
         paths = [str(p) for p in paths]
-        self.show = scorer.progress
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        here = self.ray.get_runtime_context().get_node_id()
-        beside = NodeAffinitySchedulingStrategy(here, soft=False)  # lost only with the driver
-        name = f"{LEDGER}-{os.getpid()}-{time.time_ns()}"
-        ledger = self.ray.remote(Ledger).options(name=name, num_cpus=0, scheduling_strategy=beside)
-        self.ledger = ledger.remote()
-        decoded = self._decode(paths, scorer)
-        if scorer.segmenter is not None:
-            self._segment(scorer, decoded)
-        unplanned = self._rate(scorer, decoded)
+        with run_ledger(self.ray) as ledger:
+            decoded = self._decode(paths, ledger, seam)
+            if seam.segmenter is not None:
+                self._segment(placement, seam.segmenter, decoded, ledger)
+            unplanned = self._rate(placement, seam, decoded, ledger)
         inputs = []
         for item in decoded:
             if item.error or item.digest in unplanned:
@@ -221,7 +231,7 @@ class RayCluster:
                 inputs.append(undecoded(item))
         return inputs
 
-    def _decode(self, paths: list[str], scorer: Scorer) -> list[Decoded]:
+    def _decode(self, paths: list[str], ledger, seam: Seam) -> list[Decoded]:
         """Phase 1: digests and sizes from the workers; an image only they cannot read
         stops the run (they need the driver's paths). Old digests they computed for a
         store of schema 5's digests become aliases there."""
@@ -231,8 +241,8 @@ class RayCluster:
         data = ray.data.from_items(items, override_num_blocks=blocks)
         data = data.map_batches(
             decode, batch_size=DECODE_BATCH, num_cpus=self.options.cpus,
-            fn_kwargs={"ledger": self.ledger, "retries": self.options.retries,
-                       "legacy": scorer.legacy},
+            fn_kwargs={"ledger": ledger, "retries": self.options.retries,
+                       "legacy": seam.legacy},
         )  # fmt: skip
         found: list[Decoded | None] = [None] * len(paths)
         aliases = {}
@@ -247,26 +257,27 @@ class RayCluster:
                     aliases[row["digest"]] = row["legacy"]
                 bar.update(1)
         if aliases:
-            scorer.store.alias(aliases)
+            seam.alias(aliases)
         for item in found:
             if item.error:
                 check_unreadable_here(item)
         return found
 
-    def _segment(self, scorer: Scorer, decoded: list[Decoded]) -> None:
+    def _segment(
+        self, placement: Placement, segmenter: CachingSegmenter, decoded: list[Decoded], ledger
+    ) -> None:
         """Phase 2: masks of every image the store lacks, committed as they arrive (an
         image SAM2 fails on is committed as its error, for the collect pass)."""
-        segmenter = scorer.segmenter
         paths = {d.digest: d.path for d in decoded if not d.error}
         todo = [{"path": paths[d], "digest": d} for d in segmenter.missing(list(paths))]
         if not todo:
             return
         gpus = self.gpus("segmenter")
         pool = self.pools["segment"] = Pool(self.pool_size(gpus, len(todo)), gpus)
-        spec = replace(scorer.segmenter_spec, device=self.user_device)
-        identity = segmenter.identity
+        spec = replace(segmenter.spec, device=placement.device)
         data = self.ray.data.from_items(todo, override_num_blocks=len(todo))
-        data = self._actors(data, SegmentWorker, "segment", {"spec": spec, "identity": identity})
+        kwargs = {"spec": spec, "identity": segmenter.identity}
+        data = self._actors(data, SegmentWorker, "segment", kwargs, ledger)
         with self._phase("segment", len(todo), "img") as bar:
             for row in self._stream(data, "segmentation"):
                 pool.answered((row["node"], int(row["pid"])), row["load"], row["busy"])
@@ -278,24 +289,24 @@ class RayCluster:
                 segmenter.commit(row["digest"], (height, width), masks)
                 bar.update(1)
 
-    def _rate(self, scorer: Scorer, decoded: list[Decoded]) -> set[str]:
+    def _rate(self, placement: Placement, seam: Seam, decoded: list[Decoded], ledger) -> set[str]:
         """Phase 3: every missing rating, model by model, committed as it arrives (a request
         a worker could not rate is committed as its failure). Returns the images whose
         regions could not be planned (the collect pass reports them as the Scorer does)."""
         started = time.perf_counter()
-        jobs, unplanned = plan(scorer.offline(), decoded)
+        jobs, unplanned = plan(seam, decoded)
         self.seconds["plan"] += time.perf_counter() - started
         gpus = self.gpus("rater")
-        for spec, rater, model_jobs in zip(scorer.specs, scorer.raters, jobs, strict=True):
+        for rater, model_jobs in zip(seam.raters, jobs, strict=True):
             if not model_jobs:
                 continue
-            name = f"rate {spec.model}"
+            name = f"rate {rater.spec.model}"
             pool = self.pools[name] = Pool(self.pool_size(gpus, len(model_jobs)), gpus)
-            worker_spec = replace(spec, device=self.user_device)
+            worker_spec = replace(rater.spec, device=placement.device)
             kwargs = {"spec": worker_spec, "identity": rater.identity}
             items = [{"job": pickle.dumps(job)} for job in model_jobs]
             data = self.ray.data.from_items(items, override_num_blocks=len(items))
-            data = self._actors(data, RateWorker, name, kwargs)
+            data = self._actors(data, RateWorker, name, kwargs, ledger)
             requests = {r.key: r for job in model_jobs for r in job.requests}
             total = sum(len(job.requests) for job in model_jobs)
             with self._phase(name, total, "view") as bar:
@@ -309,16 +320,16 @@ class RayCluster:
                     if done.direction is not None:
                         rater.commit_direction(SEP_IQA_WORDS, done.direction)
                     bar.update(len(done.outcomes))
-                    bar.set_postfix(rated=scorer.usage.rated, failed=len(rater.failures))
+                    bar.set_postfix(rated=seam.usage.rated, failed=len(rater.failures))
         return unplanned
 
     # -- Ray Data plumbing --
 
-    def _actors(self, data, worker: type, name: str, kwargs: dict):
+    def _actors(self, data, worker: type, name: str, kwargs: dict, ledger):
         """The actor pool `name` over `data`. Ray Data's defaults restart an actor that dies
         (a crash, a lost node) and retry its unit, without limit: the ledger sets the limit."""
         pool = self.pools[name]
-        kwargs = {**kwargs, "ledger": self.ledger, "retries": self.options.retries,
+        kwargs = {**kwargs, "ledger": ledger, "retries": self.options.retries,
                   "pool": name, "actors": pool.actors}  # fmt: skip
         return data.map_batches(
             worker,
@@ -350,8 +361,8 @@ class RayCluster:
 
     @contextmanager
     def _phase(self, name: str, total: int, unit: str) -> Iterator[tqdm]:
-        show = self.show
-        bar = tqdm(total=total, unit=unit, desc=f"ray {name}", dynamic_ncols=True, disable=not show)
+        bar = tqdm(total=total, unit=unit, desc=f"ray {name}", dynamic_ncols=True,
+                   disable=not self.progress)  # fmt: skip
         started = time.perf_counter()
         try:
             yield bar
@@ -369,6 +380,23 @@ class RayCluster:
             for name, p in self.pools.items()
         }  # fmt: skip
         return {"nodes": nodes, "gpus": gpus, "pools": pools, "seconds": dict(self.seconds)}
+
+
+@contextmanager
+def run_ledger(ray) -> Iterator:
+    """The Ledger actor of one run's phases, beside the driver (lost only with it), named so
+    that `ray list actors` shows it; killed when they end."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    beside = NodeAffinitySchedulingStrategy(here, soft=False)
+    name = f"{LEDGER}-{os.getpid()}-{time.time_ns()}"
+    actor = ray.remote(Ledger).options(name=name, num_cpus=0, scheduling_strategy=beside).remote()
+    try:
+        yield actor
+    finally:
+        with suppress(Exception):  # the cluster may be gone: its actors went with it
+            ray.kill(actor)
 
 
 def check_unreadable_here(item: Decoded) -> None:

@@ -1,10 +1,10 @@
-"""Planning a Ray run without Ray: what each phase sends, from the Scorer's own seam.
+"""Planning a Ray run without Ray: what each phase sends, from the Scorer's seam.
 
 The driver knows each image's digest and size (decoded on the cluster) and, after the
-mask phase, its stored masks; `Scorer.regions` and `Scorer.requests` of an offline Scorer
-turn that into the very requests a single process would make, chunk by chunk, and each
-model's CachingRater says which it lacks (`missing`): the jobs are those, in that order, so
-the workers' batches are the single process's batches.
+mask phase, its stored masks; the seam (`Scorer.seam()`) turns that into the very requests
+a single process would make, chunk by chunk, and each model's cache says which it lacks
+(`missing`): the jobs are those, in that order, so the workers' batches are the single
+process's batches.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from llmiqa.raters.base import Outcome, RatingRequest
 if TYPE_CHECKING:
     import numpy as np
 
-    from llmiqa.scoring.pipeline import Scorer
+    from llmiqa.scoring.pipeline import Seam
 
 
 @dataclass(frozen=True)
@@ -84,36 +84,36 @@ def undecoded(item: Decoded) -> LoadedImage:
     return LoadedImage(item.path, Undecoded(item.path, *item.size), item.digest)
 
 
-def plan(scorer: Scorer, decoded: Sequence[Decoded]) -> tuple[list[list[Job]], set[str]]:
+def plan(seam: Seam, decoded: Sequence[Decoded]) -> tuple[list[list[Job]], set[str]]:
     """Per model, the jobs: for each chunk of images the Scorer would score together, the
     requests its cache lacks and no earlier job holds, in the order it would rate them.
     Also the images whose regions could not be planned (their masks failed, or stored masks
     do not fit them): the collect pass reports them as the Scorer does.
 
-    `scorer` must be offline (its masks stored): planning computes nothing."""
-    jobs: list[list[Job]] = [[] for _ in scorer.raters]
+    Planning computes nothing: masks the store lacks stop it."""
+    jobs: list[list[Job]] = [[] for _ in seam.raters]
     unplanned: set[str] = set()
     sent: set[str] = set()
-    size = scorer.chunk_size
+    size = seam.chunk_size
     for start in range(0, len(decoded), size):
-        per_model: list[list[RatingRequest]] = [[] for _ in scorer.raters]
+        per_model: list[list[RatingRequest]] = [[] for _ in seam.raters]
         for item in decoded[start : start + size]:
             if item.error:
                 continue
             image = undecoded(item)
             try:
-                regions = scorer.regions(image)
+                planned = seam.requests(image)
             except UsageError:
                 raise
             except Exception:  # SAM2 failed on it, or stored masks of another shape
                 unplanned.add(item.digest)
                 continue
-            for m, requests in enumerate(scorer.requests(image, regions)):
+            for m, requests in enumerate(planned):
                 per_model[m] += requests
-        for m, rater in enumerate(scorer.raters):
+        for m, rater in enumerate(seam.raters):
             missing = [r for r in rater.missing(per_model[m]) if r.key not in sent]
             if missing:
-                unit = f"rating job {len(jobs[m]) + 1} of {scorer.specs[m].model}"
+                unit = f"rating job {len(jobs[m]) + 1} of {rater.spec.model}"
                 jobs[m].append(job(missing, unit, {d.digest: d.path for d in decoded}))
                 sent.update(r.key for r in missing)
     return jobs, unplanned

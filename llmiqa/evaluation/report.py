@@ -264,6 +264,23 @@ def scatter_figure(
     return figure
 
 
+def score_histogram_png(pred: np.ndarray, bins: int = BINS) -> bytes:
+    """A collection's scores: their histogram, bins over the scores' own range; scores
+    that do not vary are said so on the figure."""
+    figure = Figure(figsize=(6.4, 4.0), layout="constrained")
+    axes = figure.add_subplot()
+    if pred.size:
+        low, high = score_axis(pred)
+        axes.hist(pred, bins=np.linspace(low, high, bins + 1), color="C0")
+        axes.set_xlim(low, high)
+    axes.set_xlabel("score")
+    axes.set_ylabel("inputs")
+    axes.set_title(f"n = {pred.size}", fontsize="small", loc="right")
+    if note := degenerate_scores(pred) if pred.size else "No input was scored.":
+        figure.suptitle(textwrap.fill(note, 80), fontsize="small", color="C3")
+    return _png(figure)
+
+
 def score_axis(pred: np.ndarray) -> tuple[float, float]:
     """The scores' range with a 5 % margin (one unit around a single value)."""
     low, high = float(pred.min()), float(pred.max())

@@ -15,7 +15,12 @@ default is `MOS` (1-5), not `MOS_zscore`: only `MOS` reproduces the paper's Tabl
 
 Reading labels never touches the images: Table 1 needs only labels, and a label file is
 checked on its own. `Dataset.check_images` tells whether the image folder is there at
-all. A listed image whose file is missing is NOT dropped here: the runner tries it and
+all. An image name may also be an input id as `llmiqa score --out` writes it: a tar
+sample's image (`shards/0001.tar#key.jpg`) or a Parquet row (`images.parquet#12`),
+relative to the image folder like a file's name or absolute; `Dataset.images` reads each
+such tar or Parquet file once (llmiqa.inputs.shards.read_named).
+
+A listed image whose file is missing is NOT dropped here: the runner tries it and
 counts it as a failure, so the reported n always says what was left out. An image name
 that leads outside the root (`..`, an absolute path) is refused unless the caller allows
 it (`allow_outside_root=True`): a label file must not make us open any file. A malformed
@@ -39,12 +44,15 @@ from __future__ import annotations
 import csv
 import os
 import stat
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from llmiqa.errors import one_line
+from llmiqa.errors import UsageError, one_line
+from llmiqa.inputs import parquet
+from llmiqa.inputs.shards import PARQUET, Numbered, read_named, split_id
 
 
 class DatasetError(ValueError):
@@ -55,7 +63,7 @@ class DatasetError(ValueError):
 class Sample:
     """One labelled image."""
 
-    image: str  # the name as in the label file, relative to Dataset.image_dir
+    image: str  # the name as in the label file, relative to Dataset.image_dir (or an id)
     mos: float  # oriented so that higher = better
     split: str | None = None  # the official split, where the release defines one
 
@@ -71,24 +79,67 @@ class Dataset:
     score_column: str
     scale: tuple[float, float] | None  # the rating scale of score_column; None for csv
     samples: tuple[Sample, ...]
+    parquet_col: str | None = None  # the column of the Parquet files the labels name
 
     def path(self, sample: Sample) -> Path:
-        """The image file, `..` in its name collapsed as written: the path the root check read."""
-        return self.image_dir / os.path.normpath(sample.image)
+        """The image file, or the tar or Parquet file holding the image, `..` in its name
+        collapsed as written: the path the root check read."""
+        where = split_id(sample.image)
+        return self.image_dir / os.path.normpath(where[0] if where else sample.image)
+
+    def locate(self, sample: Sample) -> str:
+        """The image as an input id: its file's path, or its container's path#member."""
+        where = split_id(sample.image)
+        return f"{self.path(sample)}#{where[1]}" if where else str(self.path(sample))
+
+    def images(self, samples: Sequence[Sample]) -> Numbered:
+        """The samples' images as (index in samples, path or Encoded bytes), each tar or
+        Parquet file read once, in its own order (llmiqa.inputs.shards.read_named)."""
+        return read_named([self.locate(sample) for sample in samples], self.parquet_col)
 
     @property
     def mos(self) -> np.ndarray:
         return np.array([sample.mos for sample in self.samples])
 
     def check_images(self) -> None:
-        """Raise DatasetError unless image_dir exists and holds at least one listed image.
+        """Raise DatasetError unless image_dir exists and holds at least one listed image,
+        or a Parquet file named cannot give its images (no usable column).
 
+        Only what is cheap is looked at: a file's stat; a tar's stat (finding a member
+        takes a pass over the tar, which the run makes once anyway, naming each member
+        not there); a Parquet row against its file's footer (read anyway for the column).
         Individual missing images are left to the runner, which counts them as failures.
         """
         if not self.image_dir.is_dir():
             raise DatasetError(f"{self.image_dir}: image folder of {self.name} not found")
-        if not any(_is_file(self.path(sample)) for sample in self.samples):
+        rows = self._parquet_rows()
+        if not any(self._there(sample, rows) for sample in self.samples):
             raise DatasetError(f"{self.image_dir}: none of the {self.name} images is there")
+
+    def _parquet_rows(self) -> dict[Path, int]:
+        """The row count of each readable Parquet file the labels name, from its footer."""
+        rows = {}
+        for path in {self.path(s) for s in self.samples if _in_parquet(s.image)}:
+            try:
+                rows[path] = parquet.layout(str(path), self.parquet_col, "--parquet-col").rows
+            except parquet.Unreadable:
+                continue  # missing or damaged: its images fail, each said in a line
+            except UsageError as error:
+                raise DatasetError(str(error)) from None
+        return rows
+
+    def _there(self, sample: Sample, rows: dict[Path, int]) -> bool:
+        """Whether the image looks there: its file (or tar) is, or its Parquet row is."""
+        path = self.path(sample)
+        if not _in_parquet(sample.image):
+            return _is_file(path)
+        row = split_id(sample.image)[1]
+        return row.isdigit() and int(row) < rows.get(path, 0)
+
+
+def _in_parquet(name: str) -> bool:
+    where = split_id(name)
+    return where is not None and where[0].lower().endswith(PARQUET)
 
 
 _FILE_KINDS = (
@@ -291,7 +342,7 @@ def _samples(
         name = "" if image is None else str(image)  # as written: " a.png" is not "a.png"
         if not name.strip():
             raise DatasetError(f"{path}, {where}: empty image name")
-        if confine and _outside(*confine, name):
+        if confine and _outside(*confine, (split_id(name) or (name,))[0]):
             raise DatasetError(
                 f"{path}, {where}: image {name!r} lies outside the dataset root {confine[0]}; "
                 "pass --allow-outside-root (allow_outside_root=True) if that is intended"
@@ -486,6 +537,7 @@ def load_dataset(
     include_training: bool = False,
     subset: bool = False,
     allow_outside_root: bool = False,
+    parquet_col: str | None = None,
 ) -> Dataset:
     """Labels of dataset `name` whose release (or CSV and images) is at `root`.
 
@@ -498,6 +550,8 @@ def load_dataset(
     than the official one; without it such a file is refused as damaged.
     allow_outside_root: accept image names that lead outside root (`..`, absolute paths);
     without it they are refused, so a label file cannot make us open any file it names.
+    parquet_col: the column of image bytes or paths of the Parquet files the labels name
+    (default: the sole binary column, else one named image).
     """
     root = Path(root)
     if name not in NAMES:
@@ -523,5 +577,14 @@ def load_dataset(
     if name == "csv":
         if split != "all":
             raise DatasetError(f"{root}: a csv dataset has no splits; use split='all'")
-        return _load_csv(root, labels, image_col, score_col, lower_better, allow_outside_root)
-    return _load_release(name, root, split, score_col, include_training, subset, allow_outside_root)
+        dataset = _load_csv(root, labels, image_col, score_col, lower_better, allow_outside_root)
+    else:
+        dataset = _load_release(
+            name, root, split, score_col, include_training, subset, allow_outside_root
+        )
+    if parquet_col is None:
+        return dataset
+    if not any(_in_parquet(sample.image) for sample in dataset.samples):
+        raise DatasetError(f"{dataset.labels}: option parquet_col does not apply: no image "
+                           "is named as a Parquet row (file.parquet#row)")  # fmt: skip
+    return replace(dataset, parquet_col=parquet_col)

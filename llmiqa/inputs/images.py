@@ -68,10 +68,13 @@ class LoadedImage:
 @dataclass(frozen=True)
 class Encoded:
     """An image file's bytes read from elsewhere (a tar shard's member, a Parquet cell),
-    under the stable name that says where: decoded like a file of that name."""
+    under the stable name that says where: decoded like a file of that name. `problem`:
+    why there are no bytes to decode (a sample without an image member, an empty cell),
+    so a damaged item is one failed result, not a crash or a silent gap."""
 
     name: str
     data: bytes
+    problem: str | None = None
 
 
 def pixel_hash(image: Image.Image) -> str:
@@ -218,6 +221,8 @@ def load_image(path: str | Path) -> LoadedImage:
 
 def load_encoded(item: Encoded) -> LoadedImage:
     """Decode an image's bytes as `load_image` decodes a file."""
+    if item.problem is not None:
+        raise ImageError(item.problem)
     return decode(io.BytesIO(item.data), item.name)
 
 
@@ -251,8 +256,12 @@ def from_pil(image: Image.Image, name: str) -> LoadedImage:
     return LoadedImage(name=name, image=rgb, digest=pixel_hash(rgb))
 
 
-def expand_inputs(paths: list[str], recursive: bool = False) -> list[str]:
-    """Folders stand for the image files inside them (sorted; subfolders with `recursive`)."""
+def expand_inputs(
+    paths: list[str], recursive: bool = False, suffixes: frozenset[str] | set[str] = IMAGE_SUFFIXES
+) -> list[str]:
+    """Folders stand for the image files inside them (sorted; subfolders with `recursive`);
+    `suffixes` says which files those are (a collection also takes its tar and Parquet
+    shards)."""
     expanded = []
     for path in paths:
         folder = Path(path)
@@ -260,7 +269,7 @@ def expand_inputs(paths: list[str], recursive: bool = False) -> list[str]:
             expanded.append(path)
             continue
         found = folder.rglob("*") if recursive else folder.iterdir()
-        images = sorted(str(p) for p in found if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(str(p) for p in found if p.suffix.lower() in suffixes)
         if not images:
             subfolders = sum(p.is_dir() for p in folder.iterdir())
             hint = f" ({subfolders} subfolder(s): add --recursive)" if subfolders else ""

@@ -88,19 +88,27 @@ def create_metric(
     over the preset. `store` caches masks and ratings in a SQLite file (default: memory).
     `errors="nan"` scores an unreadable image NaN instead of raising ImageError.
     """
+    resolved = resolve_call(preset_or_model, options)
+    from llmiqa.scoring.pipeline import Scorer
+
+    return Metric(Scorer.from_options(resolved, store, progress), resolved, errors)
+
+
+def resolve_call(
+    preset_or_model: str | Sequence[str] | None, options: dict[str, Any]
+) -> dict[str, object]:
+    """The resolved options of a call `f(preset_or_model, **options)`: a preset name or a
+    model (one or a list) first, the CLI's options by key winning over the preset."""
     preset = None
     if isinstance(preset_or_model, str) and preset_or_model in PRESETS:
         preset = preset_or_model
     elif preset_or_model is not None:
         if options.get("model") is not None:
             raise UsageError("give the model either as the first argument or as model=, not both")
-        options["model"] = preset_or_model
+        options = {**options, "model": preset_or_model}
     if isinstance(options.get("model"), str | Path):
-        options["model"] = [str(options["model"])]
-    resolved = resolve(options, preset)
-    from llmiqa.scoring.pipeline import Scorer
-
-    return Metric(Scorer.from_options(resolved, store, progress), resolved, errors)
+        options = {**options, "model": [str(options["model"])]}
+    return resolve(options, preset)
 
 
 # ---- inputs -------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,8 @@ from llmiqa import __version__
 from llmiqa.environment import machine, versions
 from llmiqa.errors import RunError
 from llmiqa.evaluation import correlation
+from llmiqa.inputs.datasets import Dataset, Sample
+from llmiqa.inputs.shards import split_id
 from llmiqa.method import aggregate
 from llmiqa.method.aggregate import Aggregation
 from llmiqa.method.regions import RegionSettings
@@ -126,30 +129,31 @@ def evaluate_run(
     if ray is not None and shard is not None:
         raise RunError("--ray and --shard do not go together: Ray spreads the work itself")
     started = time.perf_counter()
-    with locked(out, shared=shard is not None), ExitStack() as cleanup:
+    with locked(out, shared=shard is not None, command="eval"), ExitStack() as cleanup:
         if not overwrite:
             refuse_replacing(out, config)
         dataset = config.load_dataset()
         dataset.check_images()
         samples = shard_of(config.samples(dataset), shard)
-        cluster = None
+        if ray is not None:
+            refuse_containers_on_ray(dataset, samples)
+        cluster = placement = None
         if ray is not None:
             from llmiqa.distributed.cluster import RayCluster
 
-            cluster = cleanup.enter_context(RayCluster(ray))
-        overrides = cluster.overrides(config.scoring) if cluster else {}
+            cluster = cleanup.enter_context(RayCluster(ray, progress=True))
+            placement = cluster.place(config.scoring)
+        overrides = placement.driver() if placement else {}
         scorer = config.scorer(out, progress=True, **overrides)  # models and store checked
         invocation = {"run": config.run_id, "started": time.time(), "shard": shard}
         finished = False
         try:
-            paths = [dataset.path(s) for s in samples]
-            inputs, collector = paths, scorer
+            inputs, collector = dataset.images(samples), scorer
             if cluster is not None:  # the cluster fills the store, the driver collects
-                inputs, collector = cluster.fill(scorer, paths), scorer.offline()
-            results = [
-                replace(result, name=sample.image)
-                for sample, result in zip(samples, collector.iter_score(inputs), strict=True)
-            ]
+                paths = [dataset.path(s) for s in samples]
+                inputs = enumerate(cluster.fill(placement, scorer.seam(), paths))
+                collector = scorer.offline()
+            results = in_order(collector, inputs, samples)
             finished = True
         finally:
             invocation.update(
@@ -171,6 +175,34 @@ def evaluate_run(
         _publish(out, config, results, mos, summary, scorer)
         scorer.store.checkpoint()  # the store's main file alone now holds the whole run
     return summary
+
+
+def in_order(scorer, numbered: Iterable[tuple[int, object]], samples: Sequence[Sample]) -> list:
+    """Results in the samples' order, named as the label file names them, whatever order
+    the images came in (Dataset.images reads each tar or Parquet file once, in its own)."""
+    pending: deque[int] = deque()  # the index of each image handed to the scorer
+
+    def images():
+        for index, image in numbered:
+            pending.append(index)
+            yield image
+
+    results: list = [None] * len(samples)
+    for result in scorer.iter_score(images(), total=len(samples)):
+        index = pending.popleft()
+        results[index] = replace(result, name=samples[index].image)
+    return results
+
+
+def refuse_containers_on_ray(dataset: Dataset, samples: Sequence[Sample]) -> None:
+    """--ray's workers read image files by path: an image inside a tar or Parquet file is
+    refused before the cluster starts."""
+    inside = [s.image for s in samples if split_id(s.image)]
+    if inside:
+        raise RunError(
+            f"{dataset.labels}: {len(inside)} image(s) lie inside tar or Parquet files "
+            f"(first: {inside[0]}), which --ray cannot read yet; run without --ray"
+        )
 
 
 def checkpoints(scorer) -> dict[str, str]:

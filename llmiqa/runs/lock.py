@@ -16,9 +16,10 @@ LOCK = ".lock"
 
 
 @contextmanager
-def locked(out: Path, shared: bool) -> Iterator[None]:
+def locked(out: Path, shared: bool, command: str) -> Iterator[None]:
     """Hold the run folder: exclusively for a run, shared among shards. The lock dies with
-    its process (an flock), and its file says which process held it."""
+    its process (an flock), and its file says which command (`eval`, `score --out`) and
+    process held it."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         # never through a link: a .lock pointing at a user's file must not overwrite it
@@ -34,15 +35,15 @@ def locked(out: Path, shared: bool) -> Iterator[None]:
         fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
-        holder = handle.read().strip() or "another process"
+        holder = handle.read().strip() or "another llmiqa process"
         handle.close()
         raise RunError(
-            f"{out}: another llmiqa eval ({holder}) is using this run folder; wait for it, "
-            "or use another --out (shards of one run may share it)"
+            f"{out}: {holder} is using this run folder; wait for it, or use another --out "
+            "(the shards of one eval run may share it)"
         ) from None
     if not shared:
         handle.truncate(0)
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.write(f"llmiqa {command} (pid {os.getpid()} on {socket.gethostname()})\n")
         handle.flush()
     try:
         yield

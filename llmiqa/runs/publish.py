@@ -18,16 +18,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import BinaryIO
 
 from llmiqa.errors import Interrupted, RunError, one_line
 from llmiqa.runs.config import CONFIG
 from llmiqa.runs.files import ARRAYS, METRICS, RESULTS, TABLE
 
 PUBLISHED, CURRENT = "published", "current"
-# what a publication holds, each reachable at the top of the run folder through `current`
-ENTRIES = (CONFIG, RESULTS, ARRAYS, TABLE, METRICS, "report.md", "report.html", "figures")
+# what a publication holds, each reachable at the top of the run folder through `current`:
+# an eval run's outputs, and a collection's (config, results.csv and figures besides)
+EVAL_OUTPUTS = (CONFIG, RESULTS, ARRAYS, TABLE, METRICS, "report.md", "report.html", "figures")
+ENTRIES = (*EVAL_OUTPUTS, "results.parquet", "summary.json")
 # what is computed from a publication later and added to it (llmiqa ablate, compare)
-ATTACHMENTS = ("ablation.json", "ablation.csv", "compare-*.json")
+ATTACHMENTS = ("ablation.json", "ablation.csv", "ablation-scores.csv", "compare-*.json")
 
 
 def current(out: Path) -> Path:
@@ -55,11 +58,17 @@ class Publication:
 
     def write(self, path: Path, data: str | bytes) -> None:
         """One new file of the publication (a path inside its folder), flushed to disk."""
-        raw = data.encode() if isinstance(data, str) else data
+        with self.writing(path) as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+
+    @contextmanager
+    def writing(self, path: Path) -> Iterator[BinaryIO]:
+        """One new file of the publication written as a stream (a file too large to hold
+        whole), flushed to disk when the block ends."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "xb") as handle:  # a new file: the mode the umask gives it
-                handle.write(raw)
+                yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as error:
@@ -77,7 +86,8 @@ class Publication:
             _fsync(self.folder)
             os.rename(self.folder, self.final)
             for name in ENTRIES:  # a fresh folder's links dangle until `current` exists
-                _link(self.out / name, Path(CURRENT) / name)
+                if (self.final / name).exists():
+                    _link(self.out / name, Path(CURRENT) / name)
             _link(self.out / CURRENT, Path(PUBLISHED) / self.final.name)
             _fsync(self.out)
         except OSError as error:
@@ -93,10 +103,10 @@ class Publication:
         return link.is_symlink() and Path(os.readlink(link)).name == self.final.name
 
     def tidy(self) -> None:
-        """After the switch: the previous run's links (ablation.csv and the like) and its
-        outputs go."""
+        """After the switch: the previous run's links the new one lacks (ablation.csv and
+        the like, an eval run's report in a collection's folder) and its outputs go."""
         for link in self.out.iterdir():
-            if link.is_symlink() and not link.exists() and link.name not in ENTRIES:
+            if link.is_symlink() and not link.exists():
                 link.unlink(missing_ok=True)
         for old in (self.out / PUBLISHED).iterdir():
             if old != self.final:

@@ -10,16 +10,17 @@ masks and ratings are all stored loads none. Images are decoded one chunk ahead 
 background thread, each chunk on `decoders` threads (decoding and hashing release the GIL).
 
 `regions` and `requests` need no pixels (an image's digest and size, and stored masks),
-so the Ray driver plans with the same code (llmiqa.distributed) and commits what its
-workers rate through the same caches; `offline()` then collects with models switched off.
+so a driver whose workers compute (llmiqa.distributed) plans with the same code and commits
+what they send through the same caches, all of it through one narrow `seam()`; `offline()`
+then collects with models switched off.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,25 @@ from llmiqa.segmenters.masks import MaskSettings
 from llmiqa.segmenters.spec import SegmenterSpec
 
 ImageInput = str | Path | Image.Image | LoadedImage | Encoded
+
+
+@dataclass(frozen=True)
+class Seam:
+    """All a driver whose workers compute needs of a Scorer, and no more: plan each image's
+    requests without pixels, ask the caches what they lack, commit what comes back. Its
+    caches are the Scorer's with models switched off (store, usage and failures shared):
+    planning computes nothing, and the collect pass (`Scorer.offline()`) serves every commit.
+    """
+
+    chunk_size: int  # images scored together: their missing requests are rated together
+    # per model, the image's requests (the whole image, then each region's view); raises
+    # where its regions cannot be planned (its masks failed, or do not fit it)
+    requests: Callable[[LoadedImage], list[list[RatingRequest]]]
+    raters: tuple[CachingRater, ...]  # per model: spec, identity, missing, commit
+    segmenter: CachingSegmenter | None  # None: whole images only
+    usage: Usage  # the Scorer's counters, shown as commits arrive
+    legacy: bool  # the store holds schema 5's digests: workers compute them beside the new
+    alias: Callable[[Mapping[str, str]], None]  # record new digest -> schema-5 digest
 
 
 class Scorer:
@@ -151,6 +171,19 @@ class Scorer:
         variant.raters = [rater.offline() for rater in self.raters]
         variant.segmenter = self.segmenter.offline() if self.segmenter else None
         return variant
+
+    def seam(self) -> Seam:
+        """The planning and commit seam of this Scorer (llmiqa.distributed uses only it)."""
+        offline = self.offline()
+        return Seam(
+            chunk_size=self.chunk_size,
+            requests=lambda image: offline.requests(image, offline.regions(image)),
+            raters=tuple(offline.raters),
+            segmenter=offline.segmenter,
+            usage=self.usage,
+            legacy=self.legacy,
+            alias=self.store.alias,
+        )
 
     # ---- the pipeline ---------------------------------------------------------------------
 

@@ -92,6 +92,14 @@ _RATING_COLUMNS = ("key", "model", "prompt", "image", "geometry", "levels", "log
                    "other_logprob", "other_value", "incomplete")  # fmt: skip
 _TOP_COLUMNS = ("top_ids", "top_logits", "lse")  # schema 4; NULL on digit ratings
 _MASK_COLUMNS = ("key", "image", "segmenter", "height", "width", "count", "masks")
+# what Store.merge copies, by table: the columns a row's checksum covers, in its order
+_MERGED = {
+    "ratings": (*_RATING_COLUMNS, *_TOP_COLUMNS),
+    "segmentations": _MASK_COLUMNS,
+    "directions": ("key", "model", "words", "cosines"),
+    "canaries": ("identity", "logprobs", "other_logprob", "fingerprint"),
+}
+_MERGE_CHUNK = 10_000  # rows per read while merging another store
 _CHUNK = 500  # keys per SELECT ... IN (...), below SQLite's variable limit
 # Commits go to the -wal file beside the store first; at most this many seconds of them
 # are missing from the main file alone (a copy without its -wal, a -wal lost after a kill).
@@ -183,9 +191,12 @@ def _top_problem(rating: Rating, top: int) -> str | None:
 
 
 class Store:
-    """One SQLite file (or ":memory:"); safe to open from several processes at once."""
+    """One SQLite file (or ":memory:"); safe to open from several processes at once.
+    `frozen`: only read, a file no process writes while this one is open (opened as
+    SQLite's immutable: no locks and no -wal, so it also reads over a network file system);
+    a Ray worker reads the run's store so."""
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(self, path: str | Path = ":memory:", frozen: bool = False) -> None:
         self.path = str(path)
         self.notes: list[str] = []  # things a user should hear about the file
         self.checkpointed = time.monotonic()
@@ -200,6 +211,11 @@ class Store:
             except OSError as error:
                 raise StoreError(f"{file}: cannot create its folder ({one_line(error)})") from None
         with self._errors("open"):
+            if frozen:
+                uri = f"{Path(self.path).resolve().as_uri()}?immutable=1"
+                self.db = sqlite3.connect(uri, uri=True, isolation_level=None)
+                self._check_schema()
+                return
             self.db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
             self._wal()
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -576,6 +592,30 @@ class Store:
             "INSERT OR REPLACE INTO segmentations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (*row, checksum(row)),
         )
+
+    def merge(self, other: Path) -> dict[str, int]:
+        """Every valid row of another store file (a Ray worker's) that this one lacks, in
+        one transaction per table; rows whose checksum fails are left out. Returns the rows
+        added per table."""
+        added = {}
+        with self._errors("merge into"):
+            self.db.execute("ATTACH DATABASE ? AS other", (str(other),))
+        try:
+            for table, columns in _MERGED.items():
+                names = ", ".join((*columns, "checksum"))
+                insert = (f"INSERT OR IGNORE INTO main.{table} ({names}) "
+                          f"VALUES ({','.join('?' * (len(columns) + 1))})")  # fmt: skip
+                with self._transaction():
+                    before = self.db.total_changes
+                    rows = self.db.execute(f"SELECT {names} FROM other.{table}")
+                    while chunk := rows.fetchmany(_MERGE_CHUNK):
+                        valid = [row for row in chunk if checksum(row[:-1]) == row[-1]]
+                        self.db.executemany(insert, valid)
+                    added[table] = self.db.total_changes - before
+        finally:
+            with self._errors("merge into"):
+                self.db.execute("DETACH DATABASE other")
+        return added
 
     def counts(self) -> dict[str, int]:
         with self._errors("read"):

@@ -39,7 +39,7 @@ def segment(scorer: Scorer, decoded: list[Decoded]) -> None:
 def test_jobs_are_what_a_single_process_rates_each_once(qwen2_vl_dir, sam2_dir, decoded):
     planner = scorer(qwen2_vl_dir, sam2_dir)
     segment(planner, decoded)
-    (jobs,), unplanned = plan(planner.offline(), decoded)
+    (jobs,), unplanned = plan(planner.seam(), decoded)
     assert unplanned == set() and planner.usage.loaded == [str(sam2_dir)]  # no MLLM
     keys = [r.key for job in jobs for r in job.requests]
     assert len(keys) == len(set(keys))
@@ -51,7 +51,7 @@ def test_jobs_are_what_a_single_process_rates_each_once(qwen2_vl_dir, sam2_dir, 
 def test_each_job_is_one_chunk_in_rating_order_without_pixels(qwen2_vl_dir, sam2_dir, decoded):
     planner = scorer(qwen2_vl_dir, sam2_dir)
     segment(planner, decoded)
-    (jobs,), _ = plan(planner.offline(), decoded)
+    (jobs,), _ = plan(planner.seam(), decoded)
     assert len(jobs) == -(-len({d.digest for d in decoded}) // planner.chunk_size)
     for job in jobs:
         assert all(r.source is None for r in job.requests)
@@ -67,7 +67,7 @@ def test_stored_ratings_and_failed_masks_are_not_planned(qwen2_vl_dir, sam2_dir,
     planner.segmenter.commit(decoded[0].digest, (1, 1), "SAM2 ran out of memory")
     whole = scorer(qwen2_vl_dir, sam2_dir, store=planner.store)
     whole.score([decoded[1].path])  # one image already rated
-    (jobs,), unplanned = plan(planner.offline(), decoded)
+    (jobs,), unplanned = plan(planner.seam(), decoded)
     assert unplanned == {decoded[0].digest}
     planned = {r.image for job in jobs for r in job.requests}
     assert decoded[0].digest not in planned and decoded[1].digest not in planned
@@ -76,10 +76,10 @@ def test_stored_ratings_and_failed_masks_are_not_planned(qwen2_vl_dir, sam2_dir,
 def test_planning_needs_the_masks_and_never_the_pixels(qwen2_vl_dir, sam2_dir, decoded):
     planner = scorer(qwen2_vl_dir, sam2_dir)
     with pytest.raises(UsageError, match=r"masks of .* are missing from the store"):
-        plan(planner.offline(), decoded)  # the mask phase did not run: stop, in one line
+        plan(planner.seam(), decoded)  # the mask phase did not run: stop, in one line
     assert planner.usage.loaded == []
     whole_only = Scorer([str(qwen2_vl_dir)], regions=RegionSettings(region_mode="whole-only"))
-    (jobs,), _ = plan(whole_only.offline(), decoded)
+    (jobs,), _ = plan(whole_only.seam(), decoded)
     assert sum(len(job.requests) for job in jobs) == len({d.digest for d in decoded})
     with pytest.raises(UsageError, match="pixels were needed"):
         Undecoded("a.png", 10, 10).crop((0, 0, 1, 1))

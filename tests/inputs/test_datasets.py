@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tarfile
 import zipfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import openpyxl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import scipy.io
 from PIL import Image
@@ -567,3 +570,49 @@ def test_an_image_name_is_kept_as_written_leading_space_and_all(tmp_path):
     dataset = load_dataset("csv", tmp_path)
     assert [s.image for s in dataset.samples] == [" a.png", "b.png "]
     assert dataset.path(dataset.samples[0]) == tmp_path / " a.png"
+
+
+# ---- labels naming images inside tar shards and Parquet files -----------------------------
+
+
+@pytest.fixture
+def containers(tmp_path, real_images) -> Path:
+    """A tar shard of two photos and a Parquet file of three, as `score --out` reads them."""
+    with tarfile.open(tmp_path / "shard.tar", "w") as archive:
+        for n in range(2):
+            archive.add(real_images[n], arcname=f"s{n}.png")
+    table = pa.table({"image": [p.read_bytes() for p in real_images[:3]]})
+    pq.write_table(table, tmp_path / "rows.parquet", row_group_size=2)
+    return tmp_path
+
+
+def csv_of(root: Path, *names: str, **options):
+    (root / "labels.csv").write_text("image,mos\n" + "".join(f"{n},{i}\n" for i, n in
+                                                             enumerate(names)))  # fmt: skip
+    return load_dataset("csv", root, labels="labels.csv", **options)
+
+
+def test_labels_may_name_tar_members_and_parquet_rows_as_score_ids(containers):
+    dataset = csv_of(containers, "shard.tar#s0.png", "rows.parquet#1",
+                     f"{containers}/shard.tar#s1.png", "shard.tar#../s1.png")  # fmt: skip
+    assert [dataset.locate(s) for s in dataset.samples] == [
+        f"{containers}/shard.tar#s0.png", f"{containers}/rows.parquet#1",
+        f"{containers}/shard.tar#s1.png", f"{containers}/shard.tar#../s1.png",
+    ]  # fmt: skip
+    assert dataset.path(dataset.samples[2]) == containers / "shard.tar"
+    dataset.check_images()
+    indices = [index for index, _ in dataset.images(dataset.samples)]
+    assert sorted(indices) == [0, 1, 2, 3]
+    with pytest.raises(DatasetError, match=r"'\.\./shard\.tar#s0\.png' lies outside"):
+        csv_of(containers, "../shard.tar#s0.png")
+
+
+def test_the_image_check_looks_at_containers_and_parquet_footers(containers):
+    csv_of(containers, "shard.tar#nokey.png").check_images()  # members: found by the run
+    with pytest.raises(DatasetError, match="none of the csv images is there"):
+        csv_of(containers, "rows.parquet#3", "gone.tar#s0.png").check_images()
+    csv_of(containers, "rows.parquet#2").check_images()
+    with pytest.raises(DatasetError, match=r"rows\.parquet: --parquet-col mos: no such column"):
+        csv_of(containers, "rows.parquet#2", parquet_col="mos").check_images()
+    with pytest.raises(DatasetError, match="option parquet_col does not apply"):
+        csv_of(containers, "shard.tar#s0.png", parquet_col="image")

@@ -2,22 +2,29 @@
 run folder that always describes one run."""
 
 import csv
+import itertools
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from llmiqa.cli import main
 from llmiqa.errors import RunError
 from llmiqa.evaluation import correlation
+from llmiqa.raters import registry
 from llmiqa.runs.ablate import ablate
 from llmiqa.runs.config import RunConfig
 from llmiqa.runs.evaluate import evaluate_run
@@ -114,8 +121,8 @@ def test_a_rerun_with_other_options_that_fails_leaves_the_previous_run_whole(
 
     original = Scorer.iter_score
 
-    def interrupted(self, images, chunk=None):  # Ctrl-C after two images
-        yield from original(self, images[:2], 1)
+    def interrupted(self, images, chunk=None, total=None):  # Ctrl-C after two images
+        yield from original(self, itertools.islice(images, 2), 1)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Scorer, "iter_score", interrupted)
@@ -153,7 +160,7 @@ def test_two_runs_on_one_folder_at_once_are_refused_clearly(
     holding, release = threading.Event(), threading.Event()
 
     def first():
-        with locked(tmp_path, shared=False):
+        with locked(tmp_path, shared=False, command="score --out"):
             holding.set()
             release.wait(30)
 
@@ -161,10 +168,10 @@ def test_two_runs_on_one_folder_at_once_are_refused_clearly(
     thread.start()
     holding.wait(30)
     try:
-        holder = rf"another llmiqa eval \(pid {os.getpid()} on .+\) is using this run folder"
+        holder = rf"llmiqa score --out \(pid {os.getpid()} on .+\) is using this run folder"
         with pytest.raises(RunError, match=holder):
             evaluate_run(config_for(dibr, qwen2_vl_dir), tmp_path, resamples=0)
-        with pytest.raises(RunError, match="another llmiqa eval"):
+        with pytest.raises(RunError, match="llmiqa score --out"):
             evaluate_run(config_for(dibr, qwen2_vl_dir), tmp_path, shard=(0, 2), resamples=0)
     finally:
         release.set()
@@ -286,3 +293,101 @@ def test_after_a_run_the_stores_main_file_alone_holds_every_rating(
     copy = tmp_path / "copy.sqlite"
     copy.write_bytes((out / "store.sqlite").read_bytes())
     assert Store(copy).counts()["ratings"] == 3
+
+
+# ---- labels naming images inside tar shards and Parquet files ------------------------------
+
+DIGEST = ["--backend", "digest", "--model", "m", "--region-mode", "whole-only"]
+
+
+@pytest.fixture
+def digest_backend(monkeypatch):
+    """digest_rater: ratings that follow each image's pixels, with no model."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import digest_rater
+
+    monkeypatch.setattr(registry, "_BACKENDS", dict(registry._BACKENDS))  # undone after
+    digest_rater.register()
+
+
+@pytest.fixture
+def both_ways(tmp_path, real_images):
+    """Six real photos as files, and the same photos in a tar shard (3) and a Parquet file
+    (3, in two row groups), each with a label file naming them in one interleaved order:
+    (root, names as files, names as container ids)."""
+    root = tmp_path / "data"
+    (root / "files").mkdir(parents=True)
+    photos = real_images[:6]
+    for photo in photos:
+        shutil.copy(photo, root / "files" / photo.name)
+    with tarfile.open(root / "shard.tar", "w") as archive:
+        for photo in photos[:3]:
+            archive.add(photo, arcname=f"{photo.name}")
+    table = pa.table({"jpg": [p.read_bytes() for p in photos[3:]], "n": [3, 4, 5]})
+    pq.write_table(table, root / "rows.parquet", row_group_size=2)
+    order = [5, 0, 3, 2, 4, 1]  # tar and Parquet interleaved, each out of its own order
+    files = [f"files/{photos[i].name}" for i in order]
+    inside = [f"shard.tar#{photos[i].name}" if i < 3 else f"rows.parquet#{i - 3}" for i in order]
+    inside[1] = f"{root}/{inside[1]}"  # an absolute id, as score --out writes it
+    for name, names in (("files.csv", files), ("inside.csv", inside)):
+        lines = "".join(f"{image},{1 + n / 2}\n" for n, image in enumerate(names))
+        (root / name).write_text("image,mos\n" + lines)
+    return root, files, inside
+
+
+def csv_run(root, labels: str, out, *more: str) -> list[str]:
+    return ["eval", "--dataset", "csv", "--root", str(root), "--labels", str(root / labels),
+            "--out", str(out), "--bootstrap", "0", *DIGEST, *more]  # fmt: skip
+
+
+def rounded(value):
+    """Numbers to 9 decimals, nested (NaN as text, equal to itself)."""
+    if isinstance(value, float):
+        return "nan" if np.isnan(value) else round(value, 9)
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item) for item in value]
+    return value
+
+
+def test_labels_naming_tar_members_and_parquet_rows_score_as_the_files_do(
+    both_ways, digest_backend, tmp_path, capsys
+):
+    root, files, inside = both_ways
+    assert main(csv_run(root, "files.csv", tmp_path / "files")) == 0
+    assert main(csv_run(root, "inside.csv", tmp_path / "inside")) == 0
+    as_files, _ = read_results(tmp_path / "files")
+    as_ids, _ = read_results(tmp_path / "inside")
+    assert [r.name for r in as_files] == files
+    assert [r.digest for r in as_ids] == [r.digest for r in as_files]  # the same pixels, in order
+    assert [r.score for r in as_ids] == [r.score for r in as_files]
+    rows = list(csv.DictReader((tmp_path / "inside" / "results.csv").read_text().splitlines()))
+    assert [row["image"] for row in rows] == inside  # named as the label file names them
+    # ablate rescores through the same readers: the same rows either way
+    variants = [
+        [r.record() for r in ablate(tmp_path / run, ["levels"])] for run in ("files", "inside")
+    ]
+    assert rounded(variants[0]) == rounded(variants[1])  # the logistic fit: not bit for bit
+
+
+def test_a_member_not_in_its_tar_is_one_failed_image(both_ways, digest_backend, tmp_path, capsys):
+    root, _, inside = both_ways
+    with (root / "inside.csv").open("a") as labels:
+        labels.write("shard.tar#nokey.jpg,3\n")
+    assert main(csv_run(root, "inside.csv", tmp_path / "run", "--parquet-col", "jpg")) == 1
+    assert f"{len(inside)} of {len(inside) + 1} images scored" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    error = f"{root}/shard.tar: no sample 'nokey' with an image 'nokey.jpg' in this tar"
+    assert metrics["failures"] == [{"image": "shard.tar#nokey.jpg", "error": error}]
+
+
+def test_eval_on_ray_refuses_images_inside_containers_before_starting(
+    both_ways, digest_backend, tmp_path, capsys
+):
+    root, _, inside = both_ways
+    assert main(csv_run(root, "inside.csv", tmp_path / "run", "--ray")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--ray" in err
+    assert f"6 image(s) lie inside tar or Parquet files (first: {inside[0]})" in err
+    assert not (tmp_path / "run" / "store.sqlite").exists()  # refused before any work

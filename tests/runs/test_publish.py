@@ -21,7 +21,14 @@ from llmiqa.runs import publish
 from llmiqa.runs.ablate import ablate, save
 from llmiqa.runs.config import RunConfig
 from llmiqa.runs.evaluate import evaluate_run
-from llmiqa.runs.publish import CURRENT, ENTRIES, PUBLISHED, Publication, publishing
+from llmiqa.runs.publish import (
+    CURRENT,
+    ENTRIES,
+    EVAL_OUTPUTS,
+    PUBLISHED,
+    Publication,
+    publishing,
+)
 
 
 def run_ids(out: Path) -> set[str]:
@@ -53,8 +60,11 @@ def test_outputs_are_links_into_one_publication(seven):
     assert (out / CURRENT).is_symlink()
     (publication,) = (out / PUBLISHED).iterdir()
     assert (out / CURRENT).resolve() == publication
-    for name in ENTRIES:
-        assert (out / name).is_symlink() and os.readlink(out / name) == f"{CURRENT}/{name}"
+    held = [name for name in ENTRIES if (publication / name).exists()]
+    assert held == list(EVAL_OUTPUTS)
+    for name in ENTRIES:  # each through `current`; no link to what the run does not hold
+        linked = (out / name).is_symlink() and os.readlink(out / name) == f"{CURRENT}/{name}"
+        assert linked == (name in held)
     assert len(run_ids(out)) == 1
 
 
@@ -185,7 +195,7 @@ def test_the_command_line_says_which_options_differ_and_how_to_replace(seven, di
 def flatten(out: Path) -> None:
     """The folder as llmiqa wrote it before publications: plain files, no `current`."""
     current = (out / CURRENT).resolve()
-    for name in ENTRIES:
+    for name in EVAL_OUTPUTS:
         (out / name).unlink()
         os.rename(current / name, out / name)
     (out / CURRENT).unlink()
@@ -200,7 +210,7 @@ def test_an_older_run_folder_of_plain_files_is_published_over(seven, config_for,
     assert RunConfig.read(out).scoring["levels"] == 7  # still readable as it is
     evaluate_run(config_for(dibr, qwen2_vl_dir, limit=3, levels=5), out, resamples=0,
                  overwrite=True)  # fmt: skip
-    assert all((out / name).is_symlink() for name in ENTRIES) and len(run_ids(out)) == 1
+    assert all((out / name).is_symlink() for name in EVAL_OUTPUTS) and len(run_ids(out)) == 1
 
 
 def test_a_late_ctrl_c_after_the_command_finished_changes_nothing(data_dir):
@@ -308,9 +318,9 @@ def test_a_kill_at_any_step_of_publishing_over_plain_files_leaves_one_run(
         which_run(out, old, new)
         publish_files(out, new_files, run_id)  # the next run, not interrupted
         assert which_run(out, old, new) == "new" and contents(out) == new
-        assert all((out / name).is_symlink() for name in ENTRIES)
+        assert all((out / name).is_symlink() for name in EVAL_OUTPUTS)
         assert len(list((out / PUBLISHED).iterdir())) == 1
-    assert step > len(ENTRIES) * 2  # every hard link, link and rename was cut once
+    assert step > len(EVAL_OUTPUTS) * 2  # every hard link, link and rename was cut once
     assert contents(out) == new
 
 

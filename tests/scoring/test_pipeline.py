@@ -312,6 +312,26 @@ def test_an_incomplete_rating_fails_its_image_with_the_reason(qwen2_vl_dir, phot
     assert "incomplete rating" in result.error
 
 
+def test_what_the_seam_commits_the_collect_pass_serves_without_a_model(qwen2_vl_dir, photos):
+    """The Ray driver's whole use of a Scorer: plan through its seam (no model loads), commit
+    what workers computed, then collect offline: the single process's results, rated once."""
+    single = whole_only(qwen2_vl_dir)
+    expected = single.score(photos[:2])
+    driver = whole_only(qwen2_vl_dir)
+    seam = driver.seam()
+    planned = [seam.requests(load_image(p))[0] for p in photos[:2]]
+    (rater,) = seam.raters
+    wanted = rater.missing([r for requests in planned for r in requests])
+    assert len(wanted) == 2 and driver.usage.loaded == []
+    worked = dict(single.raters[0].rate(wanted))  # what the workers send back
+    for index, outcome in worked.items():
+        rater.commit(wanted[index], outcome)
+    assert rater.missing(wanted) == []
+    collected = driver.offline().score(photos[:2])
+    assert [r.score for r in collected] == [r.score for r in expected]
+    assert (driver.usage.rated, driver.usage.from_store, driver.usage.loaded) == (2, 0, [])
+
+
 # ---- other protocols' questions: answer words, top raw logits ---------------------------
 
 

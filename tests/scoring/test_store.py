@@ -526,3 +526,26 @@ def test_a_wal_file_deleted_under_a_running_store_is_one_line_saying_what_to_do(
     with pytest.raises(StoreError, match=r"disk I/O error.*-wal file was deleted.*-shm") as error:
         Store(tmp_path / "store.sqlite")
     assert "\n" not in str(error.value)
+
+
+def test_merge_adds_the_valid_rows_another_store_has_and_leaves_damaged_ones(
+    tmp_path, good, rating
+):
+    """How a Ray driver gathers its workers' stores: rows it lacks, checksums checked."""
+    main, other = Store(tmp_path / "main.sqlite"), Store(tmp_path / "other.sqlite")
+    main.put_rating(key(0), good)
+    other.put_rating(key(0), rating([0.4, 0.3, 0.2, 0.1]))  # the same key: main's stays
+    other.put_rating(key(1), good)
+    other.put_rating(key(2), good)
+    other.put_masks("image1", "sam", (2, 3), [np.ones((2, 3), dtype=bool)])
+    other.put_direction("m@1", "good\x1fbad", np.ones(5))
+    other.db.execute("UPDATE ratings SET levels = 5 WHERE key = ?", (key(2).key,))  # damaged
+    other.close()
+    added = main.merge(tmp_path / "other.sqlite")
+    assert added == {"ratings": 1, "segmentations": 1, "directions": 1, "canaries": 0}
+    found, refused = main.ratings([key(0), key(1), key(2)])
+    assert sorted(found) == sorted([key(0).key, key(1).key]) and refused == []
+    assert np.allclose(found[key(0).key].logprobs, good.logprobs)
+    assert main.segmented(["image1"], "sam") == {"image1"}
+    assert main.direction("m@1", "good\x1fbad") is not None
+    assert main.merge(tmp_path / "other.sqlite")["ratings"] == 0  # merging twice adds nothing
