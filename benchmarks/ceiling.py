@@ -1,10 +1,11 @@
 """The harness's own ceiling: what llmiqa costs per image when the model costs nothing.
 
-A backend registered here rates every request at once with a fixed answer (no model), so
-all that is left is llmiqa: reading and decoding the file, converting and hashing the
-pixels, building requests, the store, the aggregation. Each figure is set beside decoding
-the same files with PIL alone, on distinct 1024x768 images (../shared/data/dibr, mirrored
-and flipped to make as many as asked), as JPEG and as PNG:
+The null backend (benchmarks/null_rater.py, registered here) rates every request at once
+with a fixed answer (no model), so all that is left is llmiqa: reading and decoding the
+file, converting and hashing the pixels, building requests, the store, the aggregation.
+Each figure is set beside decoding the same files with PIL alone, on distinct 1024x768
+images (../shared/data/dibr, mirrored and flipped to make as many as asked), as JPEG and
+as PNG:
 
 - decode: Image.open + load, nothing else;
 - llmiqa: a first run with the null rater into a new store;
@@ -31,19 +32,15 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import ClassVar
 
+import null_rater
 import numpy as np
 from PIL import Image, ImageOps
 
 from llmiqa.inputs.images import load_image
 from llmiqa.loading.runtime import Runtime
 from llmiqa.method.regions import RegionSettings
-from llmiqa.method.standards import Prompt
-from llmiqa.raters import registry
-from llmiqa.raters.base import Backend, Rating, RatingRequest, Spec
 from llmiqa.scoring.pipeline import Scorer
 from llmiqa.scoring.store import Store
 
@@ -51,32 +48,6 @@ DIBR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dibr"
 WARMUP = 8  # images scored first, not measured: imports and first allocations
 FORMATS = {"jpeg": dict(format="JPEG", quality=90), "png": dict(format="PNG")}
 MODES = ("whole-only", "regions")
-
-
-class NullRater(Backend):
-    """Rates every request at once with the same answer: llmiqa without a model."""
-
-    name: ClassVar[str] = "null"
-    min_crop_side: ClassVar[int] = 1
-
-    def __init__(self, spec: Spec) -> None:
-        self.identity = spec.identity
-
-    @classmethod
-    def identify(cls, spec: Spec) -> str:
-        return f"null:{spec.model}"
-
-    @classmethod
-    def render_for(cls, spec: Spec, prompt: Prompt) -> str:
-        return prompt.user
-
-    def render(self, prompt: Prompt) -> str:
-        return prompt.user
-
-    def rate(self, requests: Sequence[RatingRequest]) -> Iterator[tuple[int, Rating]]:
-        for index, request in enumerate(requests):
-            probs = np.full(request.levels, 0.5 / request.levels)
-            yield index, Rating(np.log(probs), np.log(0.5), None)
 
 
 def make_images(folder: Path, count: int, fmt: str) -> list[Path]:
@@ -179,7 +150,7 @@ def main() -> None:
     args = parser.parse_args()
     has_decoders = "decoders" in {f.name for f in dataclasses.fields(Runtime)}
     one = args.decoders[0] if has_decoders and args.decoders else None
-    registry.register(NullRater)
+    null_rater.register()
     report: dict = {"images": args.images, "decoders": one, "rows": []}
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)

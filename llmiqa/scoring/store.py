@@ -210,8 +210,9 @@ class Store:
                 file.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise StoreError(f"{file}: cannot create its folder ({one_line(error)})") from None
+        self.migrating = False  # rows keyed by schema 5's digests are left (or aliased)
         with self._errors("open"):
-            if frozen:
+            if frozen:  # read only: rows of schema 5's digests are not moved from it
                 uri = f"{Path(self.path).resolve().as_uri()}?immutable=1"
                 self.db = sqlite3.connect(uri, uri=True, isolation_level=None)
                 self._check_schema()
@@ -220,7 +221,6 @@ class Store:
             self._wal()
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._check_schema()
-            # rows keyed by schema 5's digests are left (or moved ones are aliased)
             self.migrating = bool(self._exists("legacy_images") or self._exists("aliases"))
 
     def _wal(self) -> None:
