@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from llmiqa.background import THREAD, one_ahead, working
+from llmiqa.background import THREAD, in_parallel, one_ahead, working
 
 
 def test_results_come_in_order_and_the_next_is_computed_meanwhile():
@@ -44,4 +44,31 @@ def test_the_thread_is_a_daemon_and_working_says_when_it_is_alive():
     release.set()
     assert list(results) == [1]
     thread.join(5)
+    assert not working()
+
+
+def test_work_in_parallel_comes_back_in_order_from_several_daemon_threads():
+    both = threading.Barrier(2, timeout=5)  # passes only while two items run at once
+    seen = []
+
+    def square(n: int) -> int:
+        if n < 2:
+            both.wait()
+        seen.append(threading.current_thread())
+        time.sleep(0.01 * (5 - n))  # later items finish first
+        return n * n
+
+    assert in_parallel(square, list(range(5)), threads=2) == [0, 1, 4, 9, 16]
+    assert len(set(seen)) == 2 and all(t.daemon and t.name == THREAD for t in seen)
+    assert in_parallel(square, [], threads=2) == []
+
+
+def test_work_in_parallel_raises_the_first_error_once_every_thread_stopped():
+    def fail_on_two(n: int) -> int:
+        if n == 2:
+            raise ValueError("bad item 2")
+        return n
+
+    with pytest.raises(ValueError, match="bad item 2"):
+        in_parallel(fail_on_two, list(range(6)), threads=3)
     assert not working()

@@ -24,3 +24,20 @@ def test_the_gpu_benchmark_runs_reduced_on_the_cpu(tmp_path):
         for figure in ("loop_s", "whole_s", "regions_s"):
             assert math.isfinite(row[figure]) and row[figure] > 0
     assert "img/s" in done.stdout
+
+
+def test_the_ceiling_benchmark_runs_reduced_and_reports_every_figure(tmp_path):
+    """benchmarks/ceiling.py: llmiqa with a model that costs nothing, beside PIL's decode."""
+    out = tmp_path / "ceiling.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "ceiling.py"), "--images", "2",
+               "--repeats", "1", "--decoders", "1", "2", "--json", str(out)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    cells = {(row["format"], row["mode"]) for row in report["rows"]}
+    assert cells == {(f, m) for f in ("jpeg", "png") for m in ("whole-only", "regions")}
+    for row in report["rows"]:
+        for figure in ("decode", "llmiqa", "store", "llmiqa_x", "store_x"):
+            assert math.isfinite(row[figure]) and row[figure] > 0
+    assert report["torch_imported"] is False  # a backend without torch never imports it
+    assert set(report["scaling"]) == {"1", "2"} and "img/s" in done.stdout

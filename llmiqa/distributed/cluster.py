@@ -219,7 +219,7 @@ class RayCluster:
         `paths`: the same images, pixels left undecoded where nothing needs them."""
         paths = [str(p) for p in paths]
         with run_ledger(self.ray) as ledger:
-            decoded = self._decode(paths, ledger)
+            decoded = self._decode(paths, ledger, seam)
             if seam.segmenter is not None:
                 self._segment(placement, seam.segmenter, decoded, ledger)
             unplanned = self._rate(placement, seam, decoded, ledger)
@@ -231,18 +231,21 @@ class RayCluster:
                 inputs.append(undecoded(item))
         return inputs
 
-    def _decode(self, paths: list[str], ledger) -> list[Decoded]:
+    def _decode(self, paths: list[str], ledger, seam: Seam) -> list[Decoded]:
         """Phase 1: digests and sizes from the workers; an image only they cannot read
-        stops the run (they need the driver's paths)."""
+        stops the run (they need the driver's paths). Old digests they computed for a
+        store of schema 5's digests become aliases there."""
         ray = self.ray
         items = [{"index": i, "path": p} for i, p in enumerate(paths)]
         blocks = max(1, -(-len(items) // DECODE_BATCH))
         data = ray.data.from_items(items, override_num_blocks=blocks)
         data = data.map_batches(
             decode, batch_size=DECODE_BATCH, num_cpus=self.options.cpus,
-            fn_kwargs={"ledger": ledger, "retries": self.options.retries},
+            fn_kwargs={"ledger": ledger, "retries": self.options.retries,
+                       "legacy": seam.legacy},
         )  # fmt: skip
         found: list[Decoded | None] = [None] * len(paths)
+        aliases = {}
         with self._phase("decode", len(paths), "img") as bar:
             for row in self._stream(data, "decoding"):
                 if row["problem"]:
@@ -250,7 +253,11 @@ class RayCluster:
                 index = int(row["index"])
                 size = (int(row["width"]), int(row["height"]))
                 found[index] = Decoded(paths[index], row["digest"], size, row["error"], row["node"])
+                if row["legacy"]:
+                    aliases[row["digest"]] = row["legacy"]
                 bar.update(1)
+        if aliases:
+            seam.alias(aliases)
         for item in found:
             if item.error:
                 check_unreadable_here(item)

@@ -15,7 +15,7 @@ import numpy as np
 from llmiqa import __version__
 from llmiqa.distributed.plan import Done, Job
 from llmiqa.errors import UsageError, one_line
-from llmiqa.inputs.images import ImageError, LoadedImage, load_image
+from llmiqa.inputs.images import ImageError, LoadedImage, legacy_pixel_hash, load_image
 from llmiqa.method.standards import SEP_IQA_WORDS
 from llmiqa.scoring.store import pack_masks
 
@@ -94,22 +94,24 @@ def runtime_on_worker(device: str | None, dtype: str | None, batch: int | None) 
     }
 
 
-def decode(batch: dict[str, np.ndarray], ledger, retries: int) -> dict[str, list]:
-    """Phase 1 (a Ray task): decode each image, keep only its digest and size."""
+def decode(batch: dict[str, np.ndarray], ledger, retries: int, legacy: bool) -> dict[str, list]:
+    """Phase 1 (a Ray task): decode each image, keep only its digest and size (and, for a
+    store that still holds schema 5's digests, its old digest: `legacy`)."""
     out: dict[str, list] = {k: [] for k in ("index", "digest", "width", "height", "error")}
-    out.update(node=[], problem=[])
+    out.update(node=[], problem=[], legacy=[])
     node = _node_ip()
     paths = [str(p) for p in batch["path"]]
     problem = _give_up(ledger, f"decoding image {int(batch['index'][0])}", retries, paths)
     for index, path in zip(batch["index"], paths, strict=True):
-        digest, width, height, error = "", 0, 0, ""
+        digest, width, height, error, old = "", 0, 0, "", ""
         if problem is None:
             try:
                 image = load_image(path)
                 digest, (width, height) = image.digest, image.image.size
+                old = legacy_pixel_hash(image.image) if legacy else ""
             except ImageError as failure:
                 error = str(failure)
-        row = (int(index), digest, width, height, error, node, problem or "")
+        row = (int(index), digest, width, height, error, node, problem or "", old)
         for name, value in zip(out, row, strict=True):
             out[name].append(value)
     return out

@@ -11,6 +11,7 @@ needs coarse masks.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -19,6 +20,13 @@ from llmiqa.settings import option
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-small"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+MAX_DECODERS = 8  # decoding threads by default: more cores than this feed any model
+
+
+def default_decoders() -> int:
+    """One decoding thread per CPU core this process may use, at most MAX_DECODERS."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, MAX_DECODERS))
 
 
 @dataclass(frozen=True)
@@ -89,8 +97,17 @@ class Runtime:
         ),
     )
 
+    decoders: int | None = field(
+        default=None,
+        metadata=option(
+            "images decoded and hashed at once, each on a thread (default: one per CPU core "
+            f"this process may use, at most {MAX_DECODERS})",
+            speed_only=True,
+        ),
+    )
+
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_in_flight"):
+        for name in ("batch_size", "max_in_flight", "decoders"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")

@@ -18,7 +18,10 @@ from llmiqa.method.standards import Prompt
 from llmiqa.raters import registry
 from llmiqa.raters.base import Backend, Canary, Rater
 from llmiqa.raters.hf import TransformersRater
+from llmiqa.raters.local import LocalRater
 from llmiqa.raters.server import ServerRater
+
+REMOTE_BATCH = 8  # devices.default_batch_size on a GPU
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,13 @@ class RaterSpec(Placement):
 
     @cached_property
     def batch(self) -> int:
+        """Requests per forward pass: the device's default for a model run here; a backend
+        that runs none here (a server, a plugin) gets a GPU's without importing torch."""
+        if self.batch_size or not issubclass(self.runs_on, LocalRater):
+            return self.batch_size or REMOTE_BATCH
         from llmiqa.loading.devices import default_batch_size
 
-        return self.batch_size or default_batch_size(self.torch_device)
+        return default_batch_size(self.torch_device)
 
     @cached_property
     def backend_options(self) -> dict[str, object]:

@@ -7,7 +7,7 @@ Everything that can be wrong with the whole run (a model or segmenter that does 
 resolve, a device this machine lacks, a store that cannot be written) is raised when the
 Scorer is built, before any image is touched. Models load lazily, once: a run whose
 masks and ratings are all stored loads none. Images are decoded one chunk ahead in a
-background thread.
+background thread, each chunk on `decoders` threads (decoding and hashing release the GIL).
 
 `regions` and `requests` need no pixels (an image's digest and size, and stored masks),
 so a driver whose workers compute (llmiqa.distributed) plans with the same code and commits
@@ -20,24 +20,26 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from llmiqa.background import one_ahead
+from llmiqa.background import in_parallel, one_ahead
 from llmiqa.errors import ModelLoadError, UsageError, one_line
 from llmiqa.inputs.images import (
     Encoded,
     ImageError,
     LoadedImage,
     from_pil,
+    keep_freed_pixels,
+    legacy_pixel_hash,
     load_encoded,
     load_image,
 )
-from llmiqa.loading.runtime import DEFAULT_MODEL, DEFAULT_SEGMENTER, Runtime
+from llmiqa.loading.runtime import DEFAULT_MODEL, DEFAULT_SEGMENTER, Runtime, default_decoders
 from llmiqa.method.aggregate import Aggregation, allowed_readouts
 from llmiqa.method.regions import Region, RegionSettings, View, region_view, select_regions
 from llmiqa.method.results import ImageResult
@@ -68,6 +70,8 @@ class Seam:
     raters: tuple[CachingRater, ...]  # per model: spec, identity, missing, commit
     segmenter: CachingSegmenter | None  # None: whole images only
     usage: Usage  # the Scorer's counters, shown as commits arrive
+    legacy: bool  # the store holds schema 5's digests: workers compute them beside the new
+    alias: Callable[[Mapping[str, str]], None]  # record new digest -> schema-5 digest
 
 
 class Scorer:
@@ -120,6 +124,8 @@ class Scorer:
                 ) from None
         self.store = store if isinstance(store, Store) else Store(store or ":memory:")
         self.store.check_writable()
+        self.legacy = self.store.legacy_left()  # loaders compute schema 5's digests too
+        self.decoders = runtime.decoders or default_decoders()
         self.usage = Usage(notes=list(self.store.notes))
         self.raters = [CachingRater(spec, self.store, self.usage) for spec in self.specs]
         self.segmenter = (
@@ -175,6 +181,8 @@ class Scorer:
             raters=tuple(offline.raters),
             segmenter=offline.segmenter,
             usage=self.usage,
+            legacy=self.legacy,
+            alias=self.store.alias,
         )
 
     # ---- the pipeline ---------------------------------------------------------------------
@@ -192,6 +200,7 @@ class Scorer:
         at a time, so a stream of millions holds one chunk in memory; `total` sizes the
         progress bar of an iterable without a length."""
         chunk = chunk or self.chunk_size
+        keep_freed_pixels(4 * chunk)  # one chunk scored, one queued, one decoding, and one
         numbered = enumerate(images)
         parts = iter(lambda: list(itertools.islice(numbered, chunk)), [])
         if total is None and isinstance(images, Sized):
@@ -239,10 +248,18 @@ class Scorer:
         return per_model
 
     def _load_part(self, part: list[tuple[int, ImageInput]]) -> list[LoadedImage | ImageResult]:
+        """Files and encoded bytes decode on `decoders` threads; a caller's PIL images in
+        this thread (the same lazily opened image twice must not load on two threads)."""
+        mine = any(isinstance(item, Image.Image) for _, item in part)
         with self.usage.timed("load images"):
-            return [_load(item, number) for number, item in part]
+            return in_parallel(
+                lambda x: _load(x[1], x[0], self.legacy), part, 1 if mine else self.decoders
+            )
 
     def _score_loaded(self, loaded: list[LoadedImage | ImageResult]) -> list[ImageResult]:
+        legacy = {x.digest: x.legacy for x in loaded if isinstance(x, LoadedImage) and x.legacy}
+        if legacy:
+            self.store.alias(legacy)
         regions: dict[int, list[Region]] = {}
         errors: dict[int, str] = {}
         for i, item in enumerate(loaded):
@@ -345,14 +362,19 @@ def check_readout(standard: Standard, aggregation: Aggregation, specs: Sequence[
             )
 
 
-def _load(item: ImageInput, number: int) -> LoadedImage | ImageResult:
+def _load(item: ImageInput, number: int, legacy: bool = False) -> LoadedImage | ImageResult:
+    """The decoded image (with its schema-5 digest too when `legacy`), or why it has none."""
     try:
         if isinstance(item, LoadedImage):
-            return item
-        if isinstance(item, Image.Image):
-            return from_pil(item, f"<image {number}>")
-        if isinstance(item, Encoded):
-            return load_encoded(item)
-        return load_image(item)
+            loaded = item
+        elif isinstance(item, Image.Image):
+            loaded = from_pil(item, f"<image {number}>")
+        elif isinstance(item, Encoded):
+            loaded = load_encoded(item)
+        else:
+            loaded = load_image(item)
     except ImageError as error:
         return ImageResult(name=getattr(item, "name", str(item)), error=str(error))
+    if legacy and loaded.legacy is None and isinstance(loaded.image, Image.Image):
+        loaded = replace(loaded, legacy=legacy_pixel_hash(loaded.image))
+    return loaded

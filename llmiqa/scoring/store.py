@@ -20,8 +20,9 @@ import os
 import sqlite3
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,9 @@ from llmiqa.errors import UsageError, one_line
 from llmiqa.raters.base import Canary, Rating, RatingRequest, key_of
 
 # 1: llmiqa 0.1, ratings held only the K-restricted probabilities; 2: no checksums;
-# 3: no top raw logits, no SeP-IQA directions; 4: no canaries
-SCHEMA = 5
+# 3: no top raw logits, no SeP-IQA directions; 4: no canaries; 5: images keyed by the
+# blake2b digest of their pixels (inputs.images.legacy_pixel_hash), now by xxh3's
+SCHEMA = 6
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ratings (
@@ -75,6 +77,8 @@ CREATE TABLE IF NOT EXISTS canaries (
     fingerprint TEXT,
     checksum BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS legacy_images (digest TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS aliases (digest TEXT PRIMARY KEY, legacy TEXT NOT NULL);
 """
 
 
@@ -141,7 +145,8 @@ def unpack_masks(blob: bytes, count: int, height: int, width: int) -> list[np.nd
     if count == 0:
         return []
     bits = np.unpackbits(np.frombuffer(zlib.decompress(blob), dtype=np.uint8))
-    return list(bits[: count * height * width].reshape(count, height, width).astype(bool))
+    # unpackbits gives 0 and 1: read as booleans in place, not copied
+    return list(bits[: count * height * width].reshape(count, height, width).view(bool))
 
 
 def rating_problem(rating: Rating, levels: int, top: int = 0) -> str | None:
@@ -205,8 +210,9 @@ class Store:
                 file.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise StoreError(f"{file}: cannot create its folder ({one_line(error)})") from None
+        self.migrating = False  # rows keyed by schema 5's digests are left (or aliased)
         with self._errors("open"):
-            if frozen:
+            if frozen:  # read only: rows of schema 5's digests are not moved from it
                 uri = f"{Path(self.path).resolve().as_uri()}?immutable=1"
                 self.db = sqlite3.connect(uri, uri=True, isolation_level=None)
                 self._check_schema()
@@ -215,6 +221,7 @@ class Store:
             self._wal()
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._check_schema()
+            self.migrating = bool(self._exists("legacy_images") or self._exists("aliases"))
 
     def _wal(self) -> None:
         """Switch to WAL; a new file opened by several processes at once may be briefly
@@ -245,7 +252,12 @@ class Store:
             return
         row = self.db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
         found = row[0] if row else "?"
-        upgrades = {"2": self._add_checksums, "3": self._add_top_logits, "4": self._add_canaries}
+        upgrades = {
+            "2": self._add_checksums,
+            "3": self._add_top_logits,
+            "4": self._add_canaries,
+            "5": self._add_aliases,
+        }
         if found != str(SCHEMA) and found not in upgrades:
             raise StoreError(
                 f"{self.path}: store schema {found} is not {SCHEMA} (written by another "
@@ -296,6 +308,24 @@ class Store:
         self.db.execute(_table_sql("canaries"))
         return " (it keeps servers' canaries beside their ratings); its rows are unchanged"
 
+    def _add_aliases(self) -> str:
+        """Schema 5 -> 6: the content digest changed (blake2b to xxh3), and a digest cannot
+        be recomputed without the pixels. So the store lists the old digests it holds rows
+        of (`legacy_images`); as each image is loaded again, its old digest is computed
+        beside the new one and recorded as its alias, and its rows move to the new keys as
+        they are read (ratings and masks are never computed again)."""
+        for table in ("legacy_images", "aliases"):
+            self.db.execute(_table_sql(table))
+        self.db.execute(
+            "INSERT OR IGNORE INTO legacy_images "
+            "SELECT image FROM ratings UNION SELECT image FROM segmentations"
+        )
+        (count,) = self.db.execute("SELECT COUNT(*) FROM legacy_images").fetchone()
+        return (
+            f": the ratings and masks of its {count} images move to their new content "
+            "digests as each image is seen again, none computed again"
+        )
+
     def check_writable(self) -> None:
         """Fail now, before any work, if ratings could not be committed later; record which
         llmiqa writes to the store."""
@@ -317,8 +347,30 @@ class Store:
 
     def ratings(self, requests: Iterable[RatingRequest]) -> tuple[dict[str, Rating], list[str]]:
         """Stored ratings, by request key, of those requests that have a valid one, and why
-        the others were refused (a refused row counts as missing: it will be rated again)."""
+        the others were refused (a refused row counts as missing: it will be rated again).
+        A rating stored under its image's schema-5 digest moves to its key now."""
         asked = {request.key: request for request in requests}
+        found, refused = self._read_ratings(asked)
+        if not self.migrating or len(found) == len(asked):
+            return found, refused
+        missing = [request for key, request in asked.items() if key not in found]
+        aliases = self._aliases({request.image for request in missing})
+        legacy = {}
+        for request in missing:
+            if request.image in aliases:
+                old = replace(request, image=aliases[request.image])
+                legacy[old.key] = (old, request)
+        moved, also_refused = self._read_ratings({k: old for k, (old, _) in legacy.items()})
+        for old_key, rating in moved.items():
+            request = legacy[old_key][1]
+            with self._transaction():
+                self._insert_rating(request, rating)
+                self.db.execute("DELETE FROM ratings WHERE key = ?", (old_key,))
+            found[request.key] = rating
+        return found, refused + also_refused
+
+    def _read_ratings(self, asked: dict[str, RatingRequest]) -> tuple[dict[str, Rating], list[str]]:
+        """The valid stored ratings of these keys, and why the others' rows were refused."""
         found, refused = {}, []
         keys = list(asked)
         columns = ", ".join((*_RATING_COLUMNS, "checksum", *_TOP_COLUMNS))
@@ -348,6 +400,10 @@ class Store:
 
     def put_rating(self, request: RatingRequest, rating: Rating) -> None:
         """Commit one rating (replacing a refused row of the same key)."""
+        with self._transaction():
+            self._insert_rating(request, rating)
+
+    def _insert_rating(self, request: RatingRequest, rating: Rating) -> None:
         other = None if math.isnan(rating.other_logprob) else rating.other_logprob
         row = (
             request.key,
@@ -368,12 +424,42 @@ class Store:
                 np.asarray(rating.top_logits, "<f4").tobytes(),
                 rating.lse,
             )
+        self.db.execute(
+            f"INSERT OR REPLACE INTO ratings ({', '.join(_RATING_COLUMNS)}, checksum, "
+            f"{', '.join(_TOP_COLUMNS)}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (*row, checksum((*row, *top)), *top),
+        )
+
+    # ---- schema 5's digests -------------------------------------------------------------
+
+    def legacy_left(self) -> bool:
+        """Whether rows keyed by a schema-5 digest of an image not seen since are left: a
+        loader then computes each image's old digest too (`alias`)."""
+        return self.migrating and self._exists("legacy_images")
+
+    def alias(self, legacy: Mapping[str, str]) -> None:
+        """Record, for each new digest -> its schema-5 digest, the alias of those images
+        whose old digest keys rows here (their rows move as they are read)."""
         with self._transaction():
-            self.db.execute(
-                f"INSERT OR REPLACE INTO ratings ({', '.join(_RATING_COLUMNS)}, checksum, "
-                f"{', '.join(_TOP_COLUMNS)}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (*row, checksum((*row, *top)), *top),
+            for digest, old in legacy.items():
+                if self.db.execute("DELETE FROM legacy_images WHERE digest = ?", (old,)).rowcount:
+                    self.db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?)", (digest, old))
+
+    def _aliases(self, digests: Iterable[str]) -> dict[str, str]:
+        """The schema-5 digest of each of these digests that has one."""
+        digests, found = list(digests), {}
+        for start in range(0, len(digests), _CHUNK):
+            chunk = digests[start : start + _CHUNK]
+            query = (
+                f"SELECT digest, legacy FROM aliases WHERE digest IN ({','.join('?' * len(chunk))})"
             )
+            with self._errors("read"):
+                found.update(self.db.execute(query, chunk).fetchall())
+        return found
+
+    def _exists(self, table: str) -> bool:
+        with self._errors("read"):
+            return self.db.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0] == 1
 
     # ---- SeP-IQA's directions -----------------------------------------------------------
 
@@ -432,26 +518,58 @@ class Store:
 
     def masks(self, image: str, segmenter: str) -> tuple[list[np.ndarray] | None, str | None]:
         """The stored masks of an image, or None; and why a stored row was refused, if it
-        was (it is then computed again)."""
+        was (it is then computed again). Masks stored under the image's schema-5 digest
+        move to its key now."""
+        masks, refused, row = self._read_masks(image, segmenter)
+        if row is not None or not self.migrating:
+            return masks, refused
+        old = self._aliases([image]).get(image)
+        if old is None:
+            return None, None
+        masks, refused, row = self._read_masks(old, segmenter)
+        if masks is not None:
+            values = (segmentation_key(image, segmenter), image, segmenter, *row[3:])
+            with self._transaction():
+                self._insert_masks(values)
+                self.db.execute(
+                    "DELETE FROM segmentations WHERE key = ?", (segmentation_key(old, segmenter),)
+                )
+        return masks, refused
+
+    def _read_masks(
+        self, image: str, segmenter: str
+    ) -> tuple[list[np.ndarray] | None, str | None, tuple | None]:
+        """The stored masks, why they were refused, and the row's values (None: no row)."""
         with self._errors("read"):
             row = self.db.execute(
                 f"SELECT {', '.join(_MASK_COLUMNS)}, checksum FROM segmentations WHERE key = ?",
                 (segmentation_key(image, segmenter),),
             ).fetchone()
         if row is None:
-            return None, None
+            return None, None, None
         *values, check = row
         refused = f"{self.path}: stored masks of image {image} refused"
         if checksum(values) != check:
-            return None, f"{refused} (checksum mismatch: the row changed after it was written)"
+            why = "checksum mismatch: the row changed after it was written"
+            return None, f"{refused} ({why})", tuple(values)
         _, _, _, height, width, count, blob = values
         try:
-            return unpack_masks(blob, count, height, width), None
+            return unpack_masks(blob, count, height, width), None, tuple(values)
         except (zlib.error, ValueError) as error:
-            return None, f"{refused} ({one_line(error)})"
+            return None, f"{refused} ({one_line(error)})", tuple(values)
 
     def segmented(self, images: Iterable[str], segmenter: str) -> set[str]:
-        """Which of these image digests have stored masks (nothing unpacked: a cheap check)."""
+        """Which of these image digests have stored masks (nothing unpacked: a cheap check),
+        under their key or their schema-5 digest's."""
+        images = list(images)
+        found = self._segmented(images, segmenter)
+        if self.migrating:
+            aliases = self._aliases(image for image in images if image not in found)
+            old = self._segmented(aliases.values(), segmenter)
+            found.update(image for image, legacy in aliases.items() if legacy in old)
+        return found
+
+    def _segmented(self, images: Iterable[str], segmenter: str) -> set[str]:
         by_key = {segmentation_key(image, segmenter): image for image in images}
         keys, found = list(by_key), set()
         for start in range(0, len(keys), _CHUNK):
@@ -467,10 +585,13 @@ class Store:
         key = segmentation_key(image, segmenter)
         row = (key, image, segmenter, shape[0], shape[1], len(masks), pack_masks(masks))
         with self._transaction():
-            self.db.execute(
-                "INSERT OR REPLACE INTO segmentations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (*row, checksum(row)),
-            )
+            self._insert_masks(row)
+
+    def _insert_masks(self, row: Sequence) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO segmentations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (*row, checksum(row)),
+        )
 
     def merge(self, other: Path) -> dict[str, int]:
         """Every valid row of another store file (a Ray worker's) that this one lacks, in

@@ -9,6 +9,7 @@ the message without Ray needs no cluster and runs everywhere.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -23,6 +24,7 @@ import pytest
 
 from llmiqa.cli import main
 from llmiqa.errors import UsageError
+from llmiqa.inputs import images
 from llmiqa.runs.config import RunConfig
 from llmiqa.runs.evaluate import evaluate_run
 from llmiqa.scoring.presets import resolve
@@ -217,6 +219,29 @@ def test_regions_and_ratings_on_two_nodes_equal_a_single_process_run(
     assert again["usage"]["rated"] == again["usage"]["segmented"] == 0  # nothing sent out
     assert again["usage"]["ray"]["pools"] == {}
     same_results(tmp_path / "ray", tmp_path / "single")
+
+
+@pytest.mark.ray
+def test_a_store_of_the_old_content_digests_is_served_on_two_nodes_with_nothing_sent_out(
+    cluster, tmp_path, dibr, qwen2_vl_dir, monkeypatch
+):
+    """The workers compute the old digests beside the new ones for a schema-5 store."""
+    config = config_for(dibr, qwen2_vl_dir, REGIONS)
+    with monkeypatch.context() as before_the_change:
+        before_the_change.setattr(images, "pixel_hash", images.legacy_pixel_hash)
+        evaluate_run(config, tmp_path / "run", resamples=0)
+    scores = (tmp_path / "run" / "results.csv").read_text()
+    with sqlite3.connect(tmp_path / "run" / "store.sqlite") as db:  # as schema 5 left it
+        db.execute("DROP TABLE legacy_images")
+        db.execute("DROP TABLE aliases")
+        db.execute("UPDATE meta SET value = '5' WHERE name = 'schema'")
+    again = evaluate_run(config, tmp_path / "run", resamples=0, ray=on(cluster), overwrite=True)
+    assert again["usage"]["rated"] == 0 and again["usage"]["from_store"] == REGIONS
+    assert again["usage"]["ray"]["pools"] == {}  # nothing sent out
+    results = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
+    digests = {json.loads(line)["digest"] for line in results}
+    assert {row[3] for row in ratings(tmp_path / "run")} == digests  # moved to the new ones
+    assert len(digests) == REGIONS and (tmp_path / "run" / "results.csv").read_text() == scores
 
 
 @pytest.mark.ray

@@ -14,7 +14,15 @@ import pytest
 from PIL import Image
 
 import llmiqa
-from llmiqa.inputs.images import MAX_PIXELS, ImageError, from_pil, load_image, pixel_hash
+from llmiqa.inputs import images
+from llmiqa.inputs.images import (
+    MAX_PIXELS,
+    ImageError,
+    from_pil,
+    legacy_pixel_hash,
+    load_image,
+    pixel_hash,
+)
 
 
 @pytest.fixture
@@ -34,13 +42,19 @@ def test_a_real_jpeg_loads_as_rgb_with_a_stable_content_hash(data_dir):
     assert first.digest == again.digest
 
 
-def test_the_content_hash_is_the_one_stores_already_hold(data_dir):
-    """Store keys must survive any rewrite of the hashing: pinned digests of known pixels."""
+@pytest.mark.parametrize("block", [images.HASH_BLOCK_BYTES, 1 << 30])
+def test_the_content_hash_is_the_one_stores_already_hold(data_dir, monkeypatch, block):
+    """Store keys must survive any rewrite of the hashing: pinned digests of known pixels,
+    in blocks or whole; and the hash of stores made before schema 6, which their migration
+    recomputes, is pinned too."""
+    monkeypatch.setattr(images, "HASH_BLOCK_BYTES", block)
     koniq = load_image(data_dir / "images" / "KonIQ_6898804586.jpg")
-    assert koniq.digest == "9864aa177b38bbc58893f594fbb8bf40"
-    y, x = np.mgrid[0:1200, 0:1000]  # tall enough to be hashed in several strips
+    assert koniq.digest == "309c69ef1210ca6a1566e868d6b91f1b"
+    assert legacy_pixel_hash(koniq.image) == "9864aa177b38bbc58893f594fbb8bf40"
+    y, x = np.mgrid[0:1200, 0:1000]  # hashed in several blocks, or in one
     ramp = Image.fromarray(np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8))
-    assert pixel_hash(ramp) == "75abbfd32e9667bdb5e7c2eeb0f82dd3"
+    assert pixel_hash(ramp) == "6d9408296ed0fd47d1d2e5ffe5247e15"
+    assert legacy_pixel_hash(ramp) == "75abbfd32e9667bdb5e7c2eeb0f82dd3"
 
 
 def test_same_pixels_in_another_format_share_the_hash(photo, tmp_path):

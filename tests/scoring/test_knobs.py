@@ -27,7 +27,8 @@ CHANGED = {
     "pred_iou_thresh": 0.5, "stability_score_thresh": 0.5, "stability_score_offset": 0.7,
     "box_nms_thresh": 0.6, "min_mask_region_area": 100, "backend": "vllm",
     "server": None, "device": "cpu", "dtype": "bfloat16", "segmenter_dtype": "float16",
-    "batch_size": 3, "max_in_flight": 7, "max_pixels": 4096, "cut": False, "top": 50,
+    "batch_size": 3, "max_in_flight": 7, "decoders": 2, "max_pixels": 4096, "cut": False,
+    "top": 50,
 }  # fmt: skip
 
 
@@ -141,4 +142,4 @@ def test_the_scorer_gets_every_option_without_loading_a_model(qwen2_vl_dir):
 def test_the_options_that_change_no_number_are_named_once():
     """Where models run and how fast: a rerun changing only these is the same run (and a
     rating's identity in the store leaves them out)."""
-    assert speed_only() == {"device", "batch_size", "max_in_flight"}
+    assert speed_only() == {"device", "batch_size", "max_in_flight", "decoders"}

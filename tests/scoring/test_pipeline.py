@@ -1,10 +1,13 @@
 """The Scorer end to end on tiny random models and real images (plumbing, not accuracy)."""
 
+import sqlite3
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from llmiqa.errors import ModelLoadError, UsageError
+from llmiqa.inputs import images
 from llmiqa.inputs.images import Encoded, load_image
 from llmiqa.loading.checkpoints import split_revision
 from llmiqa.loading.runtime import Runtime
@@ -95,6 +98,23 @@ def test_bad_inputs_fail_alone_and_in_place(qwen2_vl_dir, photos, tmp_path):
     )
 
 
+def test_several_decoding_threads_change_no_result_nor_its_place(qwen2_vl_dir, photos, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    inputs = [photos[0], str(broken), *photos[1:], str(tmp_path / "missing.png"), photos[0]]
+    store = Store()
+    one, three = (
+        whole_only(qwen2_vl_dir, store=store, runtime=Runtime(decoders=n)) for n in (1, 3)
+    )
+    assert (one.decoders, three.decoders) == (1, 3)
+    first, again = one.score(inputs), three.score(inputs)
+    assert [r.name for r in again] == inputs
+    assert [(r.digest, r.error) for r in again] == [(r.digest, r.error) for r in first]
+    assert [r.score for r in again if r.ok] == [r.score for r in first if r.ok]
+    assert "broken.jpg: not an image file" in again[1].error
+    assert "missing.png: no such file" in again[-2].error
+
+
 def test_in_memory_images_score_like_their_files(qwen2_vl_dir, photos):
     scorer = whole_only(qwen2_vl_dir)
     from_file = scorer.score(photos[0])[0]
@@ -173,6 +193,38 @@ def test_stored_masks_serve_another_threshold_without_sam2(qwen2_vl_dir, sam2_di
     assert all(r.ok for r in results)
     assert again.usage.segmented == 0 and again.usage.masks_from_store == 2
     assert str(sam2_dir) not in again.usage.loaded
+
+
+def test_a_store_of_the_old_content_digests_serves_every_rating_and_mask(
+    qwen2_vl_dir, sam2_dir, photos, tmp_path, monkeypatch
+):
+    """The content digest changed (blake2b to xxh3): a store that llmiqa wrote under the old
+    digests (schema 5) loses nothing and computes nothing again; its rows move to the new
+    digests as the images are seen, and later runs skip the old hash."""
+    path, mask = tmp_path / "v5.sqlite", RegionSettings(region_mode="mask")
+    with monkeypatch.context() as before_the_change:
+        before_the_change.setattr(images, "pixel_hash", images.legacy_pixel_hash)
+        old = mixed(qwen2_vl_dir, sam2_dir, store=path, regions=mask)
+        before = old.score(photos[:2])
+    old.store.close()
+    with sqlite3.connect(path) as db:  # as llmiqa wrote it before the change: schema 5
+        db.execute("DROP TABLE legacy_images")
+        db.execute("DROP TABLE aliases")
+        db.execute("UPDATE meta SET value = '5' WHERE name = 'schema'")
+    new = mixed(qwen2_vl_dir, sam2_dir, store=path, regions=mask)
+    assert new.legacy and "upgraded to store schema 6" in new.usage.notes[0]
+    after = new.score(photos[:2])
+    assert [r.score for r in after] == [r.score for r in before]
+    assert (new.usage.rated, new.usage.segmented, new.usage.loaded) == (0, 0, [])
+    digests = [load_image(photo).digest for photo in photos[:2]]
+    assert [r.digest for r in after] == digests != [r.digest for r in before]
+    for table in ("ratings", "segmentations"):
+        stored = {row[0] for row in new.store.db.execute(f"SELECT image FROM {table}")}
+        assert stored == set(digests)
+    again = mixed(qwen2_vl_dir, sam2_dir, store=path, regions=mask)
+    assert not again.legacy
+    assert [r.score for r in again.score(photos[:2])] == [r.score for r in before]
+    assert (again.usage.rated, again.usage.segmented) == (0, 0)
 
 
 def rect(shape, x0, y0, x1, y1):

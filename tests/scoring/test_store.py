@@ -291,6 +291,7 @@ def back_to_schema_3(path) -> None:
 
 def back_to_schema_4(path) -> None:
     """The store before it kept servers' canaries."""
+    back_to_schema_5(path)
     with sqlite3.connect(path) as db:
         db.execute("DROP TABLE canaries")
         db.execute("UPDATE meta SET value = '4' WHERE name = 'schema'")
@@ -305,8 +306,10 @@ def test_a_schema_4_store_keeps_every_row_and_checksum_and_takes_canaries(tmp_pa
     before = {t: store.db.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES}
     back_to_schema_4(path)
     upgraded = Store(path)
-    assert upgraded.notes == [f"{path}: upgraded to store schema 5 (it keeps servers' canaries "
-                              "beside their ratings); its rows are unchanged"]  # fmt: skip
+    assert upgraded.notes[0] == (
+        f"{path}: upgraded to store schema 5 (it keeps servers' canaries beside their "
+        "ratings); its rows are unchanged"
+    )
     assert {t: upgraded.db.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES} == before
     assert list(upgraded.ratings([replace(key(1), top=5)])[0]) == [replace(key(1), top=5).key]
     assert upgraded.masks("img", "sam")[1] is None  # checksums hold
@@ -324,6 +327,45 @@ def test_a_schema_3_store_keeps_its_rows_and_checksums_and_takes_top_logits(tmp_
     flip_byte(upgraded, "ratings", "logprobs")
     assert upgraded.ratings([key(1)])[0] == {}
     assert Store(path).notes == []  # once
+
+
+def back_to_schema_5(path) -> None:
+    """The store before the content digest changed (blake2b to xxh3)."""
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE legacy_images")
+        db.execute("DROP TABLE aliases")
+        db.execute("UPDATE meta SET value = '5' WHERE name = 'schema'")
+
+
+def test_a_schema_5_stores_rows_move_to_the_new_digests_as_their_images_are_seen(tmp_path, good):
+    """Rows keyed by an old digest are served under the new one once the image's alias is
+    recorded, and moved there (checksums valid, the old row gone); the other images' rows
+    wait, untouched, for their images."""
+    path = tmp_path / "v5.sqlite"
+    store = Store(path)
+    for n in (1, 2):
+        store.put_rating(replace(key(n), top=5), with_top(good))
+        store.put_masks(f"image{n}", "sam", (8, 8), [np.eye(8, dtype=bool)])
+    store.close()
+    back_to_schema_5(path)
+    upgraded = Store(path)
+    assert "upgraded to store schema 6: the ratings and masks of its 2 images" in upgraded.notes[0]
+    new = replace(key(1), image="new1", top=5)
+    assert upgraded.legacy_left() and upgraded.ratings([new])[0] == {}  # no alias yet
+    upgraded.alias({"new1": "image1", "new9": "image9"})  # image9: no rows, no alias
+    assert upgraded.segmented(["new1", "new2"], "sam") == {"new1"}
+    assert list(upgraded.ratings([new])[0]) == [new.key]
+    assert upgraded.masks("new1", "sam")[0][0].tolist() == np.eye(8, dtype=bool).tolist()
+    again = Store(path)
+    assert again.notes == [] and again.legacy_left()  # image2 not seen yet
+    found, refused = again.ratings([new])  # moved, and its checksum holds
+    assert refused == [] and found[new.key].top_logits.tolist() == [2.0, 1.75, 1.5, 1.25, 1.0]
+    assert again.masks("new1", "sam")[1] is None
+    images = {row[0] for row in again.db.execute("SELECT image FROM ratings")}
+    assert images == {"new1", "image2"}
+    assert {row[0] for row in again.db.execute("SELECT image FROM segmentations")} == images
+    again.alias({"new2": "image2"})
+    assert not again.legacy_left() and list(again.ratings([replace(new, image="new2")])[0])
 
 
 # ---- the file itself --------------------------------------------------------------------
