@@ -77,10 +77,12 @@ class Handler(BaseHTTPRequestHandler):
             status = server.statuses.pop(0) if server.statuses else 200
         try:
             time.sleep(server.delay)
-            self._answer(status, body)
         finally:
+            # no longer counted once the answer goes out: the client may send its next
+            # request as soon as it has read this one, before this thread ends
             with server.lock:
                 server.active -= 1
+        self._answer(status, body)
 
     def _answer(self, status: int, body: dict) -> None:
         server = self.server
