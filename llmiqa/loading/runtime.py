@@ -113,7 +113,7 @@ class Runtime:
                 raise ValueError(f"{name} must be at least 1, got {value}")
 
 
-class Placement:
+class TorchDevice:
     """The torch device and dtype of a spec's `device` and `dtype` fields, resolved on first
     use: torch is imported then, not when the spec is made."""
 

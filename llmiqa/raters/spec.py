@@ -13,7 +13,7 @@ from functools import cached_property
 
 from llmiqa.errors import ModelLoadError
 from llmiqa.loading.checkpoints import Checkpoint, resolve, split_revision
-from llmiqa.loading.runtime import Placement, Runtime
+from llmiqa.loading.runtime import Runtime, TorchDevice
 from llmiqa.method.standards import Prompt
 from llmiqa.raters import registry
 from llmiqa.raters.base import Backend, Canary, Rater
@@ -25,7 +25,7 @@ REMOTE_BATCH = 8  # devices.default_batch_size on a GPU
 
 
 @dataclass(frozen=True)
-class RaterSpec(Placement):
+class RaterSpec(TorchDevice):
     """One MLLM to rate with: plain data, so it can be sent to another process."""
 
     model: str  # hub id or local path; a server's name for its model with `server`

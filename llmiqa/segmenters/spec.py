@@ -20,7 +20,7 @@ from llmiqa.loading.checkpoints import (
     resolve,
     split_revision,
 )
-from llmiqa.loading.runtime import Placement, Runtime
+from llmiqa.loading.runtime import Runtime, TorchDevice
 from llmiqa.segmenters.masks import MaskSettings
 
 # The facebook/sam2.1-hiera-* repos are "sam2_video" (one checkpoint serves images and
@@ -52,7 +52,7 @@ def segmenter_identity(checkpoint: str, dtype: object, settings: MaskSettings) -
 
 
 @dataclass(frozen=True)
-class SegmenterSpec(Placement):
+class SegmenterSpec(TorchDevice):
     """A segmenter named before loading: stored masks are keyed by `identity`, so masks
     already in the store need no SAM2 at all; resolving it raises every problem early.
 
