@@ -139,6 +139,17 @@ def shards(
     return Expanded(found, repeated)
 
 
+def adds_only(before: Sequence[str], now: Sequence[str], recursive: bool = False) -> bool:
+    """Whether inputs `now` name every file that `before` names, and maybe more (a wider
+    brace pattern, another shard, a folder that grew): a run over them continues the run
+    over `before` instead of being another run. Inputs that no longer expand (a list file
+    gone) are not taken to be covered."""
+    try:
+        return set(_paths(before, recursive)) <= set(_paths(now, recursive))
+    except UsageError:
+        return False
+
+
 def _files(files: list[str]) -> list[Shard]:
     """Image files, FILES_PER_SHARD to a shard."""
     found = []

@@ -19,6 +19,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,6 +70,14 @@ def collection_config(
     dataset = {"name": COLLECTION, "inputs": [os.path.abspath(i) for i in inputs],
                "recursive": recursive, "image_col": image_col}  # fmt: skip
     return RunConfig.create(dataset, scoring, preset, store=store)
+
+
+def parts_of(out: Path, config: RunConfig) -> Path:
+    """The run's parts folder, named by its options without its list of inputs: a part is
+    one shard's rows under these options, checked against the shard's fingerprint
+    whichever run listed it, so a run that adds inputs takes the earlier run's parts."""
+    options = replace(config, dataset={k: v for k, v in config.dataset.items() if k != "inputs"})
+    return folder(out, options.run_id)
 
 
 def listed(config: RunConfig):
@@ -128,7 +137,7 @@ def score_collection(
             refuse_replacing(out, config)
         expanded = listed(config)
         scorer = config.scorer(out)  # models and store checked before any work
-        parts = folder(out, config.run_id)
+        parts = parts_of(out, config)
         found: dict[str, ShardSummary] = {}
         on_ray: dict = {}  # what the Ray path did, for the usage
         bar = tqdm(total=len(expanded.shards), unit="shard", disable=not progress,
@@ -152,7 +161,7 @@ def score_collection(
         summary = _summary(config, expanded.shards, summaries, usage, checkpoints(scorer))
         _publish(out, config, expanded.shards, summary, started, set(on_ray.get("gave_up", ())))
         scorer.store.checkpoint()
-        _tidy_parts(out, config.run_id)
+        _tidy_parts(out, parts.name)
     return summary
 
 
@@ -164,7 +173,7 @@ def _on_ray(config, out, scorer, listed_shards, options, said: dict) -> Iterator
     from llmiqa.distributed.shards import STORES, add_usage, merge_stores, score_on_ray
 
     cpu = time.process_time()
-    stores, parts = out / STORES, folder(out, config.run_id)
+    stores, parts = out / STORES, parts_of(out, config)
     merge_stores(scorer.store, stores)  # a killed run's ratings: the workers read them
     todo = []
     for shard in listed_shards:
@@ -226,7 +235,7 @@ def _publish(
     """results.parquet and results.csv streamed from the parts, one part in memory at a
     time (shards in `lost` have none: Ray gave up on them); then the summary with the
     scores' statistics and histogram."""
-    parts = folder(out, config.run_id)
+    parts = parts_of(out, config)
     scores = []
     with publishing(out, config.run_id) as publication:
         root = publication.folder
@@ -279,10 +288,10 @@ def _statistics(values: np.ndarray) -> dict:
     }
 
 
-def _tidy_parts(out: Path, run_id: str) -> None:
+def _tidy_parts(out: Path, kept: str) -> None:
     """Parts of the runs this folder no longer holds go (their ratings stay in the store)."""
     for other in (out / PARTS).iterdir():
-        if other.name != run_id:
+        if other.name != kept:
             shutil.rmtree(other, ignore_errors=True)
 
 

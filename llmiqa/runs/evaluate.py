@@ -20,7 +20,7 @@ from llmiqa.environment import machine, versions
 from llmiqa.errors import RunError
 from llmiqa.evaluation import correlation
 from llmiqa.inputs.datasets import Dataset, Sample
-from llmiqa.inputs.shards import split_id
+from llmiqa.inputs.shards import adds_only, split_id
 from llmiqa.method import aggregate
 from llmiqa.method.aggregate import Aggregation
 from llmiqa.method.regions import RegionSettings
@@ -216,8 +216,9 @@ def checkpoints(scorer) -> dict[str, str]:
 
 def refuse_replacing(out: Path, config: RunConfig) -> None:
     """A run folder holding another run's outputs is not replaced unasked. A run that only
-    adds images (a larger --limit, or none after one) or changes only options that change
-    no number (knobs.speed_only: --device, --batch-size, ...) is the same run, resumed."""
+    adds images (a larger --limit, or none after one; more inputs of a collection) or
+    changes only options that change no number (knobs.speed_only: --device, --batch-size,
+    ...) continues the same run."""
     file = current(out) / CONFIG
     if not file.is_file():
         return
@@ -238,16 +239,24 @@ def refuse_replacing(out: Path, config: RunConfig) -> None:
 
 def other_options(published: dict, ours: dict, named: bool = False) -> list[str]:
     """What makes config `ours` another run than `published` (config.json records): every
-    option that differs, but those that change no number, and a limit that only grows.
-    Empty: the same run (resumed). `named`: only what can be named option by option."""
+    option that differs, but those that change no number, a limit that only grows and a
+    collection's inputs that only add to the earlier ones. Empty: the same run (resumed).
+    `named`: only what can be named option by option."""
     quiet = speed_only()
+
+    def differs(section: str, name: str) -> bool:
+        before, now = (published.get(section) or {}).get(name), ours[section].get(name)
+        if before == now or (section == "scoring" and name in quiet):
+            return False
+        if section == "dataset" and name == "inputs" and before:
+            return not adds_only(before, now, bool(ours[section].get("recursive")))
+        return True
+
     differ = [
         f"{name} {(published.get(section) or {}).get(name)!r} -> {ours[section].get(name)!r}"
         for section in ("dataset", "scoring")
         for name in sorted(set(ours.get(section, {})) | set(published.get(section) or {}))
-        if (published.get(section) or {}).get(name) != ours[section].get(name)
-        and not (section == "scoring" and name in quiet)
-        and (not named or name in (published.get(section) or {}))
+        if differs(section, name) and (not named or name in (published.get(section) or {}))
     ]
     differ += [
         f"{name} {published.get(name)!r} -> {ours[name]!r}"

@@ -146,8 +146,23 @@ def test_another_run_is_refused_without_overwrite(collection, tmp_path, capsys):
     assert "levels 7 -> 5" in err and "--overwrite" in err and "\n" not in err
     assert main(["score", photos, *FLAGS, "--out", str(out), "--levels", "5",
                  "--overwrite"]) == 1  # fmt: skip
-    (run,) = os.listdir(out / PARTS)  # the replaced run's parts are gone
-    assert json.loads((out / "config.json").read_text())["run_id"] == run
+    assert len(os.listdir(out / PARTS)) == 1  # the replaced run's parts are gone
+
+
+def test_a_run_that_adds_inputs_continues_the_earlier_one(collection, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["score", str(collection / "shard-0.tar"), *FLAGS, "--out", str(out)]) == 0
+    calls = digest_rater.DigestRater.calls
+    wider = [str(collection / "shard-{0..1}.tar"), str(collection / "rows.parquet")]
+    assert main(["score", *wider, *FLAGS, "--out", str(out)]) == 1  # shard-1 is truncated
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["shards"], summary["shards_reused"], summary["inputs"]) == (3, 1, 9)
+    assert digest_rater.DigestRater.calls == calls + 4  # only the new inputs are rated
+    assert len(os.listdir(out / PARTS)) == 1
+    capsys.readouterr()
+    narrower = [str(collection / "rows.parquet")]  # drops inputs: another run
+    assert main(["score", *narrower, *FLAGS, "--out", str(out)]) == 2
+    assert "other options (inputs" in capsys.readouterr().err
 
 
 def test_a_part_that_does_not_check_out_is_scored_again(collection, tmp_path):
