@@ -19,7 +19,6 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,14 +69,6 @@ def collection_config(
     dataset = {"name": COLLECTION, "inputs": [os.path.abspath(i) for i in inputs],
                "recursive": recursive, "image_col": image_col}  # fmt: skip
     return RunConfig.create(dataset, scoring, preset, store=store)
-
-
-def parts_of(out: Path, config: RunConfig) -> Path:
-    """The run's parts folder, named by its options without its list of inputs: a part is
-    one shard's rows under these options, checked against the shard's fingerprint
-    whichever run listed it, so a run that adds inputs takes the earlier run's parts."""
-    options = replace(config, dataset={k: v for k, v in config.dataset.items() if k != "inputs"})
-    return folder(out, options.run_id)
 
 
 def listed(config: RunConfig):
@@ -137,7 +128,7 @@ def score_collection(
             refuse_replacing(out, config)
         expanded = listed(config)
         scorer = config.scorer(out)  # models and store checked before any work
-        parts = parts_of(out, config)
+        parts = folder(out, config)
         found: dict[str, ShardSummary] = {}
         on_ray: dict = {}  # what the Ray path did, for the usage
         bar = tqdm(total=len(expanded.shards), unit="shard", disable=not progress,
@@ -173,7 +164,7 @@ def _on_ray(config, out, scorer, listed_shards, options, said: dict) -> Iterator
     from llmiqa.distributed.shards import STORES, add_usage, merge_stores, score_on_ray
 
     cpu = time.process_time()
-    stores, parts = out / STORES, parts_of(out, config)
+    stores, parts = out / STORES, folder(out, config)
     merge_stores(scorer.store, stores)  # a killed run's ratings: the workers read them
     todo = []
     for shard in listed_shards:
@@ -235,7 +226,7 @@ def _publish(
     """results.parquet and results.csv streamed from the parts, one part in memory at a
     time (shards in `lost` have none: Ray gave up on them); then the summary with the
     scores' statistics and histogram."""
-    parts = parts_of(out, config)
+    parts = folder(out, config)
     scores = []
     with publishing(out, config.run_id) as publication:
         root = publication.folder

@@ -1,24 +1,25 @@
 """A collection run's finished shards, each one Parquet part file: what makes a killed
 run's rerun exact and cheap.
 
-`OUT/parts/<run id>/<shard key>.parquet` holds a shard's rows once all its inputs are
-scored, written aside and renamed (never half a file under the name), with page checksums
-and, in its metadata, the shard's fingerprint and summary. A rerun takes a part whose
-fingerprint matches and whose pages and row count check out, and rescores any other
-shard (its ratings come from the store, so without model calls).
+`OUT/parts/<options id>/<shard key>.parquet` (`folder`) holds a shard's rows once all its
+inputs are scored, written aside and renamed (never half a file under the name), with
+page checksums and, in its metadata, the shard's fingerprint and summary. A rerun takes a
+part whose fingerprint matches and whose pages and row count check out, and rescores any
+other shard (its ratings come from the store, so without model calls).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from llmiqa.inputs.shards import Shard
+from llmiqa.runs.config import RunConfig
 from llmiqa.runs.rows import SCHEMA
 
 PARTS = "parts"
@@ -38,9 +39,13 @@ class ShardSummary:
     reused: bool = False  # taken from a finished part, nothing scored
 
 
-def folder(out: Path, run_id: str) -> Path:
-    """Where a run's parts are: one folder per run id, so another run's are never taken."""
-    return out / PARTS / run_id
+def folder(out: Path, config: RunConfig) -> Path:
+    """Where a run's parts are, named by its options without its list of inputs: a part is
+    one shard's rows under these options, checked against the shard's fingerprint whichever
+    run listed it, so a run that adds inputs takes the earlier run's parts, and a run with
+    other options never does."""
+    options = replace(config, dataset={k: v for k, v in config.dataset.items() if k != "inputs"})
+    return out / PARTS / options.run_id
 
 
 def part_file(parts: Path, shard: Shard) -> Path:
