@@ -45,7 +45,12 @@ def read_tar(source: str, damaged: Callable[[str], None]) -> Iterator[Encoded]:
     shard) is said once through `damaged`, after the samples read before it."""
     samples, key, members = 0, None, {}
     try:
-        with open(source, "rb") as file, tarfile.open(fileobj=file, mode="r|") as archive:
+        file = open(source, "rb")  # noqa: SIM115 (the with below closes it)
+    except OSError as error:
+        damaged(f"{source}: cannot open this tar shard ({error.strerror or one_line(error)})")
+        return
+    try:
+        with file, tarfile.open(fileobj=file, mode="r|") as archive:
             for member in archive:
                 if not member.isfile():
                     continue

@@ -78,3 +78,6 @@ def test_an_empty_or_missing_shard_is_damage_not_a_crash(tmp_path):
     for path in (empty, tmp_path / "missing.tar"):
         items, damage = read_all(path)
         assert items == [] and len(damage) == 1 and str(path) in damage[0]
+    assert damage == [
+        f"{tmp_path / 'missing.tar'}: cannot open this tar shard (No such file or directory)"
+    ]
