@@ -504,6 +504,15 @@ def test_every_command_follows_the_one_exit_status_rule(
         assert "failed" in err or "error:" in err  # the failure is said, not only coded
 
 
+def test_tiny_into_a_file_names_the_folder_it_cannot_make(tmp_path, capsys):
+    file = tmp_path / "a.png"
+    file.write_bytes(b"")
+    assert main(["tiny", str(file / "models")]) == 2
+    err = capsys.readouterr().err
+    said = f"{file / 'models'}: cannot make this folder for the tiny models (Not a directory)"
+    assert err == f"llmiqa: {said}\n"
+
+
 def test_the_exit_status_rule_is_in_the_help_and_the_readme_word_for_word(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
