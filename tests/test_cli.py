@@ -498,6 +498,7 @@ def test_every_command_follows_the_one_exit_status_rule(
     args = _case(command, status, root, whole, tmp_path, qwen2_vl_dir, sam2_dir, data_dir)
     code, out, err = llmiqa(*args)
     assert code == status, err
+    assert "\r" not in err  # progress bars go to a terminal only, never into a log
     if status == 2:
         assert out == "" and err.count("\n") == 1 and "internal error" not in err
     if status == 1 and command in ("score", "eval", "reproduce", "segment"):

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from llmiqa.runs.ablate import ablate, rows_markdown, save
     from llmiqa.runs.files import strict_json
 
-    rows = ablate(Path(args.run), args.axes)
+    rows = ablate(Path(args.run), args.axes, progress=sys.stderr.isatty())
     if args.json:
         print(json.dumps(strict_json([row.record() for row in rows])))
     else:

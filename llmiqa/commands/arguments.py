@@ -4,7 +4,9 @@ llmiqa.scoring.knobs), the dataset and Ray flags, and building a Scorer from the
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import unicodedata
 from pathlib import Path
 
 from llmiqa.scoring import knobs
@@ -71,6 +73,14 @@ def build_scorer(args: argparse.Namespace, progress: bool = False):
     from llmiqa.scoring.pipeline import Scorer
 
     return Scorer.from_options(from_arguments(args), args.store, progress)
+
+
+def shown(name: str) -> str:
+    """A name as one line of output: as it is, or as a JSON string (quoted, escaped) when
+    it holds a control character (a newline, a tab) that would break the line."""
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        return json.dumps(name, ensure_ascii=False)
+    return name
 
 
 def print_notes(notes: list[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from llmiqa.commands import arguments
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         args.bootstrap,
         ray=arguments.ray_options(args),
         overwrite=args.overwrite,
+        progress=sys.stderr.isatty(),
     )
     if summary is None:
         print(f"shard {args.shard[0]}/{args.shard[1]} stored; run without --shard to collect")
@@ -70,4 +72,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"{summary['scored']} of {summary['images']} images scored  {line}")
     print(f"results, metrics and report in {out}")
+    if summary["failed"]:
+        first = arguments.shown(summary["failures"][0]["error"])
+        print(f"llmiqa: {summary['failed']} of {summary['images']} images failed (see "
+              f"{out / 'metrics.json'}); the first: {first}", file=sys.stderr)  # fmt: skip
     return 1 if summary["failed"] else 0

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     roots = {name: getattr(args, name) for name in BENCHMARKS if getattr(args, name)}
     out = Path(args.out)
     record = reproduce(roots, out, arguments.explicit_options(args), args.protocols, args.limit,
-                       args.subset, args.bootstrap, args.overwrite)  # fmt: skip
+                       args.subset, args.bootstrap, args.overwrite,
+                       progress=sys.stderr.isatty())  # fmt: skip
     print((out / "reproduction.md").read_text(), end="")
     print(f"table: {out / 'reproduction.md'}  record to share: {out / 'reproduction.json'}"
           f" ({len(record['runs'])} runs)")  # fmt: skip

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import unicodedata
 from pathlib import Path
 
 from llmiqa.commands import arguments
@@ -51,14 +50,6 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     score.set_defaults(handler=run)
 
 
-def shown(name: str) -> str:
-    """A name as one line of output: as it is, or as a JSON string (quoted, escaped) when
-    it holds a control character (a newline, a tab) that would break the line."""
-    if any(unicodedata.category(c) == "Cc" for c in name):
-        return json.dumps(name, ensure_ascii=False)
-    return name
-
-
 def region_table(result) -> str:
     lines = [f"  {'#':>2}  {'kind':<10} {'box (x0,y0,x1,y1)':<24} {'area':>6}  score"]
     lines.append(f"  {'-':>2}  {'whole':<10} {'':<24} {1:>6.1%}  {result.s_global.mean():.3f}")
@@ -86,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     files = [path for shard in expanded.shards for path in shard.files]
     problems = {path: path_problem(path) for path in files}
     for problem in filter(None, problems.values()):  # known in a millisecond: said first
-        print(f"error: {shown(problem)}", file=sys.stderr)
+        print(f"error: {arguments.shown(problem)}", file=sys.stderr)
     failed = seen = sum(problem is not None for problem in problems.values())
     if seen == len(files) and all(shard.kind == "files" for shard in expanded.shards):
         print(f"llmiqa: {failed} of {seen} images failed", file=sys.stderr)
@@ -98,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     def damage(line: str) -> None:
         damaged.append(line)
-        print(f"error: {shown(line)}", file=sys.stderr)
+        print(f"error: {arguments.shown(line)}", file=sys.stderr)
 
     images = (item.image for shard in expanded.shards for item in read(shard, damage)
               if problems.get(item.id) is None)  # fmt: skip
@@ -106,14 +97,14 @@ def run(args: argparse.Namespace) -> int:
         seen += 1
         if not result.ok:
             failed += 1
-            print(f"error: {shown(result.error)}", file=sys.stderr)
+            print(f"error: {arguments.shown(result.error)}", file=sys.stderr)
             continue
         if args.json:
             record = {"path": result.name, **result.to_dict(), "standard": str(scorer.standard)}
             del record["name"]
             print(json.dumps(record), flush=True)
         else:
-            print(f"{result.score:.4f}\t{shown(result.name)}", flush=True)
+            print(f"{result.score:.4f}\t{arguments.shown(result.name)}", flush=True)
             if args.regions:
                 print(region_table(result), flush=True)
     arguments.print_notes(scorer.usage.notes)
@@ -139,7 +130,7 @@ def run_collection(args: argparse.Namespace) -> int:
 
     def said(_, summary) -> None:
         for line in (*summary.errors, *filter(None, [summary.damage])):
-            print(f"error: {shown(line)}", file=sys.stderr)
+            print(f"error: {arguments.shown(line)}", file=sys.stderr)
 
     out = Path(args.out)
     ray = arguments.ray_options(args)

@@ -80,9 +80,10 @@ def reproduce(
     subset: bool = False,
     resamples: int = 1000,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> dict:
     """Run every protocol on every benchmark given, then write the table and the record of
-    every run OUT holds (those of earlier invocations too)."""
+    every run OUT holds (those of earlier invocations too); `progress` draws the runs' bars."""
     if not roots:
         raise UsageError("give at least one benchmark's folder, e.g. --livec /data/LIVEC")
     unknown = sorted(set(protocols) - set(PROTOCOLS))
@@ -104,7 +105,13 @@ def reproduce(
     for config in configs.values():  # every benchmark's labels and images, before any work
         config.load_dataset().check_images()
     for (protocol, name), config in configs.items():
-        evaluate_run(config, out / protocol / name, resamples=resamples, overwrite=overwrite)
+        evaluate_run(
+            config,
+            out / protocol / name,
+            resamples=resamples,
+            overwrite=overwrite,
+            progress=progress,
+        )
     record = {"llmiqa": __version__, "machine": machine(), "versions": versions(VERSIONED),
               "runs": runs_in(out)}  # fmt: skip
     write_file(out / "reproduction.json", json.dumps(strict_json(record), indent=1) + "\n")

@@ -153,7 +153,9 @@ def aggregation_rows(
         yield _row("ensemble (Table 3, exp. 9)", aggregate.scores(arrays, base).score, truth, 0)
 
 
-def rating_rows(config: RunConfig, out: Path, axes: Sequence[str]) -> Iterator[Row]:
+def rating_rows(
+    config: RunConfig, out: Path, axes: Sequence[str], progress: bool = False
+) -> Iterator[Row]:
     """Standard kind, K, region mode and masks: rescored through the store, rating what is
     missing."""
     if not axes:
@@ -166,7 +168,7 @@ def rating_rows(config: RunConfig, out: Path, axes: Sequence[str]) -> Iterator[R
             if axis == "masks" and whole_only:  # SAM2's settings change nothing without it
                 yield Row.absent(variant, NO_REGIONS, names)
                 continue
-            scorer = config.scorer(out, progress=True, **change)
+            scorer = config.scorer(out, progress=progress, **change)
             results, truth = _rescored(config, scorer)
             if collection:
                 ok = [r for r in results if r.ok]
@@ -194,8 +196,9 @@ def _rescored(config: RunConfig, scorer) -> tuple[list, np.ndarray | None]:
     return in_order(scorer, dataset.images(samples), samples), np.array([s.mos for s in samples])
 
 
-def ablate(out: Path, axes: Sequence[str] = ()) -> list[Row]:
-    """The rows (`save` keeps them beside the run's outputs)."""
+def ablate(out: Path, axes: Sequence[str] = (), progress: bool = False) -> list[Row]:
+    """The rows (`save` keeps them beside the run's outputs); `progress` draws a bar for
+    each rescoring."""
     published = current(out)  # one publication, read whole
     config = RunConfig.read(published)
     base = build(Aggregation, config.scoring)
@@ -208,7 +211,7 @@ def ablate(out: Path, axes: Sequence[str] = ()) -> list[Row]:
             rows += aggregation_rows(stack(results), None, models, base, question=question)
     elif (scored := read_arrays(published, config.run_id)) is not None:
         rows += aggregation_rows(*scored, base, question=question)
-    rows += rating_rows(config, out, axes)
+    rows += rating_rows(config, out, axes, progress)
     return rows
 
 

@@ -117,10 +117,12 @@ def evaluate_run(
     resamples: int = 1000,
     ray: RayOptions | None = None,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> dict | None:
     """`llmiqa eval`: score, then publish the results, metrics and report of `out` as one
     unit (runs.publish.publishing). A finished run with other options is replaced only
-    with `overwrite` (its ratings stay in the store either way).
+    with `overwrite` (its ratings stay in the store either way). `progress`: draw progress
+    bars (the command line does on a terminal).
 
     A shard only fills the store; the run without --shard then finds every rating stored.
     With `ray`, a Ray cluster fills the store first (llmiqa.distributed), then the same
@@ -141,10 +143,10 @@ def evaluate_run(
         if ray is not None:
             from llmiqa.distributed.cluster import RayCluster
 
-            cluster = cleanup.enter_context(RayCluster(ray, progress=True))
+            cluster = cleanup.enter_context(RayCluster(ray, progress=progress))
             placement = cluster.place(config.scoring)
         overrides = placement.driver() if placement else {}
-        scorer = config.scorer(out, progress=True, **overrides)  # models and store checked
+        scorer = config.scorer(out, progress=progress, **overrides)  # models and store checked
         invocation = {"run": config.run_id, "started": time.time(), "shard": shard}
         finished = False
         try:
