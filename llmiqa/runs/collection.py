@@ -128,7 +128,7 @@ def score_collection(
             refuse_replacing(out, config)
         expanded = listed(config)
         scorer = config.scorer(out)  # models and store checked before any work
-        parts = folder(out, config)
+        parts = folder(out, config, checkpoints(scorer))
         found: dict[str, ShardSummary] = {}
         on_ray: dict = {}  # what the Ray path did, for the usage
         bar = tqdm(total=len(expanded.shards), unit="shard", disable=not progress,
@@ -136,7 +136,7 @@ def score_collection(
         if ray is None:
             done = ((shard, score_shard(scorer, shard, parts)) for shard in expanded.shards)
         else:
-            done = _on_ray(config, out, scorer, expanded.shards, ray, on_ray)
+            done = _on_ray(config, out, parts, scorer, expanded.shards, ray, on_ray)
         for shard, summary in done:
             found[shard.key] = summary
             if on_shard is not None:
@@ -150,13 +150,14 @@ def score_collection(
         if ray is not None:
             usage["ray"] = on_ray
         summary = _summary(config, expanded.shards, summaries, usage, checkpoints(scorer))
-        _publish(out, config, expanded.shards, summary, started, set(on_ray.get("gave_up", ())))
+        lost = set(on_ray.get("gave_up", ()))
+        _publish(out, config, parts, expanded.shards, summary, started, lost)
         scorer.store.checkpoint()
         _tidy_parts(out, parts.name)
     return summary
 
 
-def _on_ray(config, out, scorer, listed_shards, options, said: dict) -> Iterator[tuple]:
+def _on_ray(config, out, parts, scorer, listed_shards, options, said: dict) -> Iterator[tuple]:
     """Shards with a finished part as they are, the others scored on Ray (the workers'
     stores merged into the run's before and after); `said` gets what the Ray path did,
     with the driver's CPU seconds in it (Ray's start and publishing aside)."""
@@ -164,7 +165,7 @@ def _on_ray(config, out, scorer, listed_shards, options, said: dict) -> Iterator
     from llmiqa.distributed.shards import STORES, add_usage, merge_stores, score_on_ray
 
     cpu = time.process_time()
-    stores, parts = out / STORES, folder(out, config)
+    stores = out / STORES
     merge_stores(scorer.store, stores)  # a killed run's ratings: the workers read them
     todo = []
     for shard in listed_shards:
@@ -221,12 +222,17 @@ def _summary(config, listed_shards, summaries, usage, identities) -> dict:
 
 
 def _publish(
-    out: Path, config: RunConfig, listed_shards, summary: dict, started: float, lost=frozenset()
+    out: Path,
+    config: RunConfig,
+    parts: Path,
+    listed_shards,
+    summary: dict,
+    started: float,
+    lost=frozenset(),
 ) -> None:
     """results.parquet and results.csv streamed from the parts, one part in memory at a
     time (shards in `lost` have none: Ray gave up on them); then the summary with the
     scores' statistics and histogram."""
-    parts = folder(out, config)
     scores = []
     with publishing(out, config.run_id) as publication:
         root = publication.folder

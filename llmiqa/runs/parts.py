@@ -10,9 +10,10 @@ other shard (its ratings come from the store, so without model calls).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 from llmiqa.inputs.shards import Shard
 from llmiqa.runs.config import RunConfig
 from llmiqa.runs.rows import SCHEMA
+from llmiqa.scoring.knobs import speed_only
 
 PARTS = "parts"
 _META = b"llmiqa.part"
@@ -39,13 +41,22 @@ class ShardSummary:
     reused: bool = False  # taken from a finished part, nothing scored
 
 
-def folder(out: Path, config: RunConfig) -> Path:
-    """Where a run's parts are, named by its options without its list of inputs: a part is
-    one shard's rows under these options, checked against the shard's fingerprint whichever
-    run listed it, so a run that adds inputs takes the earlier run's parts, and a run with
-    other options never does."""
-    options = replace(config, dataset={k: v for k, v in config.dataset.items() if k != "inputs"})
-    return out / PARTS / options.run_id
+def folder(out: Path, config: RunConfig, models: dict[str, str]) -> Path:
+    """Where a run's parts are, named by what makes a shard's rows: the options that change
+    a number and each model's identity (`models`: a checkpoint retrained in place, a hub id
+    that moved or another dtype give other rows), not the options that change only speed
+    nor the list of inputs. A part is checked against its shard's fingerprint whichever run
+    listed it, so a run that adds inputs, or resumes on another device, takes the earlier
+    run's parts; a run with other numbers never does."""
+    quiet = speed_only()
+    made_by = [
+        {k: v for k, v in config.dataset.items() if k != "inputs"},
+        {k: v for k, v in config.scoring.items() if k not in quiet},
+        config.preset,
+        models,
+    ]
+    text = json.dumps(made_by, sort_keys=True, default=str)
+    return out / PARTS / hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def part_file(parts: Path, shard: Shard) -> Path:

@@ -113,7 +113,8 @@ def test_every_input_form_gives_one_row_per_input(collection, tmp_path, capsys):
 
     calls = digest_rater.DigestRater.calls
     assert main(["score", *inputs(collection), *FLAGS, "--out", str(out)]) == 1  # resumed
-    assert digest_rater.DigestRater.calls == calls  # every shard from its part
+    assert digest_rater.DigestRater.calls == calls
+    assert json.loads((out / "summary.json").read_text())["shards_reused"] == 4  # from parts
     assert rows_of(out) == json.dumps(rows)
 
 
@@ -163,6 +164,23 @@ def test_a_run_that_adds_inputs_continues_the_earlier_one(collection, tmp_path, 
     narrower = [str(collection / "rows.parquet")]  # drops inputs: another run
     assert main(["score", *narrower, *FLAGS, "--out", str(out)]) == 2
     assert "other options (inputs" in capsys.readouterr().err
+
+
+def test_parts_outlive_speed_options_but_not_another_model(collection, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["score", str(collection / "shard-0.tar"), *FLAGS, "--out", str(out)]
+
+    def reused() -> int:
+        return json.loads((out / "summary.json").read_text())["shards_reused"]
+
+    assert main(argv) == 0
+    assert main([*argv, "--batch-size", "3", "--decoders", "1"]) == 0 and reused() == 1
+    # the same options, another checkpoint behind them (retrained in place, a moved hub id)
+    monkeypatch.setattr(digest_rater.DigestRater, "identify", classmethod(lambda c, s: "other"))
+    calls = digest_rater.DigestRater.calls
+    assert main(argv) == 0 and reused() == 0
+    assert digest_rater.DigestRater.calls == calls + 4
+    assert len(os.listdir(out / PARTS)) == 1  # the other model's parts are gone
 
 
 def test_a_part_that_does_not_check_out_is_scored_again(collection, tmp_path):
