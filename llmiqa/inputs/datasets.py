@@ -134,7 +134,7 @@ class Dataset:
         if not _in_parquet(sample.image):
             return _is_file(path)
         row = split_id(sample.image)[1]
-        return row.isdigit() and int(row) < rows.get(path, 0)
+        return row.isascii() and row.isdigit() and int(row) < rows.get(path, 0)
 
 
 def _in_parquet(name: str) -> bool:

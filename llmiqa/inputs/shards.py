@@ -21,12 +21,12 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-from braceexpand import braceexpand
+from braceexpand import UnbalancedBracesError, braceexpand
 
 from llmiqa.errors import UsageError, one_line
 from llmiqa.inputs import parquet, tars
@@ -92,7 +92,9 @@ def _paths(inputs: Sequence[str], recursive: bool, listed: bool = False) -> list
     for given in inputs:
         names = [given]
         if "{" in given and not os.path.exists(given):
-            names = list(braceexpand(given))
+            # not a pattern (unbalanced): a name with a brace, left to its shard to fail
+            with suppress(UnbalancedBracesError):
+                names = list(braceexpand(given))
         for name in names:
             if name.lower().endswith(LIST) and not listed and os.path.isfile(name):
                 found += _paths(_listed(name), recursive, listed=True)
@@ -272,7 +274,7 @@ def _tar_members(source: str, members: dict[str, list[int]]) -> Numbered:
 def _parquet_rows(source: str, members: dict[str, list[int]], image_col: str | None) -> Numbered:
     """A Parquet file's named rows, in the file's order; only their row groups read."""
     rows: dict[int, list[int]] = {}
-    for member in [member for member in members if member.isdigit()]:
+    for member in [member for member in members if member.isascii() and member.isdigit()]:
         rows.setdefault(int(member), []).extend(members.pop(member))
     yield from _failed(source, members, lambda member: f"{source}#{member}: not a row number "
                        "(a Parquet row's id is file.parquet#row, rows counted from 0)")  # fmt: skip

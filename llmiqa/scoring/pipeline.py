@@ -374,7 +374,11 @@ def _load(item: ImageInput, number: int, legacy: bool = False) -> LoadedImage | 
         else:
             loaded = load_image(item)
     except ImageError as error:
-        return ImageResult(name=getattr(item, "name", str(item)), error=str(error))
+        if isinstance(item, Image.Image):
+            name = f"<image {number}>"
+        else:  # a path as given (a Path's .name would drop its folder), or a stable name
+            name = item.name if isinstance(item, (Encoded, LoadedImage)) else str(item)
+        return ImageResult(name=name, error=str(error))
     if legacy and loaded.legacy is None and isinstance(loaded.image, Image.Image):
         loaded = replace(loaded, legacy=legacy_pixel_hash(loaded.image))
     return loaded

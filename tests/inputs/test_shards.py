@@ -84,11 +84,11 @@ def test_what_stops_a_run_before_work_is_one_line(tmp_path, collection):
 
 def test_a_missing_file_is_left_to_its_shard(collection):
     """Named but absent: a failed input (a path) or a damaged shard, never dropped."""
-    expanded = shards([str(collection / "gone.png"), str(collection / "gone.tar"),
-                       str(collection / "gone.parquet")])  # fmt: skip
+    gone = ["gone.png", "gone.tar", "gone.parquet", "gone{.png"]  # the last: no pattern
+    expanded = shards([str(collection / name) for name in gone])
     damage = []
     items = [i for s in expanded.shards for i in read(s, damage.append)]
-    assert [i.id for i in items] == [str(collection / "gone.png")]
+    assert [i.id for i in items] == [str(collection / n) for n in ("gone.png", "gone{.png")]
     assert len(damage) == 2 and "gone.tar" in damage[0] and "gone.parquet" in damage[1]
 
 
@@ -139,12 +139,14 @@ def test_named_members_are_read_once_per_container_in_its_order(
 def test_a_member_not_there_is_one_failed_image_naming_file_and_key(collection, monkeypatch):
     tar, rows = str(collection / "shard-0.tar"), str(collection / "rows.parquet")
     gone = str(collection / "gone.tar")
-    ids = [f"{tar}#nokey.jpg", f"{tar}#s0.png", f"{rows}#7", f"{rows}#x", f"{gone}#a.jpg"]
+    ids = [f"{tar}#nokey.jpg", f"{tar}#s0.png", f"{rows}#7", f"{rows}#x", f"{gone}#a.jpg",
+           f"{rows}#\u00b2"]  # fmt: skip
     found = dict(named(ids, monkeypatch)[0])
     assert found[0] == f"{tar}: no sample 'nokey' with an image 'nokey.jpg' in this tar"
     assert found[1][0] == f"{tar}#s0.png"
     assert found[2] == f"{rows}: no row 7 (the file has 3 rows, counted from 0)"
     assert found[3].startswith(f"{rows}#x: not a row number")
+    assert found[5].startswith(f"{rows}#\u00b2: not a row number")  # a digit, not 0-9
     assert found[4] == f"{gone}: no such file"
 
 

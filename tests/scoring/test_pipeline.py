@@ -84,12 +84,13 @@ def test_bad_inputs_fail_alone_and_in_place(qwen2_vl_dir, photos, tmp_path):
     # a 1000x3 strip: Qwen-VL's processor refuses aspect ratios over 200, so rating fails
     strip = tmp_path / "strip.png"
     Image.new("RGB", (1000, 3), (90, 90, 90)).save(strip)
-    inputs = [photos[0], str(tmp_path / "missing.png"), str(broken), str(strip), photos[1]]
+    inputs = [photos[0], str(tmp_path / "missing.png"), broken, str(strip), photos[1]]
     scorer = whole_only(qwen2_vl_dir, runtime=Runtime(batch_size=4))
     results = scorer.score(inputs)
     assert [r.ok for r in results] == [True, False, False, False, True]
     assert "missing.png: no such file" in results[1].error
     assert "broken.jpg: not an image file" in results[2].error
+    assert results[2].name == str(broken)  # a Path named whole, folder and all
     assert "strip.png: rating failed" in results[3].error
     assert scorer.usage.failed == 3
     good = whole_only(qwen2_vl_dir).score([photos[0], photos[1]])
