@@ -218,7 +218,7 @@ class RayCluster:
         Returns what to pass to the collect pass (`scorer.offline().iter_score`) instead of
         `paths`: the same images, pixels left undecoded where nothing needs them."""
         paths = [str(p) for p in paths]
-        with run_ledger(self.ray) as ledger:
+        with run_ledger(self.ray) as (ledger, _):
             decoded = self._decode(paths, ledger, seam)
             if seam.segmenter is not None:
                 self._segment(placement, seam.segmenter, decoded, ledger)
@@ -383,9 +383,10 @@ class RayCluster:
 
 
 @contextmanager
-def run_ledger(ray) -> Iterator:
-    """The Ledger actor of one run's phases, beside the driver (lost only with it), named so
-    that `ray list actors` shows it; killed when they end."""
+def run_ledger(ray) -> Iterator[tuple[object, str]]:
+    """The Ledger actor of one run's phases and its name, beside the driver (lost only with
+    it), named so that `ray list actors` shows it and actors can look it up; killed when
+    they end."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = ray.get_runtime_context().get_node_id()
@@ -393,7 +394,7 @@ def run_ledger(ray) -> Iterator:
     name = f"{LEDGER}-{os.getpid()}-{time.time_ns()}"
     actor = ray.remote(Ledger).options(name=name, num_cpus=0, scheduling_strategy=beside).remote()
     try:
-        yield actor
+        yield actor, name
     finally:
         with suppress(Exception):  # the cluster may be gone: its actors went with it
             ray.kill(actor)

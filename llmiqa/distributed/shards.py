@@ -45,11 +45,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmiqa.distributed.cluster import LEDGER, RayOptions
-from llmiqa.distributed.workers import Ledger
+from llmiqa.distributed.cluster import RayOptions, run_ledger
 from llmiqa.errors import UsageError, one_line
 from llmiqa.inputs.shards import Shard, describe
 from llmiqa.raters.base import RatingRequest
@@ -147,7 +147,8 @@ class ShardWorker:
 
 def pool_size(ray, options: RayOptions, shards: int) -> tuple[int, float]:
     """(actors, GPUs per actor): one per GPU share on a cluster with GPUs, else one per
-    `options.cpus` of the cluster's CPUs; never more than the shards."""
+    `options.cpus` of the cluster's CPUs; never more than the shards. A pool the cluster's
+    live nodes cannot hold is refused in one line: its last actors would wait forever."""
     resources = ray.cluster_resources()
     gpus = options.gpus_per_rater
     if gpus is None:
@@ -158,7 +159,21 @@ def pool_size(ray, options: RayOptions, shards: int) -> tuple[int, float]:
         size = int(resources.get("GPU", 0) // gpus)
     else:
         size = int(resources.get("CPU", 1) // options.cpus)
-    return max(1, min(size, shards)), gpus
+    size = max(1, min(size, shards))
+
+    def holds(node: dict) -> int:
+        by_cpu = int(node.get("CPU", 0) // options.cpus)
+        by_gpu = int(node.get("GPU", 0) // gpus) if gpus else size
+        return min(by_cpu, by_gpu)
+
+    held = sum(holds(node["Resources"]) for node in ray.nodes() if node.get("Alive"))
+    if held < size:
+        each = f"{options.cpus:g} CPU" + (f" and {gpus:g} GPU" if gpus else "")
+        raise UsageError(
+            f"the Ray cluster's nodes can hold {held} of the {size} actors asked for "
+            f"({each} each); lower --ray-actors, --ray-cpus or --gpus-per-rater"
+        )
+    return size, gpus
 
 
 def score_on_ray(
@@ -170,21 +185,28 @@ def score_on_ray(
     start-up) and the nodes whose workers scored a shard."""
     if not todo:
         return
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    here = ray.get_runtime_context().get_node_id()
-    beside = NodeAffinitySchedulingStrategy(here, soft=False)  # lost only with the driver
-    name = f"{LEDGER}-{os.getpid()}-{time.time_ns()}"
-    ledger = ray.remote(Ledger).options(name=name, num_cpus=0, scheduling_strategy=beside)
-    ledger = ledger.remote()
     size, gpus = pool_size(ray, options, len(todo))
     seen.update(actors=size, gpus_per_actor=gpus, nodes=set())
     stores.mkdir(parents=True, exist_ok=True)
     worker = ray.remote(ShardWorker).options(
         num_cpus=options.cpus, num_gpus=gpus or None, max_restarts=-1, max_task_retries=-1
     )
-    actors = [worker.remote(scoring, run_store, stores, parts, work, name, options.retries)
-              for _ in range(size)]  # fmt: skip
+    with run_ledger(ray) as (_, ledger):
+        actors = [worker.remote(scoring, run_store, stores, parts, work, ledger, options.retries)
+                  for _ in range(size)]  # fmt: skip
+        try:
+            yield from _hand_out(ray, actors, todo, seen)
+        except ray.exceptions.RayError as error:
+            raise UsageError(f"Ray failed ({one_line(error)}); every finished shard is kept: "
+                             "rerun the same command to go on") from None  # fmt: skip
+        finally:
+            for actor in actors:
+                with suppress(Exception):  # the cluster may be gone: its actors went with it
+                    ray.kill(actor)
+
+
+def _hand_out(ray, actors: list, todo: Sequence[Shard], seen: dict) -> Iterator[Finished]:
+    """PER_ACTOR shards in flight per actor, another sent as each one finishes."""
     waiting = list(reversed(todo))
     flying: dict = {}  # ObjectRef -> (shard, actor), or None: an actor's start
     started = time.perf_counter()
@@ -194,31 +216,24 @@ def score_on_ray(
         shard = waiting.pop()
         flying[actor.score.remote(shard)] = (shard, actor)
 
-    try:
-        for actor in actors:
-            for _ in range(PER_ACTOR):
-                if waiting:
-                    send(actor)
-        while any(sent is not None for sent in flying.values()):
-            ready, _ = ray.wait(list(flying), num_returns=1)
-            if (sent := flying.pop(ready[0])) is None:  # the last one up: the pool's start
-                seen["start_seconds"] = time.perf_counter() - started
-                continue
-            shard, actor = sent
-            summary, usage, line = ray.get(ready[0])
-            if line and not line.startswith("Ray gave up on shard"):
-                raise UsageError(line)
-            if "node" in usage:
-                seen["nodes"].add(usage["node"])
+    for actor in actors:
+        for _ in range(PER_ACTOR):
             if waiting:
                 send(actor)
-            yield Finished(shard, summary, usage, line)
-    except ray.exceptions.RayError as error:
-        raise UsageError(f"Ray failed ({one_line(error)}); every finished shard is kept: "
-                         "rerun the same command to go on") from None  # fmt: skip
-    finally:
-        for actor in (*actors, ledger):
-            ray.kill(actor)
+    while any(sent is not None for sent in flying.values()):
+        ready, _ = ray.wait(list(flying), num_returns=1)
+        if (sent := flying.pop(ready[0])) is None:  # the last one up: the pool's start
+            seen["start_seconds"] = time.perf_counter() - started
+            continue
+        shard, actor = sent
+        summary, usage, line = ray.get(ready[0])
+        if line and not line.startswith("Ray gave up on shard"):
+            raise UsageError(line)
+        if "node" in usage:
+            seen["nodes"].add(usage["node"])
+        if waiting:
+            send(actor)
+        yield Finished(shard, summary, usage, line)
 
 
 def merge_stores(store: Store, stores: Path) -> dict[str, int]:

@@ -176,9 +176,10 @@ def _on_ray(config, out, parts, scorer, listed_shards, options, said: dict) -> I
     seen: dict = {}
     lost: list[str] = []
     spent = time.process_time() - cpu
-    with connected(options) as ray:
+    # the workers' paths absolute: a worker's current folder is not the driver's
+    store, stores, parts = Path(scorer.store.path).resolve(), stores.resolve(), parts.resolve()
+    with connected(options) if todo else contextlib.nullcontext() as ray:  # nothing left: no Ray
         cpu = time.process_time()  # Ray's start and end are not the driver's work
-        store = Path(scorer.store.path)
         for done in score_on_ray(ray, options, config.scoring, store, stores, parts, todo,
                                  score_shard, seen):  # fmt: skip
             add_usage(scorer.usage, done.usage)

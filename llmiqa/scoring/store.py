@@ -595,13 +595,18 @@ class Store:
 
     def merge(self, other: Path) -> dict[str, int]:
         """Every valid row of another store file (a Ray worker's) that this one lacks, in
-        one transaction per table; rows whose checksum fails are left out. Returns the rows
-        added per table."""
-        added = {}
+        one transaction per table; rows whose checksum fails are left out, and so are the
+        tables it lacks (a worker killed while it made them). Returns the rows added per
+        table."""
+        added = dict.fromkeys(_MERGED, 0)
         with self._errors("merge into"):
             self.db.execute("ATTACH DATABASE ? AS other", (str(other),))
+            tables = "SELECT name FROM other.sqlite_master WHERE type = 'table'"
+            there = {name for (name,) in self.db.execute(tables)}
         try:
             for table, columns in _MERGED.items():
+                if table not in there:
+                    continue
                 names = ", ".join((*columns, "checksum"))
                 insert = (f"INSERT OR IGNORE INTO main.{table} ({names}) "
                           f"VALUES ({','.join('?' * (len(columns) + 1))})")  # fmt: skip

@@ -234,9 +234,11 @@ def test_a_killed_driver_is_resumed_computing_nothing_twice(
         "runtime_env=__import__('json').loads(sys.argv[3])); from llmiqa.cli import main;"
         "sys.exit(main(sys.argv[4:]))"
     )
-    command = [sys.executable, "-c", script, str(RATER), cluster.address,
-               json.dumps(runtime_env(poison_file)), "score", str(shards), "--out", str(out),
-               *FLAGS, "--ray", cluster.address, "--ray-cpus", str(CPUS)]  # fmt: skip
+    slow = runtime_env(poison_file)  # 2 s a shard: the kill lands well before the end
+    slow["env_vars"]["LLMIQA_TEST_DELAY"] = "0.5"
+    command = [sys.executable, "-c", script, str(RATER), cluster.address, json.dumps(slow),
+               "score", str(shards), "--out", str(out), *FLAGS, "--ray", cluster.address,
+               "--ray-cpus", str(CPUS)]  # fmt: skip
     driver = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while parts(out) < 1:
@@ -245,9 +247,12 @@ def test_a_killed_driver_is_resumed_computing_nothing_twice(
         time.sleep(0.02)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
+    deadline = time.monotonic() + 120
+    while workers(cluster) and time.monotonic() < deadline:  # Ray ends the driver's workers
+        time.sleep(0.1)
+    assert not workers(cluster)  # nothing writes parts or ratings from here on
     kept = parts(out)
     assert 1 <= kept < SHARDS and not (out / "results.parquet").exists()
-    time.sleep(2)  # Ray ends the dead driver's workers
 
     done = set()  # ratings the killed run committed, in the run's store or its workers'
     for file in [out / "store.sqlite", *(out / "stores").glob("*.sqlite")]:
@@ -290,6 +295,20 @@ def test_a_shard_that_kills_its_worker_is_given_up_in_one_line_and_the_rest_kept
     assert score_on(cluster, shards, out) == 0  # the poison gone, the rerun finishes it
     assert summary(out)["usage"]["ray"]["shards_sent"] == 1
     same_run(out, single)
+
+
+@pytest.mark.ray
+def test_a_pool_the_cluster_cannot_hold_is_refused_before_any_work(
+    cluster, shards, tmp_path, capsys
+):
+    """Two nodes of 1 CPU hold 4 actors of 0.5 CPU and none that needs a GPU: the rest
+    would wait for resources forever."""
+    for more, held in ((["--ray-actors", "6"], "4 of the 6"), (["--gpus-per-rater", "1"],
+                                                              "0 of the 1")):  # fmt: skip
+        assert score_on(cluster, shards, tmp_path / "run", *more) == 2
+        err = capsys.readouterr().err
+        assert f"the Ray cluster's nodes can hold {held} actors asked for" in err
+        assert err.count("\n") == 1 and not parts(tmp_path / "run")
 
 
 # ---- without a cluster ------------------------------------------------------------------

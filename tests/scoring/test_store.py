@@ -549,3 +549,5 @@ def test_merge_adds_the_valid_rows_another_store_has_and_leaves_damaged_ones(
     assert main.segmented(["image1"], "sam") == {"image1"}
     assert main.direction("m@1", "good\x1fbad") is not None
     assert main.merge(tmp_path / "other.sqlite")["ratings"] == 0  # merging twice adds nothing
+    sqlite3.connect(tmp_path / "bare.sqlite").close()  # a worker killed before its tables
+    assert main.merge(tmp_path / "bare.sqlite") == dict.fromkeys(added, 0)
